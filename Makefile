@@ -1,0 +1,18 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create ./.venv and install optix into it the first time.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+$(BIN)/activate: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,examples]'
+	touch $(BIN)/activate
+
+.PHONY: demo test
+demo: $(BIN)/activate
+	$(BIN)/python examples/rosenbrock_race.py --out out/rosenbrock_race.png
+
+test: $(BIN)/activate
+	$(BIN)/python -m pytest -n 2 -q tests

@@ -1,0 +1,98 @@
+"""Hyperparameter validation at construction time.
+
+Every check raises ``ValueError`` that names the argument, the valid range and
+the value received, e.g. ``b1 must be in [0, 1), got 1.5``. Schedules (callables)
+and traced values cannot be checked when the transform is built and pass through.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _concrete(value):
+  """Returns a Python float for a concrete number, or None when unknowable."""
+  if callable(value) or value is None:
+    return None
+  if isinstance(value, bool):
+    raise ValueError(f"expected a number, got the bool {value!r}")
+  if isinstance(value, numbers.Number):
+    return float(value)
+  try:
+    arr = np.asarray(value)
+  except Exception:  # a tracer or an abstract value: nothing to check here
+    return None
+  if arr.shape == () and np.issubdtype(arr.dtype, np.number):
+    return float(arr)
+  return None
+
+
+def in_range(name, value, low=-math.inf, high=math.inf, *, low_closed=True,
+             high_closed=True):
+  """Checks ``low <(=) value <(=) high``; returns ``value`` unchanged."""
+  v = _concrete(value)
+  if v is None:
+    return value
+  ok = (v >= low if low_closed else v > low) and (v <= high if high_closed else v < high)
+  if math.isnan(v) or not ok:
+    lo = ("[" if low_closed else "(") + _fmt(low)
+    hi = _fmt(high) + ("]" if high_closed else ")")
+    raise ValueError(f"{name} must be in {lo}, {hi}, got {value!r}")
+  return value
+
+
+def _fmt(x):
+  if x == math.inf:
+    return "inf"
+  if x == -math.inf:
+    return "-inf"
+  return f"{x:g}"
+
+
+def unit_interval(name, value):
+  """``value`` in [0, 1): decay rates such as b1, b2, momentum."""
+  return in_range(name, value, 0.0, 1.0, high_closed=False)
+
+
+def nonnegative(name, value):
+  """``value`` in [0, inf): eps, weight_decay, ..."""
+  return in_range(name, value, 0.0)
+
+
+def positive(name, value):
+  """``value`` in (0, inf): max_norm, clipping thresholds, ..."""
+  return in_range(name, value, 0.0, low_closed=False)
+
+
+def finite(name, value):
+  """Any finite real number."""
+  return in_range(name, value, -math.inf, math.inf, low_closed=False, high_closed=False)
+
+
+def learning_rate(name, value):
+  """Learning rates are non-negative; schedules are checked when called."""
+  return nonnegative(name, value)
+
+
+def integer(name, value, low=0):
+  """An int ``>= low`` (steps, intervals, sizes)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+  if value < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+  return int(value)
+
+
+def one_of(name, value, choices):
+  """``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {sorted(choices)!r}, got {value!r}")
+  return value
+
+
+def at_most(name, value, other_name, other_value):
+  """``value <= other_value`` for two already-checked integers/floats."""
+  if value > other_value:
+    raise ValueError(f"{name} must be <= {other_name} ({other_value!r}), got {value!r}")
+  return value

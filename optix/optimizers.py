@@ -1,0 +1,113 @@
+"""The optimizer aliases: each one a short, visible ``chain`` of transforms.
+
+Signatures and defaults mirror optax's, so ``optax.adamw(...)`` becomes
+``optix.adamw(...)`` by changing one word. Differences: moments are float32 by
+default whatever the param dtype (``state_dtype``), and every hyperparameter is
+validated when the optimizer is built.
+"""
+
+from typing import Optional
+
+import jax.numpy as jnp
+
+from optix import _base
+from optix.transforms.adaptive import scale_by_adam, scale_by_rms, scale_by_rss
+from optix.transforms.decay import MaskOrFn, add_decayed_weights
+from optix.transforms.momentum import trace
+from optix.transforms.scaling import scale_by_learning_rate
+from optix.transforms.sign import scale_by_lion
+
+chain = _base.chain
+
+
+def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
+        nesterov: bool = False, accumulator_dtype=None, *, state_dtype=jnp.float32):
+  r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+  .. math:: \theta \leftarrow \theta - \eta\, u, \quad u = g \ \text{or the momentum of} \ g
+
+  ``momentum=None`` keeps no state (plain SGD).
+  """
+  return chain(
+      trace(momentum, nesterov, accumulator_dtype, state_dtype=state_dtype)
+      if momentum is not None else _base.identity(),
+      scale_by_learning_rate(learning_rate),
+  )
+
+
+def adagrad(learning_rate: _base.ScalarOrSchedule, initial_accumulator_value: float = 0.1,
+            eps: float = 1e-7, *, state_dtype=jnp.float32):
+  """AdaGrad (Duchi et al. 2011): SGD scaled by 1/√(Σ g²)."""
+  return chain(scale_by_rss(initial_accumulator_value, eps, state_dtype=state_dtype),
+               scale_by_learning_rate(learning_rate))
+
+
+def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
+            initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
+            momentum: Optional[float] = None, nesterov: bool = False,
+            bias_correction: bool = False, *, state_dtype=jnp.float32):
+  """RMSProp (Hinton 2012; centered: Graves 2013, arXiv 1308.0850), optional momentum."""
+  return chain(
+      scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered,
+                   state_dtype=state_dtype),
+      scale_by_learning_rate(learning_rate),
+      trace(momentum, nesterov, state_dtype=state_dtype) if momentum is not None
+      else _base.identity(),
+  )
+
+
+def adam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, nesterov: bool = False,
+         state_dtype=jnp.float32):
+  """Adam (Kingma & Ba 2015, arXiv 1412.6980); ``nesterov=True`` is NAdam."""
+  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                             state_dtype=state_dtype),
+               scale_by_learning_rate(learning_rate))
+
+
+def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
+          weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
+          nesterov: bool = False, state_dtype=jnp.float32):
+  r"""AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101): Adam with decoupled decay.
+
+  .. math:: \theta \leftarrow \theta - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda\theta)
+
+  ``weight_decay=1e-4`` is optax's default; language models usually use 0.01-0.1
+  with ``mask=optix.matrices_only`` so biases and norm scales do not decay.
+  """
+  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                             state_dtype=state_dtype),
+               add_decayed_weights(weight_decay, mask),
+               scale_by_learning_rate(learning_rate))
+
+
+def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, state_dtype=jnp.float32):
+  """NAdam (Dozat 2016): Adam with Nesterov momentum."""
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True,
+              state_dtype=state_dtype)
+
+
+def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
+           weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
+           state_dtype=jnp.float32):
+  """NAdamW: NAdam with decoupled weight decay."""
+  return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+               nesterov=True, state_dtype=state_dtype)
+
+
+def lion(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
+         mu_dtype=None, weight_decay: _base.ScalarOrSchedule = 1e-3, mask: MaskOrFn = None,
+         *, state_dtype=jnp.float32):
+  r"""Lion (Chen et al. 2023, arXiv 2302.06675): sign momentum + decoupled decay.
+
+  .. math:: \theta \leftarrow \theta - \eta\,(\operatorname{sign}(\beta_1 m + (1-\beta_1) g) + \lambda\theta)
+
+  Every coordinate moves by η (plus decay): use a 3-10× smaller learning rate and
+  a 3-10× larger weight decay than for AdamW.
+  """
+  return chain(scale_by_lion(b1, b2, mu_dtype, state_dtype=state_dtype),
+               add_decayed_weights(weight_decay, mask),
+               scale_by_learning_rate(learning_rate))

@@ -1,0 +1,1 @@
+"""Gradient transformations, one idea per module."""

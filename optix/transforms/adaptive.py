@@ -1,0 +1,159 @@
+"""Per-coordinate adaptive scaling: AdaGrad, RMSProp and Adam."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree, _validate
+
+
+def ema(decay, moment, value):
+  """``decay · moment + (1 - decay) · value`` in the moment's dtype."""
+  return jax.tree.map(lambda m, x: (1 - decay) * x.astype(m.dtype) + decay * m, moment, value)
+
+
+def debias(moment, decay, count):
+  """``moment / (1 - decay**count)``: undoes the zero initialisation of an EMA."""
+  correction = 1 - decay ** count.astype(jnp.float32)
+  return jax.tree.map(lambda m: m / correction.astype(m.dtype), moment)
+
+
+class ScaleByRssState(NamedTuple):
+  sum_of_squares: _base.Updates
+
+
+def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
+                 state_dtype=jnp.float32) -> _base.GradientTransformation:
+  r"""AdaGrad's scaling (Duchi et al. 2011, JMLR 12).
+
+  .. math:: s_t = s_{t-1} + g_t^2, \qquad u_t = g_t / \sqrt{s_t + \epsilon}
+
+  (and 0 where ``s_t = 0``). ``initial_accumulator_value=0.1`` keeps the first
+  steps bounded, as in optax and TensorFlow.
+  """
+  _validate.nonnegative("initial_accumulator_value", initial_accumulator_value)
+  _validate.nonnegative("eps", eps)
+
+  def init(params):
+    return ScaleByRssState(_tree.full_like(params, initial_accumulator_value, state_dtype))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", updates, "state.sum_of_squares", state.sum_of_squares)
+    sos = jax.tree.map(lambda g, s: jnp.square(g.astype(s.dtype)) + s, updates,
+                       state.sum_of_squares)
+    out = jax.tree.map(
+        lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g.astype(s.dtype),
+        updates, sos)
+    return _tree.cast_like(out, updates), ScaleByRssState(sos)
+
+  return _base.GradientTransformation(init, update)
+
+
+class ScaleByRmsState(NamedTuple):
+  count: jax.Array      # int32, saturating
+  nu: _base.Updates     # EMA of g²
+  mu: _base.Updates     # EMA of g (centered only; None otherwise)
+
+
+def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
+                 eps_in_sqrt: bool = True, bias_correction: bool = False,
+                 centered: bool = False, *, state_dtype=jnp.float32
+                 ) -> _base.GradientTransformation:
+  r"""RMSProp's scaling (Hinton, Coursera lecture 6e, 2012; centered: Graves 2013,
+  arXiv 1308.0850).
+
+  .. math::
+     \nu_t = \rho \nu_{t-1} + (1-\rho) g_t^2, \qquad
+     u_t = g_t / \sqrt{\nu_t - [\mu_t^2] + \epsilon}
+
+  where the bracketed term is present only when ``centered`` (``μ_t`` the EMA
+  of g). ``eps_in_sqrt=False`` puts ε outside the root. ``bias_correction``
+  divides ν by ``1 - ρ^t`` (off by default, as in optax).
+  """
+  _validate.unit_interval("decay", decay)
+  _validate.nonnegative("eps", eps)
+  _validate.nonnegative("initial_scale", initial_scale)
+
+  def init(params):
+    return ScaleByRmsState(jnp.zeros([], jnp.int32),
+                           _tree.full_like(params, initial_scale, state_dtype),
+                           _tree.zeros_like(params, state_dtype) if centered else None)
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", updates, "state.nu", state.nu)
+    count = _tree.safe_increment(state.count)
+    g = _tree.cast_like(updates, state.nu)  # compute in the state dtype
+    nu = ema(decay, state.nu, jax.tree.map(jnp.square, g))
+    mu = ema(decay, state.mu, g) if centered else None
+    nu_hat = debias(nu, decay, count) if bias_correction else nu
+    var = jax.tree.map(lambda n, m: n - jnp.square(m), nu_hat, mu) if centered else nu_hat
+
+    def scale_one(g, v):
+      return g * jax.lax.rsqrt(v + eps) if eps_in_sqrt else g / (jnp.sqrt(v) + eps)
+
+    out = jax.tree.map(scale_one, g, var)
+    return _tree.cast_like(out, updates), ScaleByRmsState(count, nu, mu)
+
+  return _base.GradientTransformation(init, update)
+
+
+class ScaleByAdamState(NamedTuple):
+  count: jax.Array      # int32, saturating
+  mu: _base.Updates     # first moment
+  nu: _base.Updates     # second moment
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                  eps_root: float = 0.0, mu_dtype=None, *, nesterov: bool = False,
+                  state_dtype=jnp.float32) -> _base.GradientTransformation:
+  r"""Adam's scaling (Kingma & Ba 2015, arXiv 1412.6980; Nesterov form:
+  Dozat 2016, "Incorporating Nesterov Momentum into Adam").
+
+  .. math::
+     m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+     v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \\
+     \hat m_t = m_t / (1-\beta_1^t), \quad \hat v_t = v_t / (1-\beta_2^t), \quad
+     u_t = \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)
+
+  With ``nesterov`` the numerator is
+  :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`.
+  Defaults are the paper's. ``eps_root > 0`` keeps the gradient of the update
+  finite when differentiating through it (meta-learning).
+
+  Args:
+    b1, b2: moment decay rates in [0, 1).
+    eps, eps_root: >= 0.
+    mu_dtype: optax-compatible dtype for m only (overrides ``state_dtype`` for m).
+    nesterov: NAdam.
+    state_dtype: dtype of m and v, float32 by default whatever the params.
+  """
+  _validate.unit_interval("b1", b1)
+  _validate.unit_interval("b2", b2)
+  _validate.nonnegative("eps", eps)
+  _validate.nonnegative("eps_root", eps_root)
+
+  def init(params):
+    return ScaleByAdamState(jnp.zeros([], jnp.int32),
+                            _tree.zeros_like(params, mu_dtype or state_dtype),
+                            _tree.zeros_like(params, state_dtype))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", updates, "state.mu", state.mu)
+    g = _tree.cast_like(updates, state.nu)  # compute in the state dtype
+    mu = ema(b1, state.mu, g)
+    nu = ema(b2, state.nu, jax.tree.map(jnp.square, g))
+    count = _tree.safe_increment(state.count)
+    if nesterov:
+      mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g,
+                            debias(mu, b1, _tree.safe_increment(count)), debias(g, b1, count))
+    else:
+      mu_hat = debias(mu, b1, count)
+    nu_hat = debias(nu, b2, count)
+    out = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
+    return _tree.cast_like(out, updates), ScaleByAdamState(count, mu, nu)
+
+  return _base.GradientTransformation(init, update)

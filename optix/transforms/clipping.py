@@ -1,0 +1,107 @@
+"""Gradient clipping: by value, by global norm, and adaptive (unit-wise)."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree, _validate
+
+
+def global_norm(tree) -> jax.Array:
+  """√(Σ_leaves Σ x²), accumulated in float32.
+
+  Under ``jit`` with sharded leaves XLA inserts the cross-device sum itself, so
+  the value is the true global norm whatever the sharding.
+  """
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.zeros([], jnp.float32)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def clip(max_delta: float) -> _base.GradientTransformation:
+  """Clips every coordinate to [-max_delta, max_delta] (max_delta > 0)."""
+  _validate.positive("max_delta", max_delta)
+
+  def init(params):
+    del params
+    return _base.EmptyState()
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
+
+  return _base.GradientTransformation(init, update)
+
+
+class ClipByGlobalNormState(NamedTuple):
+  norm: jax.Array  # the global norm of the last gradient, before clipping
+
+
+def clip_by_global_norm(max_norm: float) -> _base.GradientTransformation:
+  r"""Rescales the whole update tree when its global norm exceeds ``max_norm``
+  (Pascanu et al. 2013, arXiv 1211.5063).
+
+  .. math:: u \leftarrow u \cdot \min(1, \text{max\_norm} / \lVert u \rVert_2)
+
+  The pre-clip norm is kept in the state (``state.norm``) so a training loop can
+  log it without recomputing it (optax's state is empty).
+  """
+  _validate.positive("max_norm", max_norm)
+
+  def init(params):
+    del params
+    return ClipByGlobalNormState(jnp.zeros([], jnp.float32))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    norm = global_norm(updates)
+    trigger = norm < max_norm
+    out = jax.tree.map(
+        lambda g: jnp.where(trigger, g, (g / norm.astype(g.dtype)) * max_norm).astype(g.dtype),
+        updates)
+    return out, ClipByGlobalNormState(norm)
+
+  return _base.GradientTransformation(init, update)
+
+
+def unitwise_norm(x: jax.Array) -> jax.Array:
+  """Norm per output unit: |x| for scalars/vectors, over all but the last axis
+  for matrices and conv kernels (HWIO), broadcast back to ``x``'s shape."""
+  sq = jnp.square(x.astype(jnp.float32))
+  if x.ndim <= 1:
+    return jnp.sqrt(sq)
+  return jnp.broadcast_to(jnp.sqrt(jnp.sum(sq, axis=tuple(range(x.ndim - 1)), keepdims=True)),
+                          x.shape)
+
+
+def adaptive_grad_clip(clipping: float, eps: float = 1e-3) -> _base.GradientTransformation:
+  r"""Adaptive gradient clipping (Brock et al. 2021, NFNets, arXiv 2102.06171).
+
+  Per unit i: :math:`g_i \leftarrow g_i \cdot \min(1, \lambda \max(\lVert\theta_i\rVert,
+  \epsilon) / \lVert g_i\rVert)`, so the clip threshold follows the size of the
+  weights. ``clipping`` λ > 0 (the paper uses 0.01 for large batches).
+  """
+  _validate.positive("clipping", clipping)
+  _validate.nonnegative("eps", eps)
+
+  def init(params):
+    del params
+    return _base.EmptyState()
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("adaptive_grad_clip needs params: call update(updates, state, params)")
+    _tree.check_match("updates", updates, "params", params)
+
+    def clip_one(g, p):
+      g_norm = unitwise_norm(g)
+      max_norm = jnp.maximum(unitwise_norm(p), eps) * clipping
+      clipped = g.astype(jnp.float32) * (max_norm / jnp.maximum(g_norm, 1e-6))
+      return jnp.where(g_norm < max_norm, g.astype(jnp.float32), clipped).astype(g.dtype)
+
+    return jax.tree.map(clip_one, updates, params), state
+
+  return _base.GradientTransformation(init, update)

@@ -1,0 +1,80 @@
+"""Decoupled weight decay, and the masks that choose which params decay."""
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optix import _base, _tree, _validate
+
+MaskOrFn = Optional[Union[Any, Callable[[_base.Params], Any]]]
+
+
+def add_decayed_weights(weight_decay: _base.ScalarOrSchedule = 0.0,
+                        mask: MaskOrFn = None) -> _base.GradientTransformation:
+  r"""Decoupled weight decay (Loshchilov & Hutter 2019, arXiv 1711.05101).
+
+  .. math:: u_t \leftarrow u_t + \lambda\, \theta_t
+
+  Placed after the adaptive scaling and before the learning rate, the decay is
+  *not* divided by √v (that is what makes AdamW differ from Adam + L2).
+  ``mask`` is a pytree of bools like the params, or a callable params → such a
+  tree (see :func:`matrices_only`, :func:`exclude_names`); False leaves do not decay.
+  ``weight_decay`` is a float >= 0 or a schedule of the step.
+  """
+  _validate.nonnegative("weight_decay", weight_decay)
+
+  def init(params):
+    del params
+    return ScheduleCount(jnp.zeros([], jnp.int32)) if callable(weight_decay) else _base.EmptyState()
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
+    _tree.check_match("updates", updates, "params", params)
+    if callable(weight_decay):
+      wd, state = weight_decay(state.count), ScheduleCount(_tree.safe_increment(state.count))
+    else:
+      wd = weight_decay
+    out = jax.tree.map(lambda g, p: (g + wd * p.astype(g.dtype)).astype(g.dtype), updates, params)
+    return out, state
+
+  tx = _base.GradientTransformation(init, update)
+  return optax.masked(tx, mask) if mask is not None else tx
+
+
+class ScheduleCount(NamedTuple):
+  count: jax.Array  # int32, saturating
+
+
+def matrices_only(params):
+  """Mask: True for params with ndim >= 2 (weights), False for biases, norm
+  scales and other scalars/vectors, which conventionally do not decay."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def exclude_names(*names: str) -> Callable[[_base.Params], Any]:
+  """Mask factory: False for every leaf whose key path has one of ``names``
+  (a path component equal to the name, e.g.
+  ``exclude_names("bias", "scale", "embedding")``), True elsewhere."""
+  names = tuple(names)
+  if not names or not all(isinstance(n, str) and n for n in names):
+    raise ValueError(f"exclude_names needs non-empty strings, got {names!r}")
+
+  def mask(params):
+    def keep(path, _):
+      parts = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+      return not any(part in names for part in parts)
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+  return mask
+
+
+def combine_masks(*masks: Callable[[_base.Params], Any]) -> Callable[[_base.Params], Any]:
+  """Mask that is True only where every mask is True."""
+  def mask(params):
+    trees = [m(params) if callable(m) else m for m in masks]
+    return jax.tree.map(lambda *bs: all(bs), *trees)
+  return mask

@@ -1,0 +1,59 @@
+"""Scaling by a constant, a schedule, or the learning rate."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree, _validate
+
+
+class ScaleByScheduleState(NamedTuple):
+  count: jax.Array  # int32, saturating
+
+
+def scale(step_size: float) -> _base.GradientTransformation:
+  """``u ← step_size · u``. Any finite real (negative flips the direction)."""
+  _validate.finite("step_size", step_size)
+
+  def init(params):
+    del params
+    return _base.EmptyState()
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: (step_size * g).astype(g.dtype), updates), state
+
+  return _base.GradientTransformation(init, update)
+
+
+def scale_by_schedule(step_size_fn: _base.Schedule) -> _base.GradientTransformation:
+  """``u ← s(t) · u`` where ``s`` is a schedule of the step count t = 0, 1, ..."""
+  if not callable(step_size_fn):
+    raise ValueError(f"step_size_fn must be callable, got {step_size_fn!r}")
+
+  def init(params):
+    del params
+    return ScaleByScheduleState(jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    s = step_size_fn(state.count)
+    updates = jax.tree.map(lambda g: (jnp.asarray(s, g.dtype) * g).astype(g.dtype), updates)
+    return updates, ScaleByScheduleState(_tree.safe_increment(state.count))
+
+  return _base.GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: _base.ScalarOrSchedule, *,
+                           flip_sign: bool = True) -> _base.GradientTransformation:
+  """``u ← -η(t) · u`` (``flip_sign=False``: ``+η(t) · u``).
+
+  The last link of every optimizer chain: descent means moving against the
+  gradient, hence the sign flip. ``learning_rate`` is a float >= 0 or a schedule.
+  """
+  sign = -1 if flip_sign else 1
+  if callable(learning_rate):
+    return scale_by_schedule(lambda count: sign * learning_rate(count))
+  _validate.learning_rate("learning_rate", learning_rate)
+  return scale(sign * learning_rate)

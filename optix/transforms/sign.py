@@ -1,0 +1,50 @@
+"""Sign momentum: Lion."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree, _validate
+
+
+class ScaleByLionState(NamedTuple):
+  count: jax.Array     # int32, saturating
+  mu: _base.Updates    # momentum, float32 by default
+
+
+def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, *,
+                  state_dtype=jnp.float32) -> _base.GradientTransformation:
+  r"""Sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
+  Algorithms", arXiv 2302.06675).
+
+  .. math::
+     u_t = \operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t), \qquad
+     m_t = \beta_2 m_{t-1} + (1-\beta_2) g_t
+
+  Every coordinate moves by exactly the learning rate, so Lion wants a 3-10x
+  smaller learning rate than AdamW. Defaults ``b1=0.9, b2=0.99`` are the paper's.
+
+  Args:
+    b1: interpolation between momentum and gradient for the direction, in [0, 1).
+    b2: momentum decay, in [0, 1).
+    mu_dtype: optax-compatible name for the momentum dtype (overrides ``state_dtype``).
+    state_dtype: dtype of the momentum; float32 by default whatever the params.
+  """
+  _validate.unit_interval("b1", b1)
+  _validate.unit_interval("b2", b2)
+  dtype = mu_dtype or state_dtype
+
+  def init(params):
+    return ScaleByLionState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, dtype))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", updates, "state.mu", state.mu)
+    direction = jax.tree.map(
+        lambda g, m: jnp.sign((1 - b1) * g.astype(m.dtype) + b1 * m).astype(g.dtype),
+        updates, state.mu)
+    mu = jax.tree.map(lambda g, m: (1 - b2) * g.astype(m.dtype) + b2 * m, updates, state.mu)
+    return direction, ScaleByLionState(_tree.safe_increment(state.count), mu)
+
+  return _base.GradientTransformation(init, update)
