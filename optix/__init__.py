@@ -23,7 +23,13 @@ from optix.transforms.sign import ScaleByLionState, scale_by_lion
 # Optimizer aliases.
 from optix.optimizers import adagrad, adam, adamw, lion, nadam, nadamw, rmsprop, sgd
 
-# -- schedules (optix/schedules.py) --
+# Schedules (also available as optix.schedules.*).
+from optix import schedules
+from optix.schedules import (
+    constant_schedule, cosine_decay_schedule, cosine_onecycle_schedule, cyclical_schedule,
+    exponential_decay, inverse_sqrt_schedule, join_schedules, linear_onecycle_schedule,
+    linear_schedule, piecewise_constant_schedule, polynomial_schedule, sgdr_schedule,
+    warmup_cosine_decay_schedule, wsd_decay_branch, wsd_schedule)
 
 # -- memory and safety (issue 3) --
 

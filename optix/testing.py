@@ -23,7 +23,8 @@ import numpy as np
 from optix import _base
 
 
-def _random_like(key, tree, scale=1.0):
+def random_like(key, tree, scale=1.0):
+  """Standard-normal arrays (times ``scale``) shaped and typed like ``tree``."""
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(key, max(len(leaves), 1))
   return jax.tree.unflatten(treedef, [
@@ -38,7 +39,7 @@ def _abstract(tree):
 def check_state_stable(tx: _base.GradientTransformation, params, grads=None, **extra_args):
   """The state after ``update`` (and after either ``lax.cond`` branch) has the
   same tree structure, shapes and dtypes as the state from ``init``."""
-  grads = _random_like(jax.random.key(0), params) if grads is None else grads
+  grads = random_like(jax.random.key(0), params) if grads is None else grads
   state = tx.init(params)
   new_state = jax.eval_shape(lambda g, s, p: tx.update(g, s, p, **extra_args)[1],
                              grads, state, params)
@@ -75,7 +76,7 @@ def check_transform(tx: _base.GradientTransformation, params: Any, *, steps: int
   p = params
   for _ in range(steps):
     key, sub = jax.random.split(key)
-    grads = _random_like(sub, params)
+    grads = random_like(sub, params)
     updates, state = update(grads, state, p)
     chex.assert_trees_all_equal_shapes_and_dtypes(updates, grads)
     chex.assert_tree_all_finite(updates)

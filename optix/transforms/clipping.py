@@ -66,22 +66,35 @@ def clip_by_global_norm(max_norm: float) -> _base.GradientTransformation:
   return _base.GradientTransformation(init, update)
 
 
-def unitwise_norm(x: jax.Array) -> jax.Array:
-  """Norm per output unit: |x| for scalars/vectors, over all but the last axis
-  for matrices and conv kernels (HWIO), broadcast back to ``x``'s shape."""
+_UNIT_AXES = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}
+
+
+def unitwise_norm(x: jax.Array, axis=None) -> jax.Array:
+  """Norm per unit, broadcast back to ``x``'s shape (optax's conventions).
+
+  Scalars and vectors are one unit; matrices (in, out) and multi-head kernels
+  (in, heads, head_dim) reduce over axis 0; conv kernels (HWIO, DHWIO) over
+  every axis but the last. ``axis`` overrides the rule.
+  """
   sq = jnp.square(x.astype(jnp.float32))
-  if x.ndim <= 1:
-    return jnp.sqrt(sq)
-  return jnp.broadcast_to(jnp.sqrt(jnp.sum(sq, axis=tuple(range(x.ndim - 1)), keepdims=True)),
-                          x.shape)
+  if axis is None:
+    if jnp.squeeze(x).ndim <= 1:
+      axis = tuple(range(x.ndim))
+    elif x.ndim in _UNIT_AXES:
+      axis = _UNIT_AXES[x.ndim]
+    else:
+      raise ValueError(f"unitwise_norm: no default unit for shape {x.shape}; pass axis=")
+  return jnp.broadcast_to(jnp.sqrt(jnp.sum(sq, axis=axis, keepdims=True)), x.shape)
 
 
-def adaptive_grad_clip(clipping: float, eps: float = 1e-3) -> _base.GradientTransformation:
+def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
+                       axis=None) -> _base.GradientTransformation:
   r"""Adaptive gradient clipping (Brock et al. 2021, NFNets, arXiv 2102.06171).
 
   Per unit i: :math:`g_i \leftarrow g_i \cdot \min(1, \lambda \max(\lVert\theta_i\rVert,
   \epsilon) / \lVert g_i\rVert)`, so the clip threshold follows the size of the
-  weights. ``clipping`` λ > 0 (the paper uses 0.01 for large batches).
+  weights. ``clipping`` λ > 0 (the paper uses 0.01 for large batches); units as
+  in :func:`unitwise_norm` (``axis`` overrides).
   """
   _validate.positive("clipping", clipping)
   _validate.nonnegative("eps", eps)
@@ -97,8 +110,8 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3) -> _base.GradientTran
     _tree.check_match("updates", updates, "params", params)
 
     def clip_one(g, p):
-      g_norm = unitwise_norm(g)
-      max_norm = jnp.maximum(unitwise_norm(p), eps) * clipping
+      g_norm = unitwise_norm(g, axis)
+      max_norm = jnp.maximum(unitwise_norm(p, axis), eps) * clipping
       clipped = g.astype(jnp.float32) * (max_norm / jnp.maximum(g_norm, 1e-6))
       return jnp.where(g_norm < max_norm, g.astype(jnp.float32), clipped).astype(g.dtype)
 

@@ -51,9 +51,18 @@ def scale_by_learning_rate(learning_rate: _base.ScalarOrSchedule, *,
 
   The last link of every optimizer chain: descent means moving against the
   gradient, hence the sign flip. ``learning_rate`` is a float >= 0 or a schedule.
+  When ``params`` are passed, a params/updates tree mismatch raises a
+  ``ValueError`` naming the differing paths.
   """
   sign = -1 if flip_sign else 1
   if callable(learning_rate):
-    return scale_by_schedule(lambda count: sign * learning_rate(count))
-  _validate.learning_rate("learning_rate", learning_rate)
-  return scale(sign * learning_rate)
+    inner = scale_by_schedule(lambda count: sign * learning_rate(count))
+  else:
+    inner = scale(sign * _validate.learning_rate("learning_rate", learning_rate))
+
+  def update(updates, state, params=None, **extra_args):
+    if params is not None:  # every alias ends here: one trace-time check for all of them
+      _tree.check_match("updates", updates, "params", params)
+    return inner.update(updates, state, params, **extra_args)
+
+  return _base.GradientTransformation(inner.init, update)

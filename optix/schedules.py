@@ -1,0 +1,309 @@
+r"""Schedules: functions of the integer step that return a hyperparameter value.
+
+Where optax already has the schedule (constant, linear, polynomial, cosine,
+warmup-cosine, exponential/step, piecewise, one-cycle, join) optix wraps it and
+adds what optax leaves out: every argument is checked when the schedule is
+built (``ValueError`` naming the argument and its range, where optax warns and
+silently returns a constant). The schedules optax lacks are written here:
+
+* ``wsd_schedule`` — warmup, stable, decay (Hu et al. 2024, MiniCPM,
+  arXiv 2404.06395; Hägele et al. 2024, arXiv 2405.18392), with linear, cosine
+  or 1-sqrt decay, and ``wsd_decay_branch`` to start the decay from any
+  checkpoint of a stable run.
+* ``sgdr_schedule`` — cosine with warm restarts and a cycle-length multiplier
+  (Loshchilov & Hutter 2017, arXiv 1608.03983).
+* ``inverse_sqrt_schedule`` — linear warmup then 1/√t (Vaswani et al. 2017,
+  arXiv 1706.03762).
+* ``cyclical_schedule`` — triangular cyclical learning rates (Smith 2017,
+  arXiv 1506.01186).
+
+Every schedule is jit-safe: it takes an int (or int32 array) step and uses only
+``jnp`` operations.
+"""
+
+from typing import Callable, Mapping, Optional, Sequence
+
+import jax.numpy as jnp
+import optax
+
+from optix import _validate as validate
+
+Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def constant_schedule(value: float) -> Schedule:
+  """The same value at every step."""
+  validate.finite("value", value)
+  return optax.constant_schedule(value)
+
+
+def polynomial_schedule(init_value: float, end_value: float, power: float,
+                        transition_steps: int, transition_begin: int = 0) -> Schedule:
+  r"""``(I - E)(1 - \min(t-B, T)_+/T)^p + E``: ``init_value`` until ``transition_begin``
+  (B), then a power-``p`` interpolation to ``end_value`` over ``transition_steps`` (T)."""
+  validate.finite("init_value", init_value)
+  validate.finite("end_value", end_value)
+  validate.positive("power", power)
+  validate.integer("transition_steps", transition_steps, 1)
+  validate.integer("transition_begin", transition_begin, 0)
+  return optax.polynomial_schedule(init_value, end_value, power, transition_steps,
+                                   transition_begin)
+
+
+def linear_schedule(init_value: float, end_value: float, transition_steps: int,
+                    transition_begin: int = 0) -> Schedule:
+  """Linear interpolation from ``init_value`` to ``end_value`` (power 1)."""
+  return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
+
+
+def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0,
+                          exponent: float = 1.0) -> Schedule:
+  r"""``I·[(1-α)·(½(1 + cos(π·min(t,T)/T)))^p + α]`` (Loshchilov & Hutter, arXiv 1608.03983).
+
+  ``alpha`` is the final value as a fraction of ``init_value``.
+  """
+  validate.finite("init_value", init_value)
+  validate.integer("decay_steps", decay_steps, 1)
+  validate.nonnegative("alpha", alpha)
+  validate.positive("exponent", exponent)
+  return optax.cosine_decay_schedule(init_value, decay_steps, alpha, exponent)
+
+
+def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
+                                 decay_steps: int, end_value: float = 0.0,
+                                 exponent: float = 1.0) -> Schedule:
+  """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
+  cosine decay to ``end_value`` at step ``decay_steps`` (which counts the warmup).
+
+  Example: ``(0, 3e-4, 2_000, 100_000, 3e-5)`` gives 1.5e-4 at step 1k and
+  1.6933e-4 at step 50k.
+  """
+  validate.finite("init_value", init_value)
+  validate.finite("peak_value", peak_value)
+  validate.finite("end_value", end_value)
+  validate.integer("warmup_steps", warmup_steps, 0)
+  validate.integer("decay_steps", decay_steps, 1)
+  if warmup_steps >= decay_steps:
+    raise ValueError(f"warmup_steps must be < decay_steps ({decay_steps}), got {warmup_steps}")
+  validate.positive("exponent", exponent)
+  return optax.warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps, decay_steps,
+                                            end_value, exponent)
+
+
+def exponential_decay(init_value: float, transition_steps: int, decay_rate: float,
+                      transition_begin: int = 0, staircase: bool = False,
+                      end_value: Optional[float] = None) -> Schedule:
+  r"""``I · r^{(t-B)/T}`` after ``transition_begin`` (B); ``staircase=True`` floors the
+  exponent, which is step decay (multiply by ``decay_rate`` every T steps).
+  ``end_value`` bounds the value (below when r < 1, above when r > 1)."""
+  validate.finite("init_value", init_value)
+  validate.integer("transition_steps", transition_steps, 1)
+  validate.positive("decay_rate", decay_rate)
+  validate.integer("transition_begin", transition_begin, 0)
+  if end_value is not None:
+    validate.finite("end_value", end_value)
+  return optax.exponential_decay(init_value, transition_steps, decay_rate, transition_begin,
+                                 staircase, end_value)
+
+
+def piecewise_constant_schedule(init_value: float,
+                                boundaries_and_scales: Optional[Mapping[int, float]] = None
+                                ) -> Schedule:
+  """``init_value`` times the product of every scale whose boundary step has passed."""
+  validate.finite("init_value", init_value)
+  for boundary, scale in (boundaries_and_scales or {}).items():
+    validate.integer("boundaries_and_scales boundary", boundary, 0)
+    validate.nonnegative(f"boundaries_and_scales[{boundary}]", scale)
+  return optax.piecewise_constant_schedule(init_value, boundaries_and_scales)
+
+
+def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor):
+  validate.integer("transition_steps", transition_steps, 1)
+  validate.finite("peak_value", peak_value)
+  validate.in_range("pct_start", pct_start, 0.0, 1.0, low_closed=False, high_closed=False)
+  validate.positive("div_factor", div_factor)
+  validate.positive("final_div_factor", final_div_factor)
+
+
+def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
+                             div_factor: float = 25.0, final_div_factor: float = 1e4
+                             ) -> Schedule:
+  """One-cycle (Smith & Topin 2017, arXiv 1708.07120): cosine rise from
+  ``peak/div_factor`` to ``peak`` over ``pct_start`` of the steps, then cosine fall
+  to ``peak/(div_factor·final_div_factor)``."""
+  _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
+  return optax.cosine_onecycle_schedule(transition_steps, peak_value, pct_start, div_factor,
+                                        final_div_factor)
+
+
+def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
+                             pct_final: float = 0.85, div_factor: float = 25.0,
+                             final_div_factor: float = 1e4) -> Schedule:
+  """One-cycle with three linear phases: up to ``peak`` at ``pct_start``, back to
+  ``peak/div_factor`` at ``pct_final``, then down to ``peak/div_factor/final_div_factor``."""
+  _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
+  validate.in_range("pct_final", pct_final, pct_start, 1.0, low_closed=False)
+  return optax.linear_onecycle_schedule(transition_steps, peak_value, pct_start, pct_final,
+                                        div_factor, final_div_factor)
+
+
+def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+  """``schedules[i]`` runs from ``boundaries[i-1]``, seeing the steps since that boundary."""
+  if len(boundaries) != len(schedules) - 1:
+    raise ValueError(f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} "
+                     f"entries, got {len(boundaries)}")
+  for i, b in enumerate(boundaries):
+    validate.integer(f"boundaries[{i}]", b, boundaries[i - 1] if i else 0)
+  return optax.join_schedules(schedules, boundaries)
+
+
+# -- schedules optax does not have ---------------------------------------------------------
+
+_DECAY_SHAPES = {
+    # fraction of (peak - end) left after a fraction x in [0, 1] of the decay
+    "linear": lambda x: 1.0 - x,
+    "cosine": lambda x: 0.5 * (1.0 + jnp.cos(jnp.pi * x)),
+    "sqrt": lambda x: 1.0 - jnp.sqrt(x),
+}
+
+
+def wsd_schedule(peak_value: float, warmup_steps: int, total_steps: int, decay_steps: int,
+                 end_value: float = 0.0, init_value: float = 0.0,
+                 decay_shape: str = "linear") -> Schedule:
+  r"""Warmup-stable-decay (MiniCPM, arXiv 2404.06395; Hägele et al., arXiv 2405.18392).
+
+  .. math::
+     \eta_t = \begin{cases}
+       I + (P - I)\, t/W & t < W \\
+       P & W \le t < S \\
+       E + (P - E)\, f\big((t - S)/D\big) & S \le t < N \\
+       E & t \ge N \end{cases}, \qquad S = N - D
+
+  with ``f`` the ``decay_shape``: ``linear`` 1 − x, ``cosine`` ½(1 + cos πx), or
+  ``sqrt`` 1 − √x (the "1-sqrt" cooldown Hägele et al. found best). The stable
+  phase lets one run serve every budget: decay from any checkpoint with
+  :func:`wsd_decay_branch`. Example: ``(3e-4, 2_000, 100_000, 20_000, 3e-5)``
+  gives 3e-4 at step 80k and 1.65e-4 at step 90k.
+  """
+  validate.finite("peak_value", peak_value)
+  validate.finite("end_value", end_value)
+  validate.finite("init_value", init_value)
+  validate.integer("warmup_steps", warmup_steps, 0)
+  validate.integer("total_steps", total_steps, 1)
+  validate.integer("decay_steps", decay_steps, 1)
+  validate.one_of("decay_shape", decay_shape, _DECAY_SHAPES)
+  if warmup_steps + decay_steps > total_steps:
+    raise ValueError(f"warmup_steps + decay_steps must be <= total_steps ({total_steps}), "
+                     f"got {warmup_steps} + {decay_steps}")
+  shape = _DECAY_SHAPES[decay_shape]
+  decay_start = total_steps - decay_steps
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    warm = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
+    x = jnp.clip((t - decay_start) / decay_steps, 0.0, 1.0)
+    decay = jnp.where(t >= total_steps, end_value, end_value + (peak_value - end_value) * shape(x))
+    return jnp.where(t < warmup_steps, warm, jnp.where(t < decay_start, peak_value, decay))
+
+  return schedule
+
+
+def wsd_decay_branch(peak_value: float, warmup_steps: int, branch_step: int, decay_steps: int,
+                     end_value: float = 0.0, init_value: float = 0.0,
+                     decay_shape: str = "linear") -> Schedule:
+  """The WSD schedule of a run that branches off a stable run at ``branch_step``.
+
+  Identical to the stable run (warmup then ``peak_value``) up to ``branch_step``,
+  then decays to ``end_value`` over ``decay_steps``: restore the checkpoint taken
+  at ``branch_step``, swap in this schedule, and train ``decay_steps`` more steps
+  ("apply the decay retroactively to any checkpoint").
+  """
+  validate.integer("branch_step", branch_step, warmup_steps)
+  return wsd_schedule(peak_value, warmup_steps, branch_step + decay_steps, decay_steps,
+                      end_value, init_value, decay_shape)
+
+
+def sgdr_schedule(peak_value: float, first_cycle_steps: int, num_cycles: int,
+                  cycle_mult: float = 1.0, end_value: float = 0.0, warmup_steps: int = 0,
+                  init_value: Optional[float] = None, peak_decay: float = 1.0) -> Schedule:
+  r"""SGDR: cosine decay with warm restarts (Loshchilov & Hutter 2017, arXiv 1608.03983).
+
+  Cycle k (k = 0 … ``num_cycles``−1) lasts ``round(first_cycle_steps · cycle_mult^k)``
+  steps, warms up linearly from ``init_value`` (default ``end_value``) over
+  ``warmup_steps``, and cosine-decays from ``peak_value · peak_decay^k`` to
+  ``end_value``. After the last cycle the value stays at ``end_value``.
+  """
+  validate.finite("peak_value", peak_value)
+  validate.integer("first_cycle_steps", first_cycle_steps, 1)
+  validate.integer("num_cycles", num_cycles, 1)
+  validate.in_range("cycle_mult", cycle_mult, 1.0)
+  validate.finite("end_value", end_value)
+  validate.integer("warmup_steps", warmup_steps, 0)
+  validate.in_range("peak_decay", peak_decay, 0.0, 1.0, low_closed=False)
+  if warmup_steps >= first_cycle_steps:
+    raise ValueError(f"warmup_steps must be < first_cycle_steps ({first_cycle_steps}), "
+                     f"got {warmup_steps}")
+  init_value = end_value if init_value is None else init_value
+  cycles = [max(int(round(first_cycle_steps * cycle_mult ** k)), 1) for k in range(num_cycles)]
+  schedules = [
+      optax.warmup_cosine_decay_schedule(init_value, peak_value * peak_decay ** k, warmup_steps,
+                                         steps, end_value)
+      for k, steps in enumerate(cycles)]
+  boundaries = [sum(cycles[:k + 1]) for k in range(num_cycles - 1)]
+  return optax.join_schedules(schedules, boundaries)
+
+
+def inverse_sqrt_schedule(peak_value: float, warmup_steps: int, init_value: float = 0.0,
+                          timescale: Optional[int] = None) -> Schedule:
+  r"""Linear warmup to ``peak_value``, then ``P·√(τ/(t − W + τ))`` (Vaswani et al. 2017,
+  arXiv 1706.03762). With the default ``timescale`` τ = W this is ``P·√(W/t)``,
+  the Transformer schedule."""
+  validate.finite("peak_value", peak_value)
+  validate.finite("init_value", init_value)
+  validate.integer("warmup_steps", warmup_steps, 0)
+  if timescale is None:
+    timescale = max(warmup_steps, 1)
+  validate.integer("timescale", timescale, 1)
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    warm = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
+    tail = peak_value * jnp.sqrt(timescale / jnp.maximum(t - warmup_steps + timescale, 1.0))
+    return jnp.where(t < warmup_steps, warm, tail)
+
+  return schedule
+
+
+def cyclical_schedule(base_value: float, max_value: float, step_size: int,
+                      mode: str = "triangular", gamma: float = 1.0) -> Schedule:
+  r"""Cyclical learning rates (Smith 2017, arXiv 1506.01186).
+
+  .. math:: c = \lfloor 1 + t/2s \rfloor,\quad x = |t/s - 2c + 1|,\quad
+            \eta_t = b + (m - b)\max(0, 1 - x)\,\sigma(c, t)
+
+  where ``step_size`` s is half a cycle and σ = 1 (``triangular``),
+  2^{1-c} (``triangular2``: the amplitude halves every cycle) or γ^t (``exp_range``).
+  """
+  validate.finite("base_value", base_value)
+  validate.finite("max_value", max_value)
+  validate.integer("step_size", step_size, 1)
+  validate.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
+  validate.in_range("gamma", gamma, 0.0, 1.0, low_closed=False)
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    cycle = jnp.floor(1.0 + t / (2 * step_size))
+    x = jnp.abs(t / step_size - 2.0 * cycle + 1.0)
+    scale = {"triangular": 1.0, "triangular2": 2.0 ** (1.0 - cycle),
+             "exp_range": gamma ** t}[mode]
+    return base_value + (max_value - base_value) * jnp.maximum(0.0, 1.0 - x) * scale
+
+  return schedule
+
+
+__all__ = [
+    "constant_schedule", "polynomial_schedule", "linear_schedule", "cosine_decay_schedule",
+    "warmup_cosine_decay_schedule", "exponential_decay", "piecewise_constant_schedule",
+    "cosine_onecycle_schedule", "linear_onecycle_schedule", "join_schedules", "wsd_schedule",
+    "wsd_decay_branch", "sgdr_schedule", "inverse_sqrt_schedule", "cyclical_schedule",
+]
