@@ -3,10 +3,13 @@
 Each optimizer is registered once, with a small config. ``optax_ref`` builds
 optax's version with the same hyperparameters where optax has one (parity
 tests); ``bad`` lists, for each validated argument, a call that must raise a
-``ValueError`` naming that argument. Later issues append their entries here.
+``ValueError`` naming that argument. Each area adds its own entries in a
+``tests/registry_<area>.py`` module, collected below.
 """
 
 import dataclasses
+import importlib
+import pathlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -24,6 +27,10 @@ class Entry:
   extra_args: dict = dataclasses.field(default_factory=dict)
   # Params the optimizer needs (default: a mixed tree of matrices, vectors, scalars).
   params: Optional[Callable[[], Any]] = None
+  # Max relative difference allowed against optax_ref (fp32, many steps).
+  tol: float = 1e-5
+  # Shared tests that do not apply: {test function name: reason}. Keep this empty when possible.
+  skip: dict = dataclasses.field(default_factory=dict)
 
   def __str__(self):
     return self.name
@@ -84,6 +91,10 @@ ENTRIES = [
           bad=[("clipping", lambda: optix.adaptive_grad_clip(0.0)),
                ("eps", lambda: optix.adaptive_grad_clip(0.1, eps=-1.0))]),
 ]
+
+# Each later area registers its optimizers in tests/registry_<area>.py (a list ENTRIES of Entry).
+for _path in sorted(pathlib.Path(__file__).resolve().parent.glob("registry_*.py")):
+  ENTRIES += importlib.import_module(_path.stem).ENTRIES
 
 BY_NAME = {e.name: e for e in ENTRIES}
 assert len(BY_NAME) == len(ENTRIES), "registry names must be unique"

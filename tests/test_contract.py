@@ -13,6 +13,13 @@ from registry import ENTRIES, params_for
 ids = [e.name for e in ENTRIES]
 
 
+@pytest.fixture(autouse=True)
+def _skip_listed(request):
+  entry = request.node.callspec.params.get("entry") if hasattr(request.node, "callspec") else None
+  if entry is not None and request.node.originalname in entry.skip:
+    pytest.skip(entry.skip[request.node.originalname])
+
+
 def _grads(key, params):
   return optix.testing.random_like(key, params)
 
