@@ -44,3 +44,37 @@ def test_support_and_examples_declared():
   assert sorted(support) == sorted(set(_on_disk("tests/*.py")) - set(_on_disk("tests/test_*.py")))
   binaries = sorted(src for t in targets.get("py_binary", {}).values() for src in t["srcs"])
   assert binaries == _on_disk("examples/*.py") + _on_disk("benchmarks/*.py")
+
+
+def render() -> str:
+  """The BUILD file the tree on disk calls for (``python tests/test_build.py --write``)."""
+  lib = _on_disk("optix/**/*.py")
+  tests = _on_disk("tests/test_*.py")
+  support = sorted(set(_on_disk("tests/*.py")) - set(tests))
+  binaries = _on_disk("examples/*.py") + _on_disk("benchmarks/*.py")
+  listing = lambda xs: "\n".join(f'        "{x}",' for x in xs)
+  out = ["# Bazel targets. tests/test_build.py keeps this file in step with the tree.",
+         'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")', "",
+         'package(default_visibility = ["//visibility:public"])', "",
+         f'py_library(\n    name = "optix",\n    srcs = [\n{listing(lib)}\n    ],\n'
+         '    imports = ["."],\n)', "",
+         f'py_library(\n    name = "test_support",\n    testonly = True,\n    srcs = [\n'
+         f'{listing(support)}\n    ],\n    imports = ["tests"],\n    deps = [":optix"],\n)']
+  for t in tests:
+    out += ["", f'py_test(\n    name = "{pathlib.Path(t).stem}",\n    srcs = ["{t}"],\n'
+            f'    args = ["{t}"],\n    main = "tests/pytest_main.py",\n'
+            '    deps = [":test_support"],\n)']
+  for b in binaries:
+    out += ["", f'py_binary(\n    name = "{pathlib.Path(b).stem}",\n    srcs = ["{b}"],\n'
+            '    deps = [":optix"],\n)']
+  return "\n".join(out) + "\n"
+
+
+def test_build_file_is_rendered():
+  assert (ROOT / "BUILD").read_text() == render(), "run: python tests/test_build.py --write"
+
+
+if __name__ == "__main__":
+  import sys
+  if sys.argv[1:] == ["--write"]:
+    (ROOT / "BUILD").write_text(render())
