@@ -10,9 +10,13 @@ $(BIN)/activate: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,examples]'
 	touch $(BIN)/activate
 
-.PHONY: demo test
+.PHONY: demo test docs
 demo: $(BIN)/activate
 	$(BIN)/python examples/rosenbrock_race.py --out out/rosenbrock_race.png
 
 test: $(BIN)/activate
 	$(BIN)/python -m pytest -n 2 -q tests
+
+docs: $(BIN)/activate
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"

@@ -87,7 +87,7 @@ def check_transform(tx: _base.GradientTransformation, params: Any, *, steps: int
 
 
 def max_relative_difference(a, b) -> float:
-  """max over leaves of |a - b| / max(|b|, tiny), in float64 on the host."""
+  """Max over leaves and elements of ``abs(a - b) / max(abs(b), tiny)``, in float64 on the host."""
   diffs = jax.tree.map(
       lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
                                 / np.maximum(np.abs(np.asarray(y, np.float64)), 1e-30),
