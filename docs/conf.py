@@ -10,6 +10,7 @@ import optix  # noqa: E402
 
 project = "optix"
 author = "the optix developers"
+copyright = "2026, the optix developers"
 release = optix.__version__
 extensions = [
     "sphinx.ext.autodoc",
