@@ -15,11 +15,12 @@ def zeros_like(tree, dtype=jnp.float32):
   Moments are float32 by default whatever the param dtype (DESIGN §4): bf16
   params with bf16 second moments lose small updates to rounding.
   """
-  return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.result_type(p)), tree)
+  # zeros_like (not zeros(shape)) so state follows the params' sharding on Explicit meshes.
+  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype or jnp.result_type(p)), tree)
 
 
 def full_like(tree, value, dtype=jnp.float32):
-  return jax.tree.map(lambda p: jnp.full(jnp.shape(p), value, dtype or jnp.result_type(p)), tree)
+  return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=dtype or jnp.result_type(p)), tree)
 
 
 def cast_like(tree, reference):

@@ -43,7 +43,7 @@ def test_support_and_examples_declared():
   support = targets["py_library"]["test_support"]["srcs"]
   assert sorted(support) == sorted(set(_on_disk("tests/*.py")) - set(_on_disk("tests/test_*.py")))
   binaries = sorted(src for t in targets.get("py_binary", {}).values() for src in t["srcs"])
-  assert binaries == _on_disk("examples/*.py") + _on_disk("benchmarks/*.py")
+  assert binaries == sorted(_on_disk("examples/*.py") + _on_disk("benchmarks/*.py"))
 
 
 def render() -> str:
