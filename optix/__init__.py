@@ -32,16 +32,52 @@ from optix.schedules import (
     warmup_cosine_decay_schedule, wsd_decay_branch, wsd_schedule)
 
 # -- memory and safety (issue 3) --
+from optix import tools
+from optix.memory_optimizers import adafactor, adam8bit, adamw8bit
+from optix.transforms.factored import (
+    EmaMomentumState, FactoredRmsState, RelativeStepState, clip_by_block_rms, ema_momentum,
+    scale_by_factored_rms, scale_by_param_block_rms, scale_by_relative_step)
+from optix.transforms.quantized import (
+    QuantizedArray, ScaleByAdam8bitState, dequantize, quantize, scale_by_adam8bit)
+from optix import loss_scaling
+from optix.loss_scaling import (
+    DynamicLossScale, LossScaleState, LossScalingState, current_loss_scale,
+    dynamic_loss_scaling)
+from optix.transforms.accumulation import MultiStepsState, multi_steps
+from optix.transforms.precision import MasterWeightsState, with_master_weights
+from optix.transforms.safety import (
+    ApplyIfFiniteState, SpikeGuardState, ZeroNansState, all_finite, apply_if_finite,
+    select_tree, spike_guard, z_loss, zero_nans)
 
 # -- matrix optimizers (issue 4) --
+from optix.matrix_optimizers import shampoo, soap
+from optix.transforms.kronecker import (
+    ScaleByShampooState, ScaleBySoapState, inverse_pth_root_eigh, inverse_pth_root_newton,
+    scale_by_shampoo, scale_by_soap)
+from optix.matrix_optimizers import muon, muon_labels
+from optix.transforms.orthogonal import (
+    ScaleByMuonState, matrix_view, newton_schulz, scale_by_muon)
 
 # -- distributed (issue 5) --
+from optix import parallel
+from optix.parallel import map_stacked, shard_state, state_shardings
 
 # -- packed engine (issue 6) --
+from optix import training  # noqa: E402
+from optix.packing import (  # noqa: E402
+    Packed, PackedState, PackLayout, layout_of, pack, packed, packed_mask, unpack)
+from optix.training import train_step  # noqa: E402
 
 # -- tools and monitoring (issue 7) --
+from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 
 # -- curvature and quasi-Newton (issue 8) --
+from optix.transforms.curvature import (
+    KFACProbe, KFACTap, LayerStats, ScaleByKfacState, kfac, kfac_tap, kfac_value_and_grad,
+    scale_by_kfac)
+from optix.transforms.linesearch import (
+    LinesearchInfo, ScaleByLbfgsState, ScaleByLinesearchState, lbfgs,
+    scale_by_backtracking_linesearch, scale_by_lbfgs, scale_by_zoom_linesearch)
 
 from optix import testing  # noqa: E402  (the contract checks, for users)
 

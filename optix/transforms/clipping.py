@@ -8,16 +8,37 @@ import jax.numpy as jnp
 from optix import _base, _tree, _validate
 
 
-def global_norm(tree) -> jax.Array:
+def global_norm(tree, axis_name=None) -> jax.Array:
   """√(Σ_leaves Σ x²), accumulated in float32.
 
   Under ``jit`` with sharded leaves XLA inserts the cross-device sum itself, so
   the value is the true global norm whatever the sharding.
+
+  Inside ``jax.shard_map`` or ``pmap``, where each device sees only its block,
+  pass the mapped ``axis_name`` (a name or a tuple of names): the blocks are
+  taken as slices of one tree and their squared sums are ``psum``-ed. Under
+  ``shard_map(check_vma=True)`` a leaf typed as invariant over the axis is a
+  replicated copy and counts once; under ``pmap`` or ``check_vma=False`` (where
+  JAX does not track this) every leaf is taken as a distinct slice. For
+  data-parallel gradients, ``pmean`` them first and leave ``axis_name`` unset.
   """
   leaves = jax.tree.leaves(tree)
   if not leaves:
     return jnp.zeros([], jnp.float32)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+  squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves]
+  if axis_name is None:
+    return jnp.sqrt(sum(squares))
+  names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+
+  def varying(x):  # the set of mapped axes this value is typed as varying over
+    return jax.typeof(x).manual_axis_type.varying
+
+  tracked = all(n in varying(jax.lax.axis_index(n)) for n in names)
+  groups = {}  # the axes each leaf's squared sum must be summed over -> partial sums
+  for sq in squares:
+    axes = tuple(n for n in names if not tracked or n in varying(sq))
+    groups[axes] = groups.get(axes, 0.0) + sq
+  return jnp.sqrt(sum(jax.lax.psum(v, axes) if axes else v for axes, v in groups.items()))
 
 
 def clip(max_delta: float) -> _base.GradientTransformation:
@@ -39,14 +60,15 @@ class ClipByGlobalNormState(NamedTuple):
   norm: jax.Array  # the global norm of the last gradient, before clipping
 
 
-def clip_by_global_norm(max_norm: float) -> _base.GradientTransformation:
+def clip_by_global_norm(max_norm: float, axis_name=None) -> _base.GradientTransformation:
   r"""Rescales the whole update tree when its global norm exceeds ``max_norm``
   (Pascanu et al. 2013, arXiv 1211.5063).
 
   .. math:: u \leftarrow u \cdot \min(1, \text{max\_norm} / \lVert u \rVert_2)
 
   The pre-clip norm is kept in the state (``state.norm``) so a training loop can
-  log it without recomputing it (optax's state is empty).
+  log it without recomputing it (optax's state is empty). ``axis_name``: see
+  :func:`global_norm` (for ``shard_map``/``pmap`` steps over split leaves).
   """
   _validate.positive("max_norm", max_norm)
 
@@ -56,7 +78,7 @@ def clip_by_global_norm(max_norm: float) -> _base.GradientTransformation:
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    norm = global_norm(updates)
+    norm = global_norm(updates, axis_name)
     trigger = norm < max_norm
     out = jax.tree.map(
         lambda g: jnp.where(trigger, g, (g / norm.astype(g.dtype)) * max_norm).astype(g.dtype),

@@ -1,0 +1,126 @@
+"""Shampoo and SOAP step time vs AdamW, and the cost of one preconditioner refresh.
+
+Table 1: 12 × (512 × 512) fp32 params. Each timed call runs 10 optimizer steps
+in a ``lax.scan`` (params and state donated), so it contains exactly one refresh
+(Shampoo: inverse 4th roots of 24 statistics; SOAP: power iteration + QR of 24
+bases) -- the amortized cost at ``preconditioning_interval=10``; the per-step
+figure is the call time / 10. Libraries are interleaved (benchmarks/common.py).
+
+Table 2: one refresh vs matrix size n (a stack of ``--batch`` n×n statistics):
+inverse 4th root by eigh and by coupled Newton, SOAP's eigh and power-iteration+QR.
+
+  python benchmarks/shampoo_soap.py [--layers 12] [--size 512] [--reps 5]
+      [--sizes 128,256,512,1024] [--batch 2]
+"""
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import optix  # noqa: E402
+from optix.transforms import kronecker  # noqa: E402
+
+INTERVAL = 10
+
+
+def _ten_steps(tx):
+  def fn(params, state, grads):
+    def body(carry, i):
+      p, s = carry
+      g = jax.tree.map(lambda x: x * (1 + 0.01 * i), grads)
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    steps = jnp.arange(INTERVAL, dtype=jnp.float32)
+    (params, state), _ = jax.lax.scan(body, (params, state), steps)
+    return params, state, grads
+  return fn
+
+
+def _candidate(name, tx, layers, size):
+  def make():
+    keys = jax.random.split(jax.random.key(0), 2 * layers)
+    params = {f"w{i}": 0.02 * jax.random.normal(keys[i], (size, size)) for i in range(layers)}
+    grads = {f"w{i}": jax.random.normal(keys[layers + i], (size, size)) for i in range(layers)}
+    state = tx.init(params)
+    # Past the first step (SOAP's eigh) and aligned so each call holds one refresh.
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+        *tx.update(g, s, p)))
+    for _ in range(INTERVAL):
+      params, state = step(params, state, grads)
+    return params, state, grads
+  return common.Candidate(name, _ten_steps(tx), make)
+
+
+def step_table(layers, size, reps):
+  cands = [
+      _candidate("optax.adamw", optax.adamw(1e-3, weight_decay=0.01), layers, size),
+      _candidate("optix.adamw", optix.adamw(1e-3, weight_decay=0.01), layers, size),
+      _candidate("optix.shampoo (eigh)",
+                 optix.shampoo(1e-3, preconditioning_interval=INTERVAL,
+                               start_preconditioning_step=0, weight_decay=0.01), layers, size),
+      _candidate("optix.shampoo (newton)",
+                 optix.shampoo(1e-3, preconditioning_interval=INTERVAL,
+                               start_preconditioning_step=0, root_method="newton",
+                               weight_decay=0.01), layers, size),
+      _candidate("optix.soap", optix.soap(3e-3, preconditioning_interval=INTERVAL,
+                                          weight_decay=0.01), layers, size),
+  ]
+  common.run(cands, reps=reps, warmup=1)
+  base = min(cands[0].times)
+  rows = []
+  for c in cands:
+    lo, med = common.ms(c)
+    rows.append([c.name, lo / INTERVAL, med / INTERVAL, min(c.times) / base, c.compile_s])
+  return common.table(
+      f"Optimizer step, {layers} x ({size} x {size}) fp32, refresh every {INTERVAL} steps "
+      "(amortized: one 10-step scan / 10)",
+      rows, ["optimizer", "min ms/step", "median ms/step", "x optax.adamw", "compile s"])
+
+
+def refresh_table(sizes, batch, reps):
+  fns = {
+      "shampoo root, eigh": lambda a, q: kronecker.inverse_pth_root_eigh(a, 4),
+      "shampoo root, newton": lambda a, q: kronecker.inverse_pth_root_newton(a, 4),
+      "soap basis, eigh": lambda a, q: kronecker.eigenbasis_eigh(a),
+      "soap basis, power+QR": lambda a, q: kronecker.eigenbasis_power_qr(a, q),
+  }
+  rows = []
+  for n in sizes:
+    cands = []
+    for name, f in fns.items():
+      def make(n=n):
+        g = jax.random.normal(jax.random.key(n), (batch, n, 2 * n)) / np.sqrt(2 * n)
+        a = g @ jnp.swapaxes(g, -1, -2)           # a Gram matrix, like a statistic
+        q = kronecker.eigenbasis_eigh(a + 0.01 * jnp.eye(n))
+        return a, q
+      cands.append(common.Candidate(name, lambda a, q, f=f: (a, f(a, q)), make, donate=()))
+    common.run(cands, reps=reps, warmup=1)
+    rows.append([n] + [common.ms(c)[0] / batch for c in cands])
+  return common.table(f"One refresh, ms per n×n matrix (min over reps, stacks of {batch})",
+                      rows, ["n"] + list(fns))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--layers", type=int, default=12)
+  parser.add_argument("--size", type=int, default=512)
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--sizes", default="128,256,512,1024")
+  parser.add_argument("--batch", type=int, default=2)
+  args = parser.parse_args()
+  print(common.machine())
+  print("(shared machine: other jobs may be running; min over interleaved reps is reported)")
+  print(step_table(args.layers, args.size, args.reps))
+  print(refresh_table([int(s) for s in args.sizes.split(",")], args.batch, max(2, args.reps // 2)))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,163 @@
+"""Aliases for the matrix optimizers: short, visible chains of the pieces in
+``optix.transforms.orthogonal`` (and, below, the Kronecker-factored ones)."""
+
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree, _validate
+from optix.optimizers import adamw
+from optix.transforms.decay import MaskOrFn, add_decayed_weights
+from optix.transforms.orthogonal import (
+    DEFAULT_COEFFICIENTS, StackedAxes, broadcast_leaves, resolve_stacked_axes, scale_by_muon)
+from optix.transforms.scaling import scale_by_learning_rate
+
+AdamMask = Union[None, Sequence[str], Any, Callable[[_base.Params], Any]]
+
+
+def _name_mask(names):
+  def mask(params):
+    def hit(path, _):
+      parts = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+      return any(part in names for part in parts)
+    return jax.tree_util.tree_map_with_path(hit, params)
+  return mask
+
+
+def muon_labels(adam_mask: AdamMask = None, stacked_axes: StackedAxes = 0):
+  """Label function for :func:`muon`: "muon" for leaves with a matrix view
+  (>= 2 axes besides the stacked ones) unless ``adam_mask`` is True there, else
+  "adam". ``adam_mask``: names (any key-path component equal to one of them,
+  e.g. ``("embed", "head")``), a tree of bools, or a callable params -> bools."""
+  if isinstance(adam_mask, (list, tuple)) and all(isinstance(n, str) for n in adam_mask):
+    adam_mask = _name_mask(tuple(adam_mask))
+
+  def labels(params):
+    extra = (jax.tree.map(lambda _: False, params) if adam_mask is None
+             else adam_mask(params) if callable(adam_mask) else adam_mask)
+    extra = [bool(m) for m in broadcast_leaves(extra, params)]
+    leaves, treedef = jax.tree.flatten(params)
+    ks = resolve_stacked_axes(stacked_axes, params)
+    return jax.tree.unflatten(treedef, [
+        "muon" if jnp.ndim(p) - k >= 2 and not e else "adam"
+        for p, k, e in zip(leaves, ks, extra)])
+
+  return labels
+
+
+def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.ScalarOrSchedule,
+         beta: float = 0.95, weight_decay: _base.ScalarOrSchedule = 0.0,
+         weight_decay_mask: MaskOrFn = None, adam_mask: AdamMask = None, *,
+         nesterov: bool = True, ns_steps: int = 5,
+         ns_coefficients: Sequence[float] = DEFAULT_COEFFICIENTS, eps: float = 1e-8,
+         shape_scaling: str = "width", rms_scale: float = 0.2,
+         stacked_axes: StackedAxes = 0, compute_dtype=None,
+         adam_b1: float = 0.9, adam_b2: float = 0.999, adam_eps: float = 1e-8,
+         adam_eps_root: float = 0.0, adam_weight_decay: _base.ScalarOrSchedule = 0.0,
+         adam_nesterov: bool = False, state_dtype=jnp.float32):
+  r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else.
+
+  Matrix params (see :func:`optix.transforms.orthogonal.matrix_view`; conv
+  kernels are flattened to ``(prod(kernel)·in, out)``, ``stacked_axes`` leading
+  axes are independent layers):
+
+  .. math:: \theta \leftarrow \theta - \eta\,(s\,\mathrm{NS}_5(\hat m_t) + \lambda\theta)
+
+  (:func:`optix.scale_by_muon`, then decoupled decay ``weight_decay`` on
+  ``weight_decay_mask``). Biases, norm scales, scalars and every leaf selected by
+  ``adam_mask`` (embeddings and output heads, which Muon's authors keep on Adam)
+  get :func:`optix.adamw` with **its own** ``adam_learning_rate`` -- a required
+  argument: Muon's learning rate (~0.02 with "width" scaling) is ~10-100× too
+  large for Adam. With ``shape_scaling="match_adamw_rms"`` (Liu et al. 2025,
+  arXiv 2502.16982) both sides can share an AdamW-sized learning rate.
+
+  Differences from ``optax.contrib.muon``: adam_learning_rate is explicit; conv
+  kernels and stacked layers are orthogonalized (optax sends non-2-D leaves to
+  Adam unless given dimension numbers); the Adam side is plain AdamW unless
+  ``adam_nesterov`` (optax couples it to ``nesterov``); ``adam_eps`` is separate
+  from NS's ``eps``; same-shape matrices are orthogonalized as one batch.
+
+  State: 4 bytes/param on the Muon side (fp32 momentum), 8 on the AdamW side.
+  """
+  _validate.learning_rate("adam_learning_rate", adam_learning_rate)
+  _validate.unit_interval("adam_b1", adam_b1)
+  _validate.unit_interval("adam_b2", adam_b2)
+  _validate.nonnegative("adam_eps", adam_eps)
+  _validate.nonnegative("adam_eps_root", adam_eps_root)
+  _validate.nonnegative("adam_weight_decay", adam_weight_decay)
+  labels = muon_labels(adam_mask, stacked_axes)
+  tx = _base.partition(
+      {"muon": _base.chain(
+          scale_by_muon(beta, nesterov, ns_steps, ns_coefficients, eps, shape_scaling,
+                        rms_scale, stacked_axes, compute_dtype, state_dtype=state_dtype),
+          add_decayed_weights(weight_decay, weight_decay_mask),
+          scale_by_learning_rate(learning_rate)),
+       "adam": adamw(adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_eps_root,
+                     weight_decay=adam_weight_decay, nesterov=adam_nesterov,
+                     state_dtype=state_dtype)},
+      labels)
+
+  def update(updates, state, params=None, **extra_args):
+    if params is not None:
+      _tree.check_match("updates", updates, "params", params)
+    return tx.update(updates, state, params, **extra_args)
+
+  return _base.GradientTransformation(tx.init, update)
+
+
+# -- Kronecker-factored optimizers: Shampoo and SOAP (optix.transforms.kronecker) --
+
+from optix.transforms.kronecker import scale_by_shampoo, scale_by_soap  # noqa: E402
+
+
+def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
+            preconditioning_interval: int = 10, start_preconditioning_step: int = 10,
+            b1: float = 0.9, nesterov: bool = False, graft: str = "adam",
+            graft_b2: float = 0.999, graft_eps: float = 1e-8, ridge_epsilon: float = 1e-6,
+            root_method: str = "eigh", block_size: Optional[int] = None,
+            merge_small_dims: bool = True, max_preconditioner_dim: int = 8192,
+            weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
+            *, state_dtype=jnp.float32):
+  r"""Shampoo with an Adam graft (Gupta et al. 2018, arXiv 1802.09568; Anil et al.
+  2020, arXiv 2002.09018), then decoupled weight decay and the learning rate.
+
+  .. math:: \theta \leftarrow \theta - \eta\,(u_t + \lambda\theta), \quad
+            u_t = \tilde L^{-1/4} \hat m_t \tilde R^{-1/4} \cdot
+                  \|\mathrm{adam}_t\| / \|\tilde L^{-1/4} \hat m_t \tilde R^{-1/4}\|
+
+  See :func:`optix.scale_by_shampoo` for every argument. The learning rate is an
+  Adam-sized one (grafting gives each layer Adam's step norm); before
+  ``start_preconditioning_step`` this is exactly AdamW.
+  """
+  return _base.chain(
+      scale_by_shampoo(beta2, preconditioning_interval, start_preconditioning_step, b1,
+                       nesterov, graft, graft_b2, graft_eps, ridge_epsilon, root_method,
+                       block_size, merge_small_dims, max_preconditioner_dim,
+                       state_dtype=state_dtype),
+      add_decayed_weights(weight_decay, weight_decay_mask),
+      scale_by_learning_rate(learning_rate))
+
+
+def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.95,
+         eps: float = 1e-8, shampoo_beta: Optional[float] = None,
+         preconditioning_interval: int = 10, block_size: Optional[int] = None,
+         merge_small_dims: bool = False, max_preconditioner_dim: int = 10000,
+         precondition_1d: bool = False, weight_decay: _base.ScalarOrSchedule = 0.0,
+         weight_decay_mask: MaskOrFn = None, *, state_dtype=jnp.float32):
+  r"""SOAP (Vyas et al. 2024, arXiv 2409.11321): Adam in Shampoo's eigenbasis,
+  then decoupled weight decay and the learning rate.
+
+  .. math:: \theta \leftarrow \theta - \eta\,(Q_L\, \mathrm{adam}(Q_L^\top G Q_R)\, Q_R^\top
+            + \lambda\theta)
+
+  See :func:`optix.scale_by_soap`. The paper uses ``learning_rate=3e-3`` and
+  ``weight_decay=0.01`` for language models; the default decay here is 0 as in
+  :func:`optix.adam`.
+  """
+  return _base.chain(
+      scale_by_soap(b1, b2, eps, shampoo_beta, preconditioning_interval, block_size,
+                    merge_small_dims, max_preconditioner_dim, precondition_1d,
+                    state_dtype=state_dtype),
+      add_decayed_weights(weight_decay, weight_decay_mask),
+      scale_by_learning_rate(learning_rate))

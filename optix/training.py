@@ -1,0 +1,69 @@
+"""The training step done right: one jitted function, params and state donated.
+
+An optimizer step reads params, gradients and state and writes params and
+state: it is memory-bound. Without donation XLA must keep the old params and
+state alive while it writes the new ones, so every step allocates and copies
+them (optax's AdamW on one 24M-parameter leaf is ~8x slower on a CPU without
+donation). ``donate_argnums`` lets XLA update them in place. The pattern::
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optix.apply_updates(params, updates), opt_state, loss
+
+  params, opt_state, loss = step(params, opt_state, batch)   # rebind: the old
+                                                             # buffers are gone
+
+:func:`train_step` builds exactly this. After a call the arrays passed as
+``params`` and ``opt_state`` are deleted (donated); always rebind the names to
+the returned values, and do not keep other references to them.
+
+With params packed (:func:`optix.pack`), ``loss_fn`` still receives the ordinary
+tree: the step unpacks it inside the differentiated function, so gradients come
+out packed and the optimizer runs on a few buffers.
+"""
+
+from typing import Any, Callable
+
+import jax
+
+from optix import _base
+from optix import packing
+
+
+def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase, *,
+               has_aux: bool = False, donate: bool = True, jit: bool = True) -> Callable:
+  """A training step ``(params, opt_state, *batch) -> (params, opt_state, loss[, aux])``.
+
+  Args:
+    loss_fn: ``loss_fn(params, *batch) -> loss`` (or ``(loss, aux)`` with
+      ``has_aux``); ``params`` is always the ordinary tree, even when the step
+      is given packed params.
+    tx: the optimizer.
+    has_aux: ``loss_fn`` returns ``(loss, aux)``; the step then returns aux last.
+    donate: donate params and state (``donate_argnums=(0, 1)``). Keep True
+      unless the caller must keep the old params (e.g. an EMA of weights held
+      outside the step).
+    jit: return the jitted step (False: the plain function, to be composed
+      into a larger jitted function, e.g. under ``lax.scan``).
+  """
+  if not callable(loss_fn):
+    raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
+
+  def objective(params, *batch):
+    return loss_fn(packing.unpack(params) if isinstance(params, packing.Packed) else params,
+                   *batch)
+
+  def step(params, opt_state, *batch):
+    out, grads = jax.value_and_grad(objective, has_aux=has_aux)(params, *batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = _base.apply_updates(params, updates)
+    if has_aux:
+      loss, aux = out
+      return params, opt_state, loss, aux
+    return params, opt_state, out
+
+  if not jit:
+    return step
+  return jax.jit(step, donate_argnums=(0, 1) if donate else ())

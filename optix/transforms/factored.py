@@ -1,0 +1,225 @@
+"""Adafactor's pieces (Shazeer & Stern 2018, arXiv 1804.04235).
+
+A factored second moment (row and column statistics instead of a full ``v``),
+the β₂ₜ = 1 − t^−c decay schedule, update clipping by RMS, the relative step
+size min(10⁻², 1/√t) and the parameter-scale multiplier max(ε₂, RMS(θ)), and the
+optional (undebiased) momentum. ``optix.adafactor`` chains them.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optix import _base, _tree, _validate
+
+
+def factored_dims(shape, factored: bool = True, min_dim_size_to_factor: int = 128):
+  """The ``(d1, d0)`` axes to factor over (second largest, largest), or None.
+
+  A tensor is factored when it has at least two axes and its second-largest axis
+  has size >= ``min_dim_size_to_factor``. Ties go to the later axis (as in optax).
+  """
+  if not factored or len(shape) < 2:
+    return None
+  order = np.argsort(shape)  # stable: equal sizes keep their order
+  if shape[order[-2]] < min_dim_size_to_factor:
+    return None
+  return int(order[-2]), int(order[-1])
+
+
+def _structure(tree):
+  """Every leaf replaced by a shapeless placeholder: compares tree structures only."""
+  return jax.tree.map(lambda _: np.zeros(()), tree)
+
+
+class FactoredRmsState(NamedTuple):
+  count: jax.Array        # int32, saturating
+  v_row: _base.Updates    # mean of g² over the largest axis (factored leaves; () otherwise)
+  v_col: _base.Updates    # mean of g² over the second-largest axis (factored leaves)
+  v: _base.Updates        # full EMA of g² (unfactored leaves; () otherwise)
+
+
+def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
+                          step_offset: int = 0, min_dim_size_to_factor: int = 128,
+                          epsilon: float = 1e-30, *, state_dtype=jnp.float32
+                          ) -> _base.GradientTransformation:
+  r"""Adafactor's scaling by a factored estimate of the gradient's RMS.
+
+  With :math:`t` the 1-based step (minus ``step_offset``) and
+  :math:`\hat\beta_{2t} = 1 - t^{-c}` (``c = decay_rate``; :math:`\hat\beta_{21} = 0`,
+  so no bias correction is needed), for a matrix leaf with rows along the
+  second-largest axis and columns along the largest:
+
+  .. math::
+     R_t = \hat\beta_{2t} R_{t-1} + (1-\hat\beta_{2t})\,\mathrm{mean}_{cols}(g^2 + \epsilon_1),\quad
+     C_t = \hat\beta_{2t} C_{t-1} + (1-\hat\beta_{2t})\,\mathrm{mean}_{rows}(g^2 + \epsilon_1), \\
+     \hat V_t = R_t C_t^\top / \mathrm{mean}(R_t), \qquad u_t = g_t / \sqrt{\hat V_t}
+
+  (the paper's :math:`R C / 1^\top R` written with means). Tensors with more axes
+  are factored over their two largest; vectors, scalars and matrices whose
+  second-largest axis is below ``min_dim_size_to_factor`` keep a full
+  :math:`v_t = \hat\beta_{2t} v_{t-1} + (1-\hat\beta_{2t})(g^2+\epsilon_1)`,
+  :math:`u_t = g_t/\sqrt{v_t}`. State for an n×m matrix: n + m floats instead of nm.
+
+  Defaults follow the paper and optax: ``decay_rate=0.8``, ``epsilon=1e-30``
+  (ε₁), ``min_dim_size_to_factor=128``. Statistics are float32 (``state_dtype``).
+  """
+  _validate.in_range("decay_rate", decay_rate, 0.0, 1.0, low_closed=False)
+  _validate.integer("step_offset", step_offset, 0)
+  _validate.integer("min_dim_size_to_factor", min_dim_size_to_factor, 0)
+  _validate.nonnegative("epsilon", epsilon)
+
+  def dims(p):
+    return factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
+
+  def init(params):
+    def init_leaf(p):
+      d = dims(p)
+      shape = jnp.shape(p)
+      none = jnp.zeros((), state_dtype)
+      if d is None:
+        return none, none, jnp.zeros(shape, state_dtype)
+      d1, d0 = d
+      row = jnp.zeros(shape[:d0] + shape[d0 + 1:], state_dtype)
+      col = jnp.zeros(shape[:d1] + shape[d1 + 1:], state_dtype)
+      return row, col, none
+
+    leaves, treedef = jax.tree.flatten(params)
+    rows, cols, vs = zip(*map(init_leaf, leaves)) if leaves else ((), (), ())
+    return FactoredRmsState(jnp.zeros([], jnp.int32), *(jax.tree.unflatten(treedef, list(x))
+                                                          for x in (rows, cols, vs)))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", _structure(updates), "state.v", _structure(state.v))
+    count = _tree.safe_increment(state.count)
+    t = jnp.maximum(count - step_offset, 1).astype(jnp.float32)
+    beta = 1.0 - t ** (-decay_rate)
+
+    def update_leaf(g, row, col, v):
+      g32 = g.astype(state_dtype)
+      g2 = jnp.square(g32) + epsilon
+      d = dims(g)
+      if d is None:
+        v = beta * v + (1 - beta) * g2
+        return (g32 * jax.lax.rsqrt(v)).astype(g.dtype), row, col, v
+      d1, d0 = d
+      row = beta * row + (1 - beta) * jnp.mean(g2, axis=d0)
+      col = beta * col + (1 - beta) * jnp.mean(g2, axis=d1)
+      row_axis = d1 if d1 < d0 else d1 - 1  # d1's position in ``row`` (d0 removed)
+      row_scale = jax.lax.rsqrt(row / jnp.mean(row, axis=row_axis, keepdims=True))
+      u = g32 * jnp.expand_dims(row_scale, d0) * jnp.expand_dims(jax.lax.rsqrt(col), d1)
+      return u.astype(g.dtype), row, col, v
+
+    leaves, treedef = jax.tree.flatten(updates)
+    out = [update_leaf(*args) for args in zip(
+        leaves, treedef.flatten_up_to(state.v_row), treedef.flatten_up_to(state.v_col),
+        treedef.flatten_up_to(state.v))]
+    u, rows, cols, vs = (jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(4))
+    return u, FactoredRmsState(count, rows, cols, vs)
+
+  return _base.GradientTransformation(init, update)
+
+
+def _rms(x):
+  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+
+
+def clip_by_block_rms(threshold: float = 1.0) -> _base.GradientTransformation:
+  r"""Update clipping: :math:`u \leftarrow u / \max(1, \mathrm{RMS}(u)/d)` per leaf.
+
+  Adafactor's remedy for the too-large updates a slowly decaying second moment
+  gives (paper §6, ``d = 1``). Stateless.
+  """
+  _validate.positive("threshold", threshold)
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    updates = jax.tree.map(
+        lambda u: (u / jnp.maximum(1.0, _rms(u) / threshold)).astype(u.dtype), updates)
+    return updates, state
+
+  return _base.GradientTransformation(lambda _: _base.EmptyState(), update)
+
+
+def scale_by_param_block_rms(min_scale: float = 1e-3) -> _base.GradientTransformation:
+  r"""Relative step: :math:`u \leftarrow u \cdot \max(\epsilon_2, \mathrm{RMS}(\theta))` per leaf.
+
+  Steps proportional to the parameter's own scale (paper §8); ``min_scale`` (ε₂ =
+  10⁻³) lets zero-initialised parameters move. Needs ``params``. Stateless.
+  """
+  _validate.nonnegative("min_scale", min_scale)
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("scale_by_param_block_rms needs params: call update(updates, state, params)")
+    _tree.check_match("updates", updates, "params", params)
+    updates = jax.tree.map(
+        lambda u, p: (u * jnp.maximum(min_scale, _rms(p))).astype(u.dtype), updates, params)
+    return updates, state
+
+  return _base.GradientTransformation(lambda _: _base.EmptyState(), update)
+
+
+class RelativeStepState(NamedTuple):
+  count: jax.Array  # int32, saturating
+
+
+def scale_by_relative_step(max_step: float = 1e-2) -> _base.GradientTransformation:
+  r"""Adafactor's step-size schedule: :math:`u \leftarrow \min(\rho_{max}, 1/\sqrt t)\, u`.
+
+  ``t`` is the 1-based step; with :func:`scale_by_param_block_rms` after it this
+  is the paper's relative step :math:`\rho_t = \min(10^{-2}, 1/\sqrt t)\cdot
+  \max(\epsilon_2, \mathrm{RMS}(\theta))` (§8), which optax does not provide.
+  """
+  _validate.positive("max_step", max_step)
+
+  def init(params):
+    del params
+    return RelativeStepState(jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = _tree.safe_increment(state.count)
+    rho = jnp.minimum(max_step, jax.lax.rsqrt(count.astype(jnp.float32)))
+    return jax.tree.map(lambda u: (rho * u).astype(u.dtype), updates), RelativeStepState(count)
+
+  return _base.GradientTransformation(init, update)
+
+
+class EmaMomentumState(NamedTuple):
+  mu: _base.Updates  # float32 by default
+
+
+def ema_momentum(decay: float, *, state_dtype=jnp.float32) -> _base.GradientTransformation:
+  r"""Undebiased EMA momentum: :math:`m_t = \beta m_{t-1} + (1-\beta) u_t`, output :math:`m_t`.
+
+  Adafactor's optional momentum (paper §7, β₁); off by default there because it
+  costs a full-size buffer.
+  """
+  _validate.unit_interval("decay", decay)
+
+  def init(params):
+    return EmaMomentumState(_tree.zeros_like(params, state_dtype))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_match("updates", updates, "state.mu", state.mu)
+    mu = jax.tree.map(lambda u, m: (1 - decay) * u.astype(m.dtype) + decay * m,
+                      updates, state.mu)
+    return _tree.cast_like(mu, updates), EmaMomentumState(mu)
+
+  return _base.GradientTransformation(init, update)
+
+
+def relative_step_default(learning_rate, relative_step: Optional[bool]) -> bool:
+  """``relative_step=None`` means: on exactly when no learning rate is given."""
+  if relative_step is None:
+    return learning_rate is None
+  if relative_step and learning_rate is not None:
+    raise ValueError("learning_rate must be None when relative_step=True (the relative step "
+                     f"is the step size), got {learning_rate!r}")
+  return bool(relative_step)

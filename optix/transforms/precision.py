@@ -1,0 +1,58 @@
+"""Float32 master weights for low-precision (bf16/fp16) params."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optix import _base, _tree
+
+
+class MasterWeightsState(NamedTuple):
+  master: _base.Params  # the params in master_dtype: the authoritative copy
+  inner_state: Any
+
+
+def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jnp.float32
+                        ) -> _base.GradientTransformation:
+  r"""Runs ``inner`` on a float32 copy of the params (Micikevicius et al. 2018,
+  "Mixed Precision Training", arXiv 1710.03740).
+
+  .. math::
+     \theta^{32}_t = \theta^{32}_{t-1} + \text{inner}(g_t^{32}, \theta^{32}_{t-1}), \qquad
+     u_t = \text{lowp}(\theta^{32}_t) - \theta_{t-1}
+
+  so after ``apply_updates`` the low-precision params are the rounded master
+  weights. An update smaller than half a bf16 ulp of the weight (a
+  learning-rate-sized step on a weight of size ~1 often is) is lost when added
+  to bf16 params directly, step after step; here it accumulates in the master
+  copy until it changes the rounded value. The rounding of ``u`` does not
+  accumulate either: each step is anchored on the master copy again.
+
+  Costs one ``master_dtype`` copy of the params in the state (it is kept for
+  float32 leaves too, so the state layout does not depend on dtypes). The params
+  must change only through the returned updates (reload the master copy, i.e.
+  re-``init``, after editing params by hand).
+  """
+  inner = _base.with_extra_args_support(inner)
+
+  def init(params):
+    master = jax.tree.map(lambda p: jnp.asarray(p).astype(master_dtype), params)
+    return MasterWeightsState(master, inner.init(master))
+
+  def update(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("with_master_weights needs params: call update(updates, state, params)")
+    _tree.check_match("updates", updates, "state.master", state.master)
+    grads = _tree.cast_like(updates, state.master)
+    inner_updates, inner_state = inner.update(grads, state.inner_state, state.master,
+                                              **extra_args)
+    master = jax.tree.map(lambda m, u: (m + u.astype(m.dtype)).astype(m.dtype),
+                          state.master, inner_updates)
+    # The difference of two nearby low-precision numbers is exact (Sterbenz), so
+    # params + u reproduces the rounded master weights in the usual case.
+    out = jax.tree.map(lambda m, p, g: (m.astype(p.dtype) - p).astype(g.dtype),
+                       master, params, updates)
+    return out, MasterWeightsState(master, inner_state)
+
+  return _base.GradientTransformation(init, update)

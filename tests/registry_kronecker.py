@@ -1,0 +1,61 @@
+"""Registry entries for Shampoo and SOAP (issue 4)."""
+
+import optax
+
+import optix
+from registry import Entry
+
+
+def _shampoo_bad(fn):
+  return [("learning_rate", lambda: fn(-1e-3)),
+          ("beta2", lambda: fn(1e-3, beta2=0.0)),
+          ("b1", lambda: fn(1e-3, b1=1.0)),
+          ("graft_b2", lambda: fn(1e-3, graft_b2=1.5)),
+          ("graft_eps", lambda: fn(1e-3, graft_eps=-1.0)),
+          ("ridge_epsilon", lambda: fn(1e-3, ridge_epsilon=-1e-6)),
+          ("preconditioning_interval", lambda: fn(1e-3, preconditioning_interval=0)),
+          ("start_preconditioning_step", lambda: fn(1e-3, start_preconditioning_step=-1)),
+          ("graft", lambda: fn(1e-3, graft="sgd")),
+          ("root_method", lambda: fn(1e-3, root_method="svd")),
+          ("block_size", lambda: fn(1e-3, block_size=0)),
+          ("max_preconditioner_dim", lambda: fn(1e-3, max_preconditioner_dim=-1)),
+          ("weight_decay", lambda: fn(1e-3, weight_decay=-0.1))]
+
+
+ENTRIES = [
+    # Blocks of 4 (the 10×4 embedding is 3 row blocks, padded), small dims merged,
+    # roots from step 2 every 3 steps: every shape path and both cond branches.
+    Entry("shampoo",
+          lambda: optix.shampoo(1e-2, preconditioning_interval=3, start_preconditioning_step=2,
+                                block_size=4, weight_decay=0.01),
+          bad=_shampoo_bad(optix.shampoo)),
+    Entry("shampoo_newton_nesterov_rmsprop_graft",
+          lambda: optix.shampoo(1e-2, beta2=1.0, preconditioning_interval=2,
+                                start_preconditioning_step=1, nesterov=True, graft="rmsprop",
+                                root_method="newton", merge_small_dims=False,
+                                max_preconditioner_dim=6)),
+    # Before start_preconditioning_step the update is the graft: exactly Adam / NAdam.
+    Entry("shampoo_graft_phase_is_adam",
+          lambda: optix.shampoo(1e-2, start_preconditioning_step=10 ** 6),
+          lambda: optax.adam(1e-2)),
+    Entry("shampoo_graft_phase_is_nadamw",
+          lambda: optix.shampoo(1e-2, start_preconditioning_step=10 ** 6, nesterov=True,
+                                weight_decay=0.1),
+          lambda: optax.nadamw(1e-2, weight_decay=0.1)),
+    Entry("soap",
+          lambda: optix.soap(3e-3, preconditioning_interval=3, block_size=4,
+                             precondition_1d=True, weight_decay=0.01),
+          bad=[("learning_rate", lambda: optix.soap(-1e-3)),
+               ("b1", lambda: optix.soap(1e-3, b1=1.0)),
+               ("b2", lambda: optix.soap(1e-3, b2=-0.5)),
+               ("eps", lambda: optix.soap(1e-3, eps=-1.0)),
+               ("shampoo_beta", lambda: optix.soap(1e-3, shampoo_beta=1.5)),
+               ("preconditioning_interval", lambda: optix.soap(1e-3, preconditioning_interval=0)),
+               ("block_size", lambda: optix.soap(1e-3, block_size=-4)),
+               ("max_preconditioner_dim", lambda: optix.soap(1e-3, max_preconditioner_dim=-1)),
+               ("weight_decay", lambda: optix.soap(1e-3, weight_decay=-1.0))]),
+    # Every axis left diagonal: SOAP is Adam.
+    Entry("soap_all_diagonal_is_adam",
+          lambda: optix.soap(1e-2, b1=0.9, b2=0.999, max_preconditioner_dim=0),
+          lambda: optax.adam(1e-2)),
+]

@@ -1,0 +1,229 @@
+"""Shampoo and SOAP: inverse roots, hand-computed updates, blocking, eigenbases,
+and convergence on an ill-conditioned least-squares problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optix
+from optix.transforms import kronecker as K
+
+U32 = 2.0 ** -24
+
+
+def _spd(n, cond, seed=0):
+  rng = np.random.default_rng(seed)
+  q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+  return (q * np.logspace(0, -np.log10(cond), n)) @ q.T
+
+
+def _np_root(a, p, ridge):
+  w, v = np.linalg.eigh((a + a.T) / 2)
+  w = np.maximum(w, 0) + ridge * max(w.max(), 0)
+  return (v * w ** (-1.0 / p)) @ v.T
+
+
+ROOTS = {"eigh": K.inverse_pth_root_eigh, "newton": K.inverse_pth_root_newton}
+
+
+@pytest.mark.parametrize("method", ROOTS)
+@pytest.mark.parametrize("cond", [1e2, 1e4, 1e6])
+def test_inverse_fourth_root_residual(method, cond):
+  a = _spd(48, cond)
+  x = np.asarray(ROOTS[method](jnp.asarray(a, jnp.float32)[None], 4, 0.0)[0], np.float64)
+  resid = np.linalg.norm(np.linalg.matrix_power(x, 4) @ a - np.eye(48), 2)
+  # float32 floor: the eigensolver's backward error u·λ_max relative to λ_min.
+  assert resid <= 32 * cond * U32 + 1e-5, resid
+  with jax.enable_x64(True):
+    x64 = np.asarray(ROOTS[method](jnp.asarray(a)[None], 4, 0.0)[0])
+  assert x64.dtype == np.float64
+  assert np.linalg.norm(np.linalg.matrix_power(x64, 4) @ a - np.eye(48), 2) <= 1e-8
+
+
+@pytest.mark.parametrize("method", ROOTS)
+def test_inverse_root_graceful_on_singular_input(method):
+  rng = np.random.default_rng(1)
+  v = rng.standard_normal((12, 3))
+  low_rank = v @ v.T                      # rank 3 of 12
+  stack = jnp.asarray(np.stack([low_rank, np.zeros((12, 12)), _spd(12, 1e3)]), jnp.float32)
+  out = np.asarray(ROOTS[method](stack, 4, 1e-4))
+  assert np.all(np.isfinite(out))
+  for got, a in zip(out, np.asarray(stack, np.float64)):
+    ref = _np_root(a, 4, 1e-4) if a.any() else 1e-4 ** -0.25 * np.eye(12)
+    np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+
+
+def test_map_stacked_groups_by_shape_and_keeps_order():
+  mats = [jnp.full((2, 3, 3), 1.0), jnp.full((1, 4, 4), 2.0), jnp.full((3, 3, 3), 3.0)]
+  calls = []
+  out = K.map_stacked(lambda s: calls.append(s.shape) or s * 10, mats)
+  assert sorted(calls) == [(1, 4, 4), (5, 3, 3)]
+  for o, m in zip(out, mats):
+    np.testing.assert_array_equal(o, m * 10)
+
+
+def test_plans_merge_block_and_leave_large_dims_diagonal():
+  plan = K._make_plan((3, 3, 64, 128), 1024, True, 8192)
+  assert plan.merged == (576, 128) and plan.precond == (True, True)
+  assert K._make_plan((3, 3, 2, 4), 1024, True, 8192).merged == (18, 4)
+  assert K._make_plan((32, 16), 1024, True, 8192).merged == (32, 16)   # a matrix stays one
+  plan = K._make_plan((1025, 64), 512, True, 8192)
+  assert plan.blocks == (3, 1) and plan.block == (342, 64)             # balanced blocks
+  plan = K._make_plan((50000, 64), 512, True, 8192)
+  assert plan.precond == (False, True) and plan.blocks == (1, 1)
+  x = jnp.arange(10 * 7.0).reshape(10, 7)
+  plan = K._make_plan((10, 7), 4, False, 100)
+  np.testing.assert_array_equal(K._from_blocks(K._to_blocks(x, plan), plan), x)
+
+
+def _one_step(tx, g):
+  state = tx.init(g)
+  return jax.jit(tx.update)(g, state)
+
+
+def test_shampoo_hand_check_matrix_and_rank3():
+  """One step, b1=0, sums: u = L^{-1/4} G R^{-1/4} · ‖adam(G)‖/‖·‖, computed in numpy."""
+  rng = np.random.default_rng(0)
+  eps = 1e-3
+  tx = optix.scale_by_shampoo(beta2=1.0, b1=0.0, start_preconditioning_step=0,
+                              preconditioning_interval=1, ridge_epsilon=eps,
+                              merge_small_dims=False)
+  g = rng.standard_normal((3, 5))
+  u, state = _one_step(tx, {"w": jnp.asarray(g, jnp.float32)})
+  p = _np_root(g @ g.T, 4, eps) @ g @ _np_root(g.T @ g, 4, eps)
+  adam = g / (np.abs(g) + 1e-8)  # first Adam step: m̂/√v̂ = g/|g|
+  np.testing.assert_allclose(u["w"], p * np.linalg.norm(adam) / np.linalg.norm(p), rtol=2e-4)
+  np.testing.assert_allclose(state.stats[0][0], g @ g.T, rtol=1e-5)
+  # Rank 3: one factor per axis, exponent -1/6.
+  g = rng.standard_normal((2, 3, 4))
+  u, _ = _one_step(tx, {"t": jnp.asarray(g, jnp.float32)})
+  r = [_np_root(np.tensordot(g, g, axes=([j for j in range(3) if j != i],) * 2), 6, eps)
+       for i in range(3)]
+  p = np.einsum("abc,ax,by,cz->xyz", g, *r)
+  np.testing.assert_allclose(u["t"], p * np.sqrt(g.size) / np.linalg.norm(p), rtol=2e-4)
+
+
+def test_shampoo_blocks_are_preconditioned_independently():
+  rng = np.random.default_rng(2)
+  g = rng.standard_normal((10, 4))
+  tx = optix.scale_by_shampoo(beta2=1.0, b1=0.0, start_preconditioning_step=0,
+                              preconditioning_interval=1, block_size=4, ridge_epsilon=1e-3)
+  u, state = _one_step(tx, jnp.asarray(g, jnp.float32))
+  assert [s.shape for s in state.stats] == [(3, 4, 4), (3, 4, 4)]
+  blocks = [g[0:4], g[4:8], g[8:10]]
+  p = np.concatenate([_np_root(b @ b.T, 4, 1e-3) @ b @ _np_root(b.T @ b, 4, 1e-3)
+                      for b in blocks])
+  np.testing.assert_allclose(u, p * np.sqrt(g.size) / np.linalg.norm(p), rtol=2e-4)
+
+
+def test_shampoo_refresh_interval_and_nonfinite_fallback():
+  tx = optix.scale_by_shampoo(preconditioning_interval=3, start_preconditioning_step=2)
+  params = {"w": jnp.ones((4, 3))}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  key = jax.random.key(0)
+  history = []
+  for t in range(8):
+    g = {"w": jax.random.normal(jax.random.fold_in(key, t), (4, 3))}
+    _, state = update(g, state)
+    history.append(state.roots[0])
+  changed = [not np.array_equal(history[t], history[t - 1]) for t in range(1, 8)]
+  assert changed == [False, True, False, False, True, False, False]  # refreshed at steps 2, 5
+  # A non-finite statistic at a refresh keeps the previous (finite) root.
+  for t in range(8, 11):
+    g = {"w": jnp.full((4, 3), jnp.nan if t == 8 else 1.0)}
+    _, state = update(g, state)
+  np.testing.assert_array_equal(state.roots[0], history[-1])
+
+
+def test_soap_first_basis_diagonalizes_stats_and_power_qr_tracks_it():
+  rng = np.random.default_rng(3)
+  g = jnp.asarray(rng.standard_normal((6, 9)), jnp.float32)
+  tx = optix.scale_by_soap(preconditioning_interval=2)
+  _, state = _one_step(tx, g)
+  for s, q in zip(state.stats, state.bases):
+    d = np.asarray(q[0].T @ s[0] @ q[0])
+    assert np.abs(d - np.diag(np.diag(d))).max() <= 1e-4 * np.abs(d).max()
+    assert np.all(np.diff(np.diag(d)) <= 1e-5 * np.abs(d).max())     # decreasing
+  # Power iteration + QR from a perturbed basis converges to the eigenbasis.
+  a = jnp.asarray(_spd(8, 1e2, seed=4), jnp.float32)[None]
+  q = jnp.linalg.qr(K.eigenbasis_eigh(a) + 0.3 * jax.random.normal(jax.random.key(0), (1, 8, 8)))[0]
+  for _ in range(60):
+    q = K.eigenbasis_power_qr(a, q)
+  d = np.asarray(q[0].T @ a[0] @ q[0])
+  assert np.abs(d - np.diag(np.diag(d))).max() <= 1e-4
+
+
+def test_soap_second_moment_rotation():
+  rng = np.random.default_rng(5)
+  nu = jnp.asarray(rng.random((2, 3, 4)), jnp.float32)
+  old = [jnp.asarray(np.linalg.qr(rng.standard_normal((2, n, n)))[0], jnp.float32) for n in (3, 4)]
+  new = [jnp.asarray(np.linalg.qr(rng.standard_normal((2, n, n)))[0], jnp.float32) for n in (3, 4)]
+  got = K.rotate_second_moment(nu, old, new, (True, True))
+  p = [np.square(np.einsum("nac,nad->ncd", o, n)) for o, n in zip(old, new)]
+  np.testing.assert_allclose(got, np.einsum("nab,nac,nbd->ncd", nu, *p), rtol=1e-5)
+  # A permutation of the basis permutes v; the same basis leaves it unchanged.
+  perm = [o[:, :, ::-1] for o in old]
+  np.testing.assert_allclose(K.rotate_second_moment(nu, old, perm, (True, True)),
+                             nu[:, ::-1, ::-1], rtol=1e-5)
+  np.testing.assert_allclose(K.rotate_second_moment(nu, old, old, (True, True)), nu, rtol=1e-5)
+
+
+def test_soap_refresh_rotates_moments_consistently():
+  """At a refresh, v in the new basis = rotation of the old v plus the new g'²."""
+  rng = np.random.default_rng(6)
+  tx = optix.scale_by_soap(b1=0.9, b2=0.9, preconditioning_interval=2)
+  state = tx.init(jnp.zeros((5, 4)))
+  update = jax.jit(tx.update)
+  for t in range(2):
+    _, state = update(jnp.asarray(rng.standard_normal((5, 4)), jnp.float32), state)
+  g = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
+  _, new = update(g, state)                                    # step 2: refresh
+  ql, qr = new.bases
+  rotated = K.rotate_second_moment(state.nu[None] if state.nu.ndim == 2 else state.nu,
+                                   state.bases, new.bases, (True, True))
+  g_rot = ql[0].T @ g @ qr[0]
+  np.testing.assert_allclose(new.nu, 0.9 * rotated + 0.1 * g_rot ** 2, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(new.mu, 0.9 * state.mu + 0.1 * g, rtol=1e-6)  # m: original coordinates
+
+
+# -- convergence: ill-conditioned matrix least squares -------------------------------
+
+COND = 1e4
+
+
+def _least_squares(cond=COND, d_in=16, d_out=64, n=256, seed=0):
+  """min_W mean‖x W - y‖²; input covariance eigenvalues 1 .. 1/cond in a random basis,
+  every eigendirection contributing equally to the initial loss."""
+  rng = np.random.default_rng(seed)
+  q, _ = np.linalg.qr(rng.standard_normal((d_in, d_in)))
+  scales = np.sqrt(np.logspace(0, -np.log10(cond), d_in))
+  x = (rng.standard_normal((n, d_in)) * scales) @ q.T
+  w_true = q @ (rng.standard_normal((d_in, d_out)) / scales[:, None]) / np.sqrt(cond)
+  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(x @ w_true, jnp.float32)
+  return (lambda w: jnp.mean(jnp.sum(jnp.square(x @ w - y), -1))), jnp.zeros((d_in, d_out))
+
+
+def _steps_to(tx, loss, w0, target, steps):
+  def body(c, _):
+    w, s = c
+    l, g = jax.value_and_grad(loss)(w)
+    u, s = tx.update(g, s, w)
+    return (w + u, s), l
+  _, ls = jax.jit(lambda w: jax.lax.scan(body, (w, tx.init(w)), None, steps))(w0)
+  hit = np.nonzero(np.asarray(ls) <= target)[0]
+  return int(hit[0]) if len(hit) else steps
+
+
+def test_shampoo_and_soap_beat_tuned_adam_on_ill_conditioned_least_squares():
+  loss, w0 = _least_squares()
+  target = 1e-4 * float(loss(w0))
+  adam = min(_steps_to(optix.adam(lr), loss, w0, target, 1500) for lr in (3e-3, 1e-2, 3e-2, 0.1))
+  shampoo = _steps_to(optix.shampoo(0.3, beta2=0.99, preconditioning_interval=5,
+                                    start_preconditioning_step=5), loss, w0, target, 600)
+  soap = _steps_to(optix.soap(0.1, b1=0.9, b2=0.999, preconditioning_interval=5),
+                   loss, w0, target, 600)
+  print(f"steps to 1e-4 of the initial loss (cond {COND:g}): adam {adam}, "
+        f"shampoo {shampoo}, soap {soap}")
+  assert shampoo < 0.5 * adam and soap < 0.5 * adam, (adam, shampoo, soap)

@@ -1,0 +1,225 @@
+"""Newton–Schulz and Muon: spectra, a hand-computed iteration, batching of
+same-shape matrices, the reshape rule, optax parity on stacked/conv params,
+and a convergence comparison with tuned AdamW."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from optax.contrib import _muon
+import pytest
+from sklearn.datasets import load_digits
+
+import optix
+import registry  # noqa: F401  (first: it imports registry_muon)
+from registry_muon import _optax_dims, _stacked_axes, _stacked_params
+
+A, B, C = 3.4445, -4.7750, 2.0315
+
+
+def _with_spectrum(key, m, n, sigmas):
+  """An (m, n) matrix with the given singular values and random singular vectors."""
+  k1, k2 = jax.random.split(key)
+  r = len(sigmas)
+  u, _ = np.linalg.qr(np.asarray(jax.random.normal(k1, (m, r))))
+  v, _ = np.linalg.qr(np.asarray(jax.random.normal(k2, (n, r))))
+  return jnp.asarray((u * np.asarray(sigmas)) @ v.T, jnp.float32)
+
+
+def _singular_values(x):
+  return np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (64, 16), (16, 64), (3, 24, 40)])
+def test_random_inputs_have_singular_values_in_band(shape):
+  g = jax.random.normal(jax.random.key(0), shape)
+  s = _singular_values(optix.newton_schulz(g))
+  assert s.min() >= 0.6 and s.max() <= 1.2, (s.min(), s.max())
+
+
+@pytest.mark.parametrize("m,n", [(48, 32), (20, 50)])
+def test_low_rank_inputs_keep_rank_and_band(m, n):
+  rank = 4
+  g = _with_spectrum(jax.random.key(1), m, n, [10.0, 3.0, 1.0, 0.5])
+  s = _singular_values(optix.newton_schulz(g))
+  assert np.all((s[:rank] >= 0.6) & (s[:rank] <= 1.2)), s[:rank]
+  assert np.all(s[rank:] < 1e-4), s[rank:]  # zero singular values stay zero
+
+
+@pytest.mark.parametrize("m,n", [(40, 40), (64, 24), (24, 64)])
+def test_ill_conditioned_inputs_condition_number_100(m, n):
+  # The quintic lifts σ/‖G‖_F >= 2.5e-3 into the band in 5 steps; with
+  # condition number 100 over min(m, n) values the smallest is ~4e-3 of ‖G‖_F.
+  sig = np.logspace(0, -2, min(m, n))
+  g = _with_spectrum(jax.random.key(2), m, n, sig)
+  s = _singular_values(optix.newton_schulz(g))
+  assert s.min() >= 0.6 and s.max() <= 1.2, (s.min(), s.max())
+
+
+def test_one_quintic_iteration_by_hand():
+  g = np.array([[1.0, 2.0, 0.0, -1.0], [0.5, -1.0, 3.0, 2.0], [0.0, 1.0, 1.0, 1.0]])
+  x = g / np.sqrt((g ** 2).sum())  # ‖G‖_F = sqrt(23.25)
+  gram = x @ x.T
+  expected = A * x + (B * gram + C * gram @ gram) @ x
+  out = optix.newton_schulz(jnp.asarray(g, jnp.float32), steps=1, eps=0.0)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+  # Tall input: the same iteration on the transpose.
+  out_t = optix.newton_schulz(jnp.asarray(g.T, jnp.float32), steps=1, eps=0.0)
+  np.testing.assert_allclose(out_t, expected.T, rtol=1e-5, atol=1e-6)
+
+
+def test_diagonal_input_follows_the_scalar_map():
+  sig = np.array([3.0, 1.0, 0.1])
+  x = sig / np.linalg.norm(sig)
+  for _ in range(5):
+    x = A * x + B * x ** 3 + C * x ** 5
+  out = optix.newton_schulz(jnp.diag(jnp.asarray(sig, jnp.float32)), eps=0.0)
+  np.testing.assert_allclose(jnp.diag(out), x, rtol=1e-5)
+  np.testing.assert_allclose(out - jnp.diag(jnp.diag(out)), 0.0, atol=1e-6)
+
+
+def test_zero_and_bf16_inputs():
+  assert not np.any(optix.newton_schulz(jnp.zeros((4, 6))))
+  g = jax.random.normal(jax.random.key(3), (16, 24))
+  out = optix.newton_schulz(g.astype(jnp.bfloat16), compute_dtype=jnp.bfloat16)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), optix.newton_schulz(g), atol=0.05)
+  with pytest.raises(ValueError, match="steps"):
+    optix.newton_schulz(g, steps=-1)
+  with pytest.raises(ValueError, match="rank"):
+    optix.newton_schulz(jnp.ones(3))
+
+
+def test_matrix_view_rule():
+  assert optix.matrix_view((8, 6)) == (1, 8, 6)
+  assert optix.matrix_view((3, 3, 2, 4)) == (1, 18, 4)  # conv: (kh·kw·in, out)
+  assert optix.matrix_view((5, 16, 8), stacked_axes=1) == (5, 16, 8)
+  with pytest.raises(ValueError, match="matrix view"):
+    optix.matrix_view((5, 16), stacked_axes=1)
+
+
+def test_same_shape_matrices_are_one_batched_computation():
+  params = _stacked_params()
+  del params["bias"]
+  tx = optix.scale_by_muon(stacked_axes=_stacked_axes, shape_scaling="none")
+  grads = optix.testing.random_like(jax.random.key(4), params)
+  step = lambda g: tx.update(g, tx.init(params))[0]
+  jaxpr = jax.make_jaxpr(step)(grads)
+  n_dots = sum(e.primitive.name == "dot_general" for e in jaxpr.eqns)
+  # Two groups ((8, 16): w1, w2, w3 and 3 layers; (8, 18): conv), 3 matmuls x 5 steps each.
+  assert n_dots == 2 * 15, n_dots
+  # ... with the same result as orthogonalizing each matrix alone (at the first
+  # step m̂ is a multiple of g, and NS is scale-invariant).
+  out = jax.jit(step)(grads)
+  stacked = _stacked_axes(params)
+  for name, g in grads.items():
+    view = optix.matrix_view(g.shape, stacked[name])
+    want = optix.newton_schulz(g.reshape(view)).reshape(g.shape)
+    np.testing.assert_allclose(out[name], want, rtol=2e-4, atol=2e-5)
+
+
+def test_non_matrix_leaf_is_named():
+  tx = optix.scale_by_muon()
+  params = {"w": jnp.ones((4, 4)), "bias": jnp.ones(4)}
+  with pytest.raises(ValueError, match=r"\['bias'\].*optix.muon"):
+    tx.update(params, tx.init(params))
+
+
+def test_labels_route_vectors_embeddings_and_stacked_vectors_to_adam():
+  params = {"embed": jnp.ones((10, 4)), "w": jnp.ones((4, 4)), "b": jnp.ones(4),
+            "layers": {"w": jnp.ones((2, 4, 4)), "scale": jnp.ones((2, 4))}}
+  labels = optix.muon_labels(adam_mask=("embed",), stacked_axes=lambda p: {
+      "embed": 0, "w": 0, "b": 0, "layers": 1})(params)
+  assert labels == {"embed": "adam", "w": "muon", "b": "adam",
+                    "layers": {"w": "muon", "scale": "adam"}}
+
+
+def _trajectory(tx, params, steps=10):
+  state, update = tx.init(params), jax.jit(tx.update)
+  for k in jax.random.split(jax.random.key(5), steps):
+    updates, state = update(optix.testing.random_like(k, params), state, params)
+    params = optax.apply_updates(params, updates)
+  return params
+
+
+def test_stacked_conv_and_rms_scaling_match_optax():
+  params = _stacked_params()
+  ours = optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,
+                    shape_scaling="match_adamw_rms", weight_decay=0.1)
+  theirs = optax.contrib.muon(
+      0.02, adam_learning_rate=1e-3, consistent_rms=0.2, weight_decay=0.1,
+      muon_weight_dimension_numbers=_optax_dims(lambda path: 1 if "layers" in path else 0))
+  diff = optix.testing.max_relative_difference(_trajectory(ours, params),
+                                               _trajectory(theirs, params))
+  assert diff <= 1e-4, diff
+
+
+def test_scale_by_muon_alone_matches_optax():
+  params = {"a": jax.random.normal(jax.random.key(0), (12, 5)),
+            "b": jax.random.normal(jax.random.key(1), (5, 12))}
+  ours = optix.chain(optix.scale_by_muon(), optix.scale_by_learning_rate(0.02))
+  dims = _optax_dims()
+  theirs = optax.chain(optax.contrib.scale_by_muon(weight_dimension_numbers=dims),
+                       _muon.scale_by_shape(dims),  # private in optax 0.2.8
+                       optax.scale_by_learning_rate(0.02))
+  diff = optix.testing.max_relative_difference(_trajectory(ours, params),
+                                               _trajectory(theirs, params))
+  assert diff <= 1e-4, diff
+
+
+def test_muon_beats_tuned_adamw_on_an_mlp():
+  """Digits (sklearn), MLP 64-64-64-10, 120 minibatch steps, linear decay to 0.
+  AdamW's learning rate is tuned over a grid whose best point is interior;
+  Muon (hidden and input layers; head and biases on AdamW at 3e-3) uses one lr."""
+  x, y = load_digits(return_X_y=True)
+  x, y = jnp.asarray(x / 16.0, jnp.float32), jnp.asarray(y)
+  steps = 120
+  batches = jax.random.randint(jax.random.key(1), (steps, 128), 0, len(y))
+  keys = jax.random.split(jax.random.key(0), 3)
+  dense = lambda k, i, o: {"w": jax.random.normal(k, (i, o)) / np.sqrt(i), "b": jnp.zeros(o)}
+  params0 = {"l1": dense(keys[0], 64, 64), "l2": dense(keys[1], 64, 64),
+             "head": dense(keys[2], 64, 10)}
+
+  def loss(p, xb, yb):
+    h = jax.nn.relu(xb @ p["l1"]["w"] + p["l1"]["b"])
+    h = jax.nn.relu(h @ p["l2"]["w"] + p["l2"]["b"])
+    logits = h @ p["head"]["w"] + p["head"]["b"]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], 1))
+
+  def final_loss(make, lr):
+    tx = make(optix.linear_schedule(lr, 0.0, steps))
+    def body(carry, idx):
+      p, s = carry
+      u, s = tx.update(jax.grad(loss)(p, x[idx], y[idx]), s, p)
+      return (optix.apply_updates(p, u), s), None
+    (p, _), _ = jax.lax.scan(body, (params0, tx.init(params0)), batches)
+    return loss(p, x, y)
+
+  adamw_lrs = jnp.array([3e-3, 1e-2, 3e-2, 1e-1])
+  adamw = jax.jit(jax.vmap(lambda lr: final_loss(lambda s: optix.adamw(s, weight_decay=0.0), lr)))
+  adamw_losses = np.asarray(adamw(adamw_lrs))
+  best = int(np.argmin(adamw_losses))
+  assert 0 < best < len(adamw_lrs) - 1, adamw_losses  # tuned: the optimum is inside the grid
+  muon = jax.jit(lambda lr: final_loss(
+      lambda s: optix.muon(s, optix.linear_schedule(3e-3, 0.0, steps), adam_mask=("head",)), lr))
+  muon_loss = float(muon(0.1))
+  assert muon_loss < 0.5 * adamw_losses[best], (muon_loss, adamw_losses)
+
+
+def test_sharded_params_on_an_explicit_mesh():
+  """optax.contrib.muon raises ShardingTypeError here (DESIGN §8); optix gathers
+  each sharded matrix, orthogonalizes, and reshards the update like the param."""
+  params = {"a": jnp.ones((16, 8)), "b": jnp.ones((8, 16)), "bias": jnp.ones(8)}
+  grads = optix.testing.random_like(jax.random.key(6), params)
+  tx = optix.muon(0.02, 1e-3)
+  expected, _ = tx.update(grads, tx.init(params), params)
+  mesh = jax.make_mesh((8,), ("x",))
+  specs = {"a": jax.P("x", None), "b": jax.P(None, "x"), "bias": jax.P("x")}
+  put = lambda tree: {k: jax.device_put(v, jax.NamedSharding(mesh, specs[k]))
+                      for k, v in tree.items()}
+  with jax.set_mesh(mesh):
+    sp, sg = put(params), put(grads)
+    updates, _ = jax.jit(tx.update)(sg, jax.jit(tx.init)(sp), sp)
+  for k in params:
+    assert updates[k].sharding.spec == specs[k], (k, updates[k].sharding)
+    np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5, atol=1e-7)

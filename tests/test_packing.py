@@ -1,0 +1,138 @@
+"""The packed multi-tensor engine (optix.packed, optix.pack) and train_step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optix
+from registry import make_params
+
+
+def _tree(dtype=jnp.float32):
+  p = make_params(0, dtype)
+  p["heads"] = [jnp.full((3, 4), 0.1 * i, dtype) for i in range(5)]
+  p["big"] = jnp.linspace(-1.0, 1.0, 200).reshape(10, 20).astype(dtype)
+  p["half"] = jnp.arange(7, dtype=jnp.bfloat16)
+  return p
+
+
+def _run(tx, params, grads_seq, packed_params=False, groups=None):
+  p = optix.pack(params, max_leaf_size=100, groups=groups) if packed_params else params
+  state = tx.init(p)
+  step = jax.jit(tx.update)
+  out = []
+  for g in grads_seq:
+    g = p.layout.pack(g) if packed_params else g
+    updates, state = step(g, state, p)
+    p = optix.apply_updates(p, updates)
+    out.append(optix.unpack(p) if packed_params else p)
+  return out
+
+
+def _grads(params, n=5):
+  return [optix.testing.random_like(k, params) for k in jax.random.split(jax.random.key(7), n)]
+
+
+def test_pack_unpack_round_trip_groups_dtypes_and_large_leaves():
+  params = _tree()
+  layout = optix.layout_of(params, max_leaf_size=100, groups=optix.matrices_only)
+  # (float32, matrix), (float32, not matrix), (bfloat16, not matrix); "big" has 200 > 100.
+  assert [(d, g) for d, g, _ in layout.buffers] == [
+      ("float32", "True"), ("float32", "False"), ("bfloat16", "False")]
+  assert layout.num_large == 1
+  packed = layout.pack(params)
+  assert len(jax.tree.leaves(packed)) == 4
+  assert sum(b.size for b in packed.children[:3]) + 200 == sum(
+      x.size for x in jax.tree.leaves(params))
+  back = optix.unpack(packed)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+  jax.tree.map(lambda a, b: (a.dtype == b.dtype) or pytest.fail("dtype"), back, params)
+
+
+def test_grad_through_unpack_is_packed_and_one_concatenate_per_buffer():
+  params = {f"w{i}": jnp.full((4,), float(i)) for i in range(50)}
+  packed = optix.pack(params)
+  loss = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(optix.unpack(p)))
+  grads = jax.grad(loss)(packed)
+  assert isinstance(grads, optix.Packed) and grads.layout == packed.layout
+  np.testing.assert_array_equal(grads.children[0], 2 * packed.children[0])
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss))(packed))
+  assert jaxpr.count("concatenate") == 1 and " pad" not in jaxpr
+
+
+@pytest.mark.parametrize("make", [lambda: optix.sgd(0.1, momentum=0.9, nesterov=True),
+                                  lambda: optix.lion(1e-2, weight_decay=0.1)],
+                         ids=["sgd_nesterov", "lion"])
+def test_packed_equals_unpacked_bit_for_bit(make):
+  params = _tree()
+  grads = _grads(params)
+  plain = _run(make(), params, grads)
+  for ours in (_run(optix.packed(make()), params, grads),
+               _run(optix.packed(make(), max_leaf_size=100), params, grads, packed_params=True)):
+    for a, b in zip(plain, ours):
+      jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_packed_adamw_masked_matches_unpacked_to_an_ulp():
+  mask = optix.matrices_only
+  params = _tree()
+  grads = _grads(params)
+  plain = _run(optix.adamw(1e-2, weight_decay=0.1, mask=mask), params, grads)
+  tx = optix.packed(optix.adamw(1e-2, weight_decay=0.1, mask=optix.packed_mask(mask)),
+                    groups=mask, max_leaf_size=100)
+  for ours in (_run(tx, params, grads), _run(tx, params, grads, True, groups=mask)):
+    for a, b in zip(plain, ours):
+      jax.tree.map(lambda x, y: np.testing.assert_allclose(
+          np.asarray(x, np.float32), np.asarray(y, np.float32), rtol=2e-6, atol=1e-7), a, b)
+
+
+def test_state_is_packed_fp32():
+  params = _tree(jnp.bfloat16)
+  state = optix.packed(optix.adam(1e-3), max_leaf_size=100).init(params)
+  mu = state.inner[0].mu
+  assert isinstance(mu, optix.Packed) and len(mu.children) == 2  # one buffer + "big"
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(mu))
+
+
+@pytest.mark.parametrize("tx, why", [
+    (lambda: optax.adafactor(1e-2, min_dim_size_to_factor=2), "not elementwise"),
+    (lambda: optax.contrib.muon(1e-2), "not elementwise"),
+    (lambda: optix.adaptive_grad_clip(0.1), "not elementwise"),
+    (lambda: optix.adamw(1e-2, weight_decay=0.1, mask=optix.matrices_only), "packed_mask"),
+], ids=["adafactor", "muon", "unitwise_clip", "unwrapped_mask"])
+def test_shape_dependent_chains_are_refused(tx, why):
+  with pytest.raises(ValueError, match=why):
+    optix.packed(tx()).init(_tree())
+
+
+def test_packed_mask_refuses_a_buffer_mixing_masked_and_unmasked_leaves():
+  tx = optix.packed(optix.adamw(1e-2, weight_decay=0.1,
+                                mask=optix.packed_mask(optix.matrices_only)), check=False)
+  with pytest.raises(ValueError, match="groups="):
+    tx.init(_tree())
+
+
+def test_train_step_donates_and_descends_with_plain_and_packed_params():
+  x = jax.random.normal(jax.random.key(0), (64, 8))
+  y = x @ jnp.arange(8.0) + 1.0
+
+  def loss_fn(p, x, y):
+    pred = x @ p["w"] + p["b"]
+    return jnp.mean((pred - y) ** 2), pred
+
+  for packed in (False, True):
+    params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+    params = optix.pack(params) if packed else params
+    tx = optix.packed(optix.adam(0.1))
+    step = optix.train_step(loss_fn, tx, has_aux=True)
+    state = tx.init(params)
+    first = jax.tree.leaves(params)[0]
+    params, state, loss0, _ = step(params, state, x, y)
+    assert first.is_deleted()  # donated
+    for _ in range(200):
+      params, state, loss, pred = step(params, state, x, y)
+    assert pred.shape == (64,) and float(loss) < 1e-2 * float(loss0)
+    assert isinstance(params, optix.Packed) == packed
