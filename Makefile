@@ -12,7 +12,7 @@ $(BIN)/activate: setup.cfg pyproject.toml
 
 .PHONY: demo test docs
 demo: $(BIN)/activate
-	$(BIN)/python examples/rosenbrock_race.py --out out/rosenbrock_race.png
+	$(BIN)/python examples/compare_optimizers.py --out out/compare_optimizers.png
 
 test: $(BIN)/activate
 	$(BIN)/python -m pytest -n 2 -q tests
