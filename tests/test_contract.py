@@ -86,3 +86,15 @@ def test_bad_hyperparameters_rejected(entry):
   for arg, build in entry.bad:
     with pytest.raises(ValueError, match=rf"\b{arg}\b"):
       build()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=ids)
+def test_state_can_be_donated(entry):
+  """Training steps donate the optimizer state: no two state leaves may share a buffer."""
+  params = params_for(entry)
+  tx = entry.make()
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p, **entry.extra_args), donate_argnums=(1,))
+  state = tx.init(params)
+  for k in jax.random.split(jax.random.key(4), 2):
+    _, state = step(_grads(k, params), state, params)
+  chex.assert_tree_all_finite(jax.tree.leaves(state))

@@ -54,10 +54,10 @@ def test_inverse_root_graceful_on_singular_input(method):
     np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
 
 
-def test_map_stacked_groups_by_shape_and_keeps_order():
+def test_apply_by_shape_groups_by_shape_and_keeps_order():
   mats = [jnp.full((2, 3, 3), 1.0), jnp.full((1, 4, 4), 2.0), jnp.full((3, 3, 3), 3.0)]
   calls = []
-  out = K.map_stacked(lambda s: calls.append(s.shape) or s * 10, mats)
+  out = K.apply_by_shape(lambda s: calls.append(s.shape) or s * 10, mats)
   assert sorted(calls) == [(1, 4, 4), (5, 3, 3)]
   for o, m in zip(out, mats):
     np.testing.assert_array_equal(o, m * 10)

@@ -78,13 +78,13 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
     def init_leaf(p):
       d = dims(p)
       shape = jnp.shape(p)
-      none = jnp.zeros((), state_dtype)
+      none = lambda: jnp.zeros((), state_dtype)  # a fresh buffer each: state must be donatable
       if d is None:
-        return none, none, jnp.zeros(shape, state_dtype)
+        return none(), none(), jnp.zeros(shape, state_dtype)
       d1, d0 = d
       row = jnp.zeros(shape[:d0] + shape[d0 + 1:], state_dtype)
       col = jnp.zeros(shape[:d1] + shape[d1 + 1:], state_dtype)
-      return row, col, none
+      return row, col, none()
 
     leaves, treedef = jax.tree.flatten(params)
     rows, cols, vs = zip(*map(init_leaf, leaves)) if leaves else ((), (), ())

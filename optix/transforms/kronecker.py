@@ -16,7 +16,7 @@ preconditioned axis by axis. Three shape rules keep the statistics small:
 A leaf's gradient is viewed as a stack of blocks ``(N, b_1, ..., b_k)``; all
 statistics of one size (across blocks, axes and leaves) are concatenated and the
 expensive per-matrix work -- inverse roots, ``eigh``, ``QR`` -- runs once per
-size on a ``(B, n, n)`` stack (:func:`map_stacked`). Those batched functions are
+size on a ``(B, n, n)`` stack (:func:`apply_by_shape`). Those batched functions are
 the unit a distributed wrapper can shard along ``B``.
 """
 
@@ -138,7 +138,7 @@ def inverse_pth_root_newton(a: jax.Array, p: int, ridge_epsilon: float = 1e-6,
   return jax.vmap(fn)(flat).reshape(batch + a.shape[-2:])
 
 
-def map_stacked(fn: Callable, *stacks: Sequence[jax.Array]) -> list:
+def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array]) -> list:
   """Applies ``fn`` once per shape to concatenated stacks.
 
   ``stacks``: one or more lists of arrays ``(N_j, n, n)`` (same shapes at the
@@ -350,7 +350,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     new = list(roots)
     for p in sorted(set(exponents)):
       idx = [j for j, e in enumerate(exponents) if e == p]
-      out = map_stacked(root_fn(p), [stats[j] for j in idx])
+      out = apply_by_shape(root_fn(p), [stats[j] for j in idx])
       for j, r in zip(idx, out):
         new[j] = _finite_or(r, roots[j]).astype(roots[j].dtype)
     return tuple(new)
@@ -556,12 +556,12 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
 
     def first():
       new = [_finite_or(q, o).astype(o.dtype)
-             for q, o in zip(map_stacked(eigenbasis_eigh, stats), old)]
+             for q, o in zip(apply_by_shape(eigenbasis_eigh, stats), old)]
       return tuple(new), nu  # v is zero at the first step: nothing to rotate
 
     def refresh():
       new = [_finite_or(q, o).astype(o.dtype)
-             for q, o in zip(map_stacked(eigenbasis_power_qr, stats, old), old)]
+             for q, o in zip(apply_by_shape(eigenbasis_power_qr, stats, old), old)]
       return tuple(new), rotate_all(nu, plans, old, new)
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))

@@ -89,10 +89,10 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True, *,
   _validate.nonnegative("curvature_eps", curvature_eps)
 
   def init(params):
-    stacked = jax.tree.map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p), state_dtype),
-                           params)
+    stacked = lambda: jax.tree.map(  # fresh buffers: the state must be donatable
+        lambda p: jnp.zeros((memory_size,) + jnp.shape(p), state_dtype), params)
     return ScaleByLbfgsState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
-                             _tree.zeros_like(params, state_dtype), stacked, stacked,
+                             _tree.zeros_like(params, state_dtype), stacked(), stacked(),
                              jnp.zeros([memory_size], state_dtype))
 
   def update(updates, state, params=None, **extra_args):

@@ -75,11 +75,12 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
   inner = _base.with_extra_args_support(inner if inner is not None else _base.identity())
 
   def init(params):
-    zero = jnp.zeros([], jnp.float32)
-    izero = jnp.zeros([], jnp.int32)
-    scalars = jax.tree.map(lambda _: zero, params)
-    return MonitorState(izero, zero, scalars, zero, zero, zero, scalars, zero, zero, zero,
-                        izero, izero, inner.init(params))
+    # Fresh buffers per field: a donated state must not hold one buffer twice.
+    zero = lambda: jnp.zeros([], jnp.float32)
+    izero = lambda: jnp.zeros([], jnp.int32)
+    scalars = lambda: jax.tree.map(lambda _: zero(), params)
+    return MonitorState(izero(), zero(), scalars(), zero(), zero(), zero(), scalars(), zero(),
+                        zero(), zero(), izero(), izero(), inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
     # Structure check at trace time (numpy placeholders: nothing is traced).

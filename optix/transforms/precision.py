@@ -37,7 +37,8 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jn
   inner = _base.with_extra_args_support(inner)
 
   def init(params):
-    master = jax.tree.map(lambda p: jnp.asarray(p).astype(master_dtype), params)
+    # A copy even where the dtype already matches, so params and state can both be donated.
+    master = jax.tree.map(lambda p: jnp.array(p, dtype=master_dtype, copy=True), params)
     return MasterWeightsState(master, inner.init(master))
 
   def update(updates, state, params=None, **extra_args):

@@ -124,8 +124,9 @@ def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
   inner = _base.with_extra_args_support(inner)
 
   def init(params):
-    zero_f, zero_i = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
-    return SpikeGuardState(zero_i, zero_f, zero_f, zero_i, inner.init(params))
+    zero_f, zero_i = lambda: jnp.zeros([], jnp.float32), lambda: jnp.zeros([], jnp.int32)
+    # Fresh buffers per field: a donated state must not hold one buffer twice.
+    return SpikeGuardState(zero_i(), zero_f(), zero_f(), zero_i(), inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
     norm = global_norm(updates)
