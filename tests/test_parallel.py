@@ -59,8 +59,6 @@ OPTIMIZERS = {
 KNOWN = {
     ("shampoo", "explicit"): "kronecker.py reshapes/contracts sharded gradients without "
                              "out_sharding: ShardingTypeError on Explicit meshes",
-    ("accumulation", "explicit"): "accumulation.py's waiting branch makes zeros without the "
-                                  "updates' sharding: lax.cond branch types differ",
 }
 MESHES = {"8": (8,), "2x4": (2, 4), "4x2": (4, 2)}
 MODES = {"auto": AxisType.Auto, "explicit": AxisType.Explicit}

@@ -60,7 +60,8 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
 
     def wait(acc, inner_state):
       shapes = jax.eval_shape(lambda: inner.update(updates, inner_state, params, **extra_args)[0])
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      # zeros_like keeps the updates' sharding, so both cond branches have one type.
+      zeros = jax.tree.map(lambda u, s: jnp.zeros_like(u, dtype=s.dtype), updates, shapes)
       return zeros, inner_state, acc, state.gradient_step
 
     out, inner_state, acc, gradient_step = jax.lax.cond(emit, apply, wait, acc,
