@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
+from optix.transforms.clipping import global_norm
 
 
 class MonitorState(NamedTuple):
@@ -25,9 +26,6 @@ class MonitorState(NamedTuple):
   inner_state: Any              # the wrapped transformation's state (EmptyState if none)
 
 
-def _norm(tree):
-  leaves = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)]
-  return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros([], jnp.float32)
 
 
 def _leaf_norms(tree):
@@ -86,15 +84,15 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
     # Structure check at trace time (numpy placeholders: nothing is traced).
     _tree.check_match("updates", jax.tree.map(lambda _: np.zeros(()), updates),
                       "state.layer_grad_norms", state.layer_grad_norms)
-    grad_norm = _norm(updates)
+    grad_norm = global_norm(updates)
     layer_grad_norms = _leaf_norms(updates)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    update_norm = _norm(new_updates)
+    update_norm = global_norm(new_updates)
     if params is None:
       param_norm = jnp.zeros([], jnp.float32)
       layer_ratios = jax.tree.map(jnp.zeros_like, state.layer_update_ratios)
     else:
-      param_norm = _norm(params)
+      param_norm = global_norm(params)
       layer_ratios = jax.tree.map(_ratio, _leaf_norms(new_updates), _leaf_norms(params))
     count = _tree.safe_increment(state.count)
     mean = _ratio(state.grad_norm_ema, state.ema_weight)
