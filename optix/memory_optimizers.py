@@ -86,29 +86,33 @@ def adafactor(learning_rate: Optional[_base.ScalarOrSchedule] = None,
 
 def adam8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
              eps: float = 1e-8, eps_root: float = 0.0, *, block_size: int = 256,
-             min_8bit_size: int = 4096):
+             min_8bit_size: int = 4096, stochastic_rounding: bool = True):
   r"""Adam with 8-bit block-wise quantized moments (Dettmers et al. 2022, arXiv 2110.02861).
 
   :math:`\theta \leftarrow \theta - \eta\, \hat m_t/(\sqrt{\hat v_t} + \epsilon)`, the moments
   stored as uint8 codes of a dynamic map with one float32 absmax per block of
   ``block_size`` (see :func:`scale_by_adam8bit`). Leaves smaller than
-  ``min_8bit_size`` keep float32 moments. State: ≈2.03 bytes/param instead of 8.
+  ``min_8bit_size`` keep float32 moments; √v is rounded stochastically unless
+  ``stochastic_rounding=False``. State: ≈2.03 bytes/param instead of 8.
   """
   return chain(scale_by_adam8bit(b1, b2, eps, eps_root, block_size=block_size,
-                                 min_8bit_size=min_8bit_size),
+                                 min_8bit_size=min_8bit_size,
+                                 stochastic_rounding=stochastic_rounding),
                scale_by_learning_rate(learning_rate))
 
 
 def adamw8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8, eps_root: float = 0.0,
               weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
-              block_size: int = 256, min_8bit_size: int = 4096):
+              block_size: int = 256, min_8bit_size: int = 4096,
+              stochastic_rounding: bool = True):
   r"""AdamW (arXiv 1711.05101) with 8-bit moments: :func:`adam8bit` plus decoupled decay.
 
   :math:`\theta \leftarrow \theta - \eta\,(\hat m_t/(\sqrt{\hat v_t} + \epsilon) + \lambda\theta)`.
   Defaults as ``optix.adamw``. State: ≈2.03 bytes/param.
   """
   return chain(scale_by_adam8bit(b1, b2, eps, eps_root, block_size=block_size,
-                                 min_8bit_size=min_8bit_size),
+                                 min_8bit_size=min_8bit_size,
+                                 stochastic_rounding=stochastic_rounding),
                add_decayed_weights(weight_decay, mask),
                scale_by_learning_rate(learning_rate))

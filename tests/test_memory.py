@@ -97,13 +97,13 @@ def _train_digits(tx, steps=200, batch=128):
 def test_8bit_adamw_tracks_fp32_adamw_on_digits():
   """Same init, batches and hyperparameters; the full-data loss after 200 steps.
 
-  Measured here: start 2.2696, fp32 AdamW 0.08651, 8-bit AdamW 0.08556 (1.1% lower;
-  storing v itself instead of √v gave 0.08193, 5.3% lower; quantizing m alone stays
-  within 0.3%). The 8-bit run is never worse here, but not always within 1%: the
-  assertion is "at most 1% worse, at most 2% better".
+  Measured here: start 2.2696, fp32 AdamW 0.086507, 8-bit AdamW 0.086514 (+0.008%;
+  seeds 1 and 2 of the rounding draws: -0.25%, -0.07%).
+  With nearest rounding of √v it was 0.08556 (-1.1%: stalled v), storing v 5% off.
   """
   start, fp32 = _train_digits(optix.adamw(1e-3, weight_decay=1e-4))
   _, int8 = _train_digits(optix.adamw8bit(1e-3, weight_decay=1e-4))
+  _, nearest = _train_digits(optix.adamw8bit(1e-3, weight_decay=1e-4, stochastic_rounding=False))
   assert fp32 < 0.1 * start
-  assert int8 <= 1.01 * fp32, (int8, fp32)
-  assert int8 >= 0.98 * fp32, (int8, fp32)
+  assert abs(int8 / fp32 - 1) <= 0.01, (int8, fp32)
+  assert abs(int8 / fp32 - 1) < abs(nearest / fp32 - 1), (int8, nearest, fp32)

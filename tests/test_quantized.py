@@ -178,3 +178,52 @@ def test_first_step_is_adams_then_stays_close():
   # Each requantization errs by <= half the top spacing (0.9/64/2 ≈ 0.7%) of the block
   # max, and m forgets old errors at rate b1: accumulated error <= 0.7% / (1 - b1) ≈ 7%.
   np.testing.assert_allclose(m, m_ref, atol=0.0704 * float(np.abs(m_ref).max()))
+
+
+@SETTINGS
+@hypothesis.given(tensors(), st.booleans())
+def test_stochastic_rounding_picks_a_neighbour_of_the_nearest(x, signed):
+  """Each stochastic code is the nearest code or the one on the value's other side."""
+  x = x if signed else np.abs(x)
+  q_near = quantize(jnp.asarray(x), signed, 64)
+  q_sr = quantize(jnp.asarray(x), signed, 64, key=jax.random.key(3))
+  near, sr = (np.asarray(q.codes, np.int32) for q in (q_near, q_sr))
+  assert np.all(np.abs(near - sr) <= 1)
+  np.testing.assert_array_equal(q_near.scales, q_sr.scales)
+  # Where they differ, the two map values bracket x / absmax(block).
+  qmap = dynamic_map(signed).astype(np.float64)
+  scales = np.asarray(q_near.scales, np.float64)
+  normed = (_blocks(x, 64) / np.where(scales > 0, scales, 1)[:, None]).ravel()[:x.size]
+  a, b = qmap[near.ravel()], qmap[sr.ravel()]
+  assert np.all((near.ravel() == sr.ravel()) | ((a - normed) * (b - normed) <= 1e-6))
+
+
+def test_stochastic_rounding_is_unbiased():
+  """Averaged over draws, the decoded value is x (nearest rounding is biased)."""
+  x = jnp.concatenate([jnp.ones(1), jnp.linspace(0.0101, 0.0199, 255)])  # one block
+  draws = jax.vmap(lambda k: dequantize(quantize(x, False, 256, key=k), False, 256))(
+      jax.random.split(jax.random.key(0), 20000))
+  mean = np.asarray(draws).mean(0)
+  nearest = np.asarray(dequantize(quantize(x, False, 256), False, 256))
+  # The decade [0.01, 0.1) has spacing 0.1·0.9/64 ≈ 1.4e-3: nearest errs up to
+  # 7e-4; one draw's spread is ≤ 7e-4, the mean of 20000 draws' ≤ 5e-6.
+  assert np.abs(nearest - x).max() > 5e-4
+  np.testing.assert_allclose(mean, x, atol=2.5e-5)
+
+
+def test_stochastic_rounding_is_reproducible_and_resumable():
+  """Draws depend on the step count and seed only: two runs are bit-identical."""
+  params = _params()
+  tx = optix.adam8bit(1e-2)
+  run = []
+  for _ in range(2):
+    s = tx.init(params)
+    for k in jax.random.split(jax.random.key(4), 3):
+      _, s = jax.jit(tx.update)(optix.testing.random_like(k, params), s, params)
+    run.append(s)
+  jax.tree.map(np.testing.assert_array_equal, *run)
+  other = optix.chain(optix.scale_by_adam8bit(seed=1), optix.scale(-1e-2))
+  s = other.init(params)
+  for k in jax.random.split(jax.random.key(4), 3):
+    _, s = jax.jit(other.update)(optix.testing.random_like(k, params), s, params)
+  assert not np.array_equal(s[0].nu["w"].codes, run[0][0].nu["w"].codes)
