@@ -21,7 +21,7 @@ the unit a distributed wrapper can shard along ``B``.
 """
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -138,26 +138,42 @@ def inverse_pth_root_newton(a: jax.Array, p: int, ridge_epsilon: float = 1e-6,
   return jax.vmap(fn)(flat).reshape(batch + a.shape[-2:])
 
 
-def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array]) -> list:
-  """Applies ``fn`` once per shape to concatenated stacks.
+def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None) -> list:
+  """Applies ``fn`` once per shape to concatenated stacks, one shape after another.
 
   ``stacks``: one or more lists of arrays ``(N_j, n, n)`` (same shapes at the
   same index). Arrays of one shape are concatenated along axis 0, ``fn`` maps
   the ``(B, n, n)`` concatenations to one ``(B, ...)`` array, and the result is
   split back: one array per input index, in order.
+
+  The groups run in sequence, the first after ``after`` (any pytree) is ready
+  (``lax.optimization_barrier``), and on CPU ``fn`` runs on one matrix at a time
+  (``lax.map``): XLA's CPU runtime deadlocks (every thread idle) on batched eigh
+  and matmuls of several shapes inside a ``lax.cond`` branch (jax 0.10.2;
+  Shampoo and SOAP hung at their first refresh in the GPT of
+  examples/compare_optimizers.py; tests/test_kronecker.py keeps a regression
+  test). CPU LAPACK loops over a batch anyway; accelerators keep the batch.
   """
   first = stacks[0]
   groups = {}
   for j, x in enumerate(first):
     groups.setdefault(tuple(x.shape[1:]), []).append(j)
-  out = [None] * len(first)
+  out, res = [None] * len(first), after
   for idx in groups.values():
     args = [jnp.concatenate([s[j] for j in idx]) if len(idx) > 1 else s[idx[0]] for s in stacks]
-    res = fn(*args)
+    if res is not None:
+      args, _ = jax.lax.optimization_barrier((args, res))
+    res = _map_on_cpu(fn, args)
     cuts = list(np.cumsum([first[j].shape[0] for j in idx])[:-1])
     for j, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
       out[j] = r
   return out
+
+
+def _map_on_cpu(fn, args):
+  if jax.default_backend() != "cpu":
+    return fn(*args)
+  return jax.lax.map(lambda xs: fn(*[x[None] for x in xs])[0], args)
 
 
 def _finite_or(new, old):
@@ -347,10 +363,10 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     return lambda a: inverse_pth_root_newton(a, p, ridge_epsilon)
 
   def refresh(stats, roots, exponents):
-    new = list(roots)
+    new, out = list(roots), None
     for p in sorted(set(exponents)):
       idx = [j for j, e in enumerate(exponents) if e == p]
-      out = apply_by_shape(root_fn(p), [stats[j] for j in idx])
+      out = apply_by_shape(root_fn(p), [stats[j] for j in idx], after=out)
       for j, r in zip(idx, out):
         new[j] = _finite_or(r, roots[j]).astype(roots[j].dtype)
     return tuple(new)
