@@ -10,12 +10,17 @@ $(BIN)/activate: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,examples]'
 	touch $(BIN)/activate
 
-.PHONY: demo test docs
+.PHONY: demo test test-all docs
 demo: $(BIN)/activate
 	$(BIN)/python examples/compare_optimizers.py --out out/compare_optimizers.png
 
 test: $(BIN)/activate
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# Everything, including the `slow` cells and load tests; the reliability matrix table goes to
+# out/matrix.md as well as the end of the output.
+test-all: $(BIN)/activate
+	OPTIX_MATRIX_OUT=out/matrix.md $(BIN)/python -m pytest -n 2 -q -m "slow or not slow" tests
 
 docs: $(BIN)/activate
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -6,10 +6,15 @@ optix does not redefine the protocol: a transform is an
 optix and optax pieces mix freely in either library's ``chain``.
 """
 
-from typing import Any, Callable, Union
+import functools
+import inspect
+from typing import Any, Callable, Iterable, Optional, Union
 
 import jax
+import numpy as np
 import optax
+
+from optix import _tree
 
 GradientTransformation = optax.GradientTransformationExtraArgs
 GradientTransformationBase = optax.GradientTransformation
@@ -26,8 +31,136 @@ named_chain = optax.named_chain
 apply_updates = optax.apply_updates
 partition = optax.partition
 multi_transform = optax.multi_transform
-masked = optax.masked
-inject_hyperparams = optax.inject_hyperparams
 identity = optax.identity
 set_to_zero = optax.set_to_zero
 with_extra_args_support = optax.with_extra_args_support
+
+
+# Arguments of optix factories that are never schedules, though their values may
+# be callable: dtypes (``jnp.float32`` is a class), masks and label functions,
+# tree functions, meshes and inner transforms.
+NON_SCHEDULE_ARGS = frozenset({
+    "state_dtype", "mu_dtype", "nu_dtype", "dtype", "compute_dtype", "accumulator_dtype",
+    "master_dtype", "mask", "weight_decay_mask", "adam_mask", "packed_mask", "labels",
+    "param_labels", "label_fn", "transforms", "stacked_axes", "loss_fn", "value_fn",
+    "step_size_fn", "should_skip_update_fn", "mesh", "axis", "axis_name", "inner", "opt",
+    # Shampoo's statistics rates: 1 selects a running sum instead of an EMA, in Python.
+    "beta2", "shampoo_beta"})
+
+
+def _is_static(name, value) -> bool:
+  """Whether an argument is passed through as is rather than injected."""
+  if name in NON_SCHEDULE_ARGS or isinstance(value, (bool, str, type)) or value is None:
+    return True
+  # Python ints in optix signatures are structural (steps, intervals, sizes, block
+  # sizes): traced, they could not size arrays or loops. Pass a float to inject one.
+  return isinstance(value, int)
+
+
+def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation],
+                       static_args: Union[str, Iterable[str]] = (),
+                       hyperparam_dtype: Optional[Any] = jax.numpy.float32
+                       ) -> Callable[..., GradientTransformation]:
+  """``optax.inject_hyperparams`` that knows which optix arguments are not schedules.
+
+  ``inject_hyperparams(f)(learning_rate=sched, ...)`` builds ``f`` anew at every
+  step with the current values of its numeric hyperparameters, which live in
+  the state (``state.hyperparams["learning_rate"]``: read it for logging, or
+  assign it between steps to change an unscheduled value). Callable arguments
+  are taken as schedules of the step. optax's own version takes *every*
+  callable for a schedule, and optix's default ``state_dtype=jnp.float32`` is a
+  callable class: ``optax.inject_hyperparams(optix.adam)(learning_rate=0.1)``
+  then passes ``state_dtype=jnp.float32(step)`` = a number, so moments silently
+  follow the param dtype (bf16 moments for bf16 params) and the step fails under
+  ``jit`` (a traced "dtype"). This wrapper adds to ``static_args``, for each
+  call, every argument that is:
+
+  * named in :data:`NON_SCHEDULE_ARGS` (dtypes, masks, label and tree
+    functions, meshes, inner transforms, and Shampoo/SOAP's statistics rates
+    ``beta2``/``shampoo_beta``, where 1 switches to a running sum in Python),
+  * a class (dtypes such as ``jnp.bfloat16``), a bool, a string or None,
+  * a Python ``int`` (structural in optix: step counts, intervals, sizes; pass
+    a float, e.g. ``weight_decay=0.0``, to inject a numeric argument),
+
+  and leaves the rest to optax: floats and arrays become injected
+  hyperparameters, other callables become schedules. With optax's version, pass
+  ``static_args=("state_dtype",)`` (and any mask or dtype argument you set).
+
+  The injected values are float32 by default, as optix's statistics are;
+  optax's default is the params' dtype, and with bf16 params ``b2=0.999``
+  rounds to 1.0 (Adam's bias correction then divides by zero).
+
+  Args:
+    inner_factory: an optimizer or transform factory, e.g. ``optix.adamw``.
+    static_args: more argument names to pass through unchanged.
+    hyperparam_dtype: dtype of the injected floats (float32; ``None``: the
+      params' highest dtype, as in optax).
+
+  Returns:
+    A function with ``inner_factory``'s arguments that returns a
+    ``GradientTransformation`` whose state is an
+    ``optax.InjectStatefulHyperparamsState``.
+  """
+  user_static = {static_args} if isinstance(static_args, str) else set(static_args)
+  signature = inspect.signature(inner_factory)
+  unknown = user_static - set(signature.parameters)
+  if unknown:
+    raise ValueError(f"static_args must name arguments of {inner_factory.__name__}"
+                     f"{tuple(signature.parameters)}, got {sorted(unknown)}")
+
+  @functools.wraps(inner_factory)
+  def build(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    static = set(user_static)
+    for name, value in bound.arguments.items():
+      kind = signature.parameters[name].kind
+      if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        continue
+      if _is_static(name, value):
+        static.add(name)
+    return optax.inject_hyperparams(inner_factory, static_args=static,
+                                    hyperparam_dtype=hyperparam_dtype)(*args, **kwargs)
+
+  return build
+
+
+def _check_mask(mask_tree, tree):
+  """``mask_tree`` is a tree of bools shaped like ``tree`` (or a prefix of it)."""
+  try:
+    jax.tree.map(lambda m, _: None, mask_tree, tree)
+  except (ValueError, TypeError) as err:
+    try:
+      _tree.check_match("mask", mask_tree, "params", tree)
+      detail = str(err)
+    except ValueError as mismatch:
+      detail = str(mismatch)
+    raise ValueError("mask must be a tree of bools with the params' structure (or a prefix "
+                     f"of it): {detail}") from None
+  bad = [leaf for leaf in jax.tree.leaves(mask_tree)
+         if not (isinstance(leaf, (bool, np.bool_))
+                 or (isinstance(leaf, (np.ndarray, jax.Array)) and leaf.shape == ()
+                     and leaf.dtype == bool and not isinstance(leaf, jax.core.Tracer)))]
+  if bad:
+    raise ValueError(f"mask leaves must be Python bools (static), got {bad[0]!r}")
+
+
+def masked(inner: GradientTransformationBase, mask, *,
+           mask_compatible_extra_args: bool = False) -> GradientTransformation:
+  """``optax.masked``, with the mask checked: ``inner`` runs on the leaves where
+  ``mask`` is True, the others pass through unchanged.
+
+  ``mask`` is a tree of bools with the params' structure (or a prefix of it), or a
+  callable params -> such a tree. A mask of another kind raises ``ValueError`` at
+  construction, and a mask tree unlike the params raises ``ValueError`` naming
+  the paths at ``init``/``update`` (optax fails deep inside ``jax.tree_util``).
+  """
+  if not callable(mask):
+    _check_mask(mask, mask)  # leaves are bools
+
+  def resolve(tree):
+    mask_tree = mask(tree) if callable(mask) else mask
+    _check_mask(mask_tree, tree)
+    return mask_tree
+
+  return optax.masked(inner, resolve, mask_compatible_extra_args=mask_compatible_extra_args)

@@ -11,18 +11,23 @@ import numbers
 import numpy as np
 
 
-def _concrete(value):
-  """Returns a Python float for a concrete number, or None when unknowable."""
+def _concrete(name, value):
+  """Returns a Python float for a concrete number, or None when unknowable
+  (a schedule, a tracer, an array of per-element values)."""
   if callable(value) or value is None:
     return None
   if isinstance(value, bool):
-    raise ValueError(f"expected a number, got the bool {value!r}")
+    raise ValueError(f"{name} must be a number, got the bool {value!r}")
+  if isinstance(value, (str, bytes)):
+    raise ValueError(f"{name} must be a number or a schedule, got the string {value!r}")
   if isinstance(value, numbers.Number):
     return float(value)
   try:
     arr = np.asarray(value)
   except Exception:  # a tracer or an abstract value: nothing to check here
     return None
+  if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+    raise ValueError(f"{name} must be a number or a schedule, got {value!r}")
   if arr.shape == () and np.issubdtype(arr.dtype, np.number):
     return float(arr)
   return None
@@ -31,7 +36,7 @@ def _concrete(value):
 def in_range(name, value, low=-math.inf, high=math.inf, *, low_closed=True,
              high_closed=True):
   """Checks ``low <(=) value <(=) high``; returns ``value`` unchanged."""
-  v = _concrete(value)
+  v = _concrete(name, value)
   if v is None:
     return value
   ok = (v >= low if low_closed else v > low) and (v <= high if high_closed else v < high)

@@ -133,8 +133,8 @@ def place(tree, specs, mesh):
   if AxisType.Manual in jax.sharding.get_abstract_mesh().axis_types:
     return tree
   move = jax.sharding.reshard if _explicit(mesh) else jax.lax.with_sharding_constraint
-  return jax.tree.map(lambda x, s: move(x, NamedSharding(mesh, s)), tree, specs,
-                      is_leaf=lambda x: x is None)
+  return jax.tree.map(lambda x, s: x if x is None else move(x, NamedSharding(mesh, s)), tree,
+                      specs, is_leaf=lambda x: x is None)
 
 
 def state_shardings(tx: _base.GradientTransformationBase, abstract_params, mesh,
@@ -222,9 +222,9 @@ def shard_state(inner: _base.GradientTransformationBase, mesh, axis: AxisName = 
   return _base.GradientTransformation(init, update)
 
 
-def map_stacked(fn: Callable[[jax.Array], Any], arrays: Sequence[jax.Array], mesh,
-                axis: AxisName = "data") -> list:
-  """``[fn(a) for a in arrays]``, computed stacked by shape and split over devices.
+def map_stacked(fn: Callable[..., Any], arrays: Sequence[jax.Array], mesh,
+                axis: AxisName = "data", args: Sequence[Any] = ()) -> list:
+  """``[fn(a, *args) for a in arrays]``, computed stacked by shape and split over devices.
 
   Arrays of one shape and dtype are stacked, padded (with copies of the last
   one) to a multiple of the number of devices along ``axis``, sharded over
@@ -235,7 +235,10 @@ def map_stacked(fn: Callable[[jax.Array], Any], arrays: Sequence[jax.Array], mes
   all-gather per shape group instead of collectives inside every iteration.
 
   Works eagerly and under ``jit``, on Auto and Explicit meshes. ``fn`` maps one
-  array to a pytree of arrays.
+  array to a pytree of arrays. ``args`` (arrays or scalars, e.g. hyperparameters
+  traced by ``inject_hyperparams``) are passed replicated to every call: pass
+  traced values there rather than closing over them (closed-over tracers are
+  converted with ``jax.closure_convert`` and replayed, which is less robust).
   """
   names = _names(axis)
   n = math.prod(mesh.shape[a] for a in names)
@@ -243,15 +246,27 @@ def map_stacked(fn: Callable[[jax.Array], Any], arrays: Sequence[jax.Array], mes
   for i, a in enumerate(arrays):
     groups.setdefault((tuple(jnp.shape(a)), jnp.result_type(a)), []).append(i)
   out = [None] * len(arrays)
-  body = jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=P(_entry(names)),
-                       out_specs=P(_entry(names)))
   for idx in groups.values():
     stack = jnp.stack([arrays[i] for i in idx])
     pad = -len(idx) % n
     if pad:
       stack = jnp.concatenate([stack, jnp.repeat(stack[-1:], pad, axis=0)])
     stack = place(stack, P(_entry(names)), mesh)
-    result = body(stack)
+    # Values ``fn`` closes over (e.g. hyperparameters traced by inject_hyperparams)
+    # become replicated arguments: shard_map cannot close over sharded tracers.
+    extra = [place(jnp.asarray(a), P(), mesh) for a in args]
+    local, consts = jax.closure_convert(fn, jax.ShapeDtypeStruct(stack.shape[1:], stack.dtype),
+                                        *extra)
+    consts = [place(c, P(), mesh) for c in consts]
+    # Without such values ``fn`` is traced inside the body itself: replaying its
+    # jaxpr there skips the implicit casts of replicated constants to "varying"
+    # and keeps the outer context's shardings.
+    local = local if consts else fn
+    extra += consts
+    body = jax.shard_map(jax.vmap(local, in_axes=(0,) + (None,) * len(extra)), mesh=mesh,
+                         in_specs=(P(_entry(names)),) + (P(),) * len(extra),
+                         out_specs=P(_entry(names)), check_vma=False)  # no collectives inside
+    result = body(stack, *extra)
     result = jax.tree.map(lambda r: place(r, P(), mesh), result)
     for j, i in enumerate(idx):
       out[i] = jax.tree.map(lambda r, j=j: r[j], result)

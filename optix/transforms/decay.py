@@ -4,7 +4,6 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from optix import _base, _tree, _validate
 
@@ -42,7 +41,7 @@ def add_decayed_weights(weight_decay: _base.ScalarOrSchedule = 0.0,
     return out, state
 
   tx = _base.GradientTransformation(init, update)
-  return optax.masked(tx, mask) if mask is not None else tx
+  return _base.masked(tx, mask) if mask is not None else tx
 
 
 class ScheduleCount(NamedTuple):

@@ -91,8 +91,8 @@ class SpikeGuardState(NamedTuple):
 
 
 def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
-                decay: float = 0.99, warmup_steps: int = 10, mode: str = "skip"
-                ) -> _base.GradientTransformation:
+                decay: float = 0.99, warmup_steps: int = 10, mode: str = "skip",
+                axis_name=None) -> _base.GradientTransformation:
   r"""Skips or clips steps whose gradient norm jumps above ``threshold`` × its
   running average (the loss-spike remedy of PaLM, Chowdhery et al. 2022,
   arXiv 2204.02311 §5.1, and OPT, Zhang et al. 2022, arXiv 2205.01068).
@@ -116,6 +116,10 @@ def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
     decay: EMA rate δ in [0, 1) of the norm average; 0.99 ≈ the last 100 steps.
     warmup_steps: int >= 1, steps before the guard acts.
     mode: ``"skip"`` or ``"clip"``.
+    axis_name: inside ``jax.shard_map``/``pmap`` where each device holds a
+      block of the gradients, the mapped axis name(s), so the norm (and with it
+      the skip decision) is the whole tree's on every device; see
+      :func:`optix.global_norm`. Not needed under ``jit`` with sharded arrays.
   """
   _validate.in_range("threshold", threshold, 1.0, low_closed=False)
   _validate.unit_interval("decay", decay)
@@ -129,7 +133,7 @@ def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
     return SpikeGuardState(zero_i(), zero_f(), zero_f(), zero_i(), inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
-    norm = global_norm(updates)
+    norm = global_norm(updates, axis_name)
     correction = 1.0 - decay ** state.count.astype(jnp.float32)
     avg = state.avg_norm / jnp.where(state.count > 0, correction, 1.0)
     limit = threshold * avg
