@@ -6,7 +6,14 @@ in a ``lax.scan`` (params and state donated), so it contains exactly one refresh
 bases) -- the amortized cost at ``preconditioning_interval=10``; the per-step
 figure is the call time / 10. Libraries are interleaved (benchmarks/common.py).
 
-Table 2: one refresh vs matrix size n (a stack of ``--batch`` n×n statistics):
+Table 2: the FLOP floor. The per-step matmuls (Shampoo: G Gᵀ, Gᵀ G and
+L^{-1/4} M R^{-1/4}, 8 n³ flops per n×n matrix; SOAP: the two statistics, G into
+the eigenbasis and the update back out, 12 n³) divided by this machine's
+measured batched-matmul throughput, against the measured per-step time: how close
+the implementation is to what its matmuls alone cost. AdamW is memory-bound, so
+Shampoo/SOAP ≤ 1.3× AdamW is out of reach on a CPU whenever floor > 1.3× AdamW.
+
+Table 3: one refresh vs matrix size n (a stack of ``--batch`` n×n statistics):
 inverse 4th root by eigh and by coupled Newton, SOAP's eigh and power-iteration+QR.
 
   python benchmarks/shampoo_soap.py [--layers 12] [--size 512] [--reps 5]
@@ -79,10 +86,36 @@ def step_table(layers, size, reps):
   for c in cands:
     lo, med = common.ms(c)
     rows.append([c.name, lo / INTERVAL, med / INTERVAL, min(c.times) / base, c.compile_s])
-  return common.table(
+  table = common.table(
       f"Optimizer step, {layers} x ({size} x {size}) fp32, refresh every {INTERVAL} steps "
       "(amortized: one 10-step scan / 10)",
       rows, ["optimizer", "min ms/step", "median ms/step", "x optax.adamw", "compile s"])
+  return table, {c.name: min(c.times) / INTERVAL for c in cands}
+
+
+def matmul_gflops(layers, size, reps):
+  """Measured fp32 throughput of a batched (layers, n, n) @ (layers, n, n) matmul."""
+  c = common.Candidate(
+      "matmul", lambda a, b: (jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST) * 1e-3, b),
+      lambda: (jnp.ones((layers, size, size)), jnp.ones((layers, size, size))), donate=(0,))
+  common.run([c], reps=reps, warmup=1)
+  return 2 * layers * size ** 3 / min(c.times) / 1e9
+
+
+def floor_table(times, layers, size, reps):
+  gflops = matmul_gflops(layers, size, reps)
+  adamw = times["optax.adamw"]
+  rows = []
+  for name, per_matrix in [("optix.shampoo (eigh)", 8), ("optix.shampoo (newton)", 8),
+                           ("optix.soap", 12)]:
+    floor = per_matrix * layers * size ** 3 / (gflops * 1e9)
+    rows.append([name, per_matrix, 1e3 * floor, floor / adamw, 1e3 * times[name],
+                 times[name] / floor])
+  return common.table(
+      f"FLOP floor of the per-step matmuls (measured matmul throughput {gflops:.1f} GFLOP/s, "
+      f"optax.adamw {1e3 * adamw:.2f} ms/step)",
+      rows, ["optimizer", "n³ flops/matrix/step", "floor ms/step", "floor x adamw",
+             "measured ms/step", "measured / floor"])
 
 
 def refresh_table(sizes, batch, reps):
@@ -118,7 +151,9 @@ def main():
   args = parser.parse_args()
   print(common.machine())
   print("(shared machine: other jobs may be running; min over interleaved reps is reported)")
-  print(step_table(args.layers, args.size, args.reps))
+  table, times = step_table(args.layers, args.size, args.reps)
+  print(table)
+  print(floor_table(times, args.layers, args.size, args.reps))
   print(refresh_table([int(s) for s in args.sizes.split(",")], args.batch, max(2, args.reps // 2)))
 
 

@@ -1,13 +1,17 @@
 r"""Per-device optimizer-state bytes with ``optix.shard_state`` vs unsharded.
 
-For each optimizer, on a transformer-shaped param tree over a mesh of all
-devices (8 simulated CPU devices by default), prints:
+For each optimizer (AdamW, Adafactor, Muon, Shampoo, ...), on a
+transformer-shaped param tree, on a mesh ``(8,)`` (all devices data-parallel,
+params replicated) and a mesh ``(2, 4)`` = data x model (params tensor-parallel:
+each split over "model" on its first divisible dimension), prints:
 
-* state bytes as unsharded arrays, and per device with ``shard_state`` (summed
-  over ``addressable_shards`` of device 0), and their ratio (ideal: N);
+* the state's total bytes = its bytes per device unsharded (what
+  ``jax.jit(tx.init)`` gives on an Auto mesh: replicated); the bytes per device
+  with ``shard_state`` over all mesh axes (state leaves shaped like their param
+  keep its "model" split and add "data"; other leaves split over both), summed
+  over ``addressable_shards`` of device 0; and their ratio (ideal: 8);
 * from ``compiled.memory_analysis()`` of the jitted training update, the
-  per-device argument bytes (params + grads + state) of the replicated-state
-  step vs the ZeRO-1 step.
+  per-device argument bytes (params + grads + state) of the two steps.
 
     python benchmarks/sharded_state.py --width 256 --layers 4
 """
@@ -24,12 +28,15 @@ flags.DEFINE_integer("cpu_devices", 8, "Simulated CPU devices (ignored on GPU/TP
 flags.DEFINE_integer("width", 256, "Model width d (matrices d x 4d, vocab 1000 x d).")
 flags.DEFINE_integer("layers", 4, "Transformer blocks.")
 
-OPTIMIZERS = {  # adafactor, muon, shampoo: one line each when they exist
+OPTIMIZERS = {
     "sgd_momentum": lambda: optix.sgd(1e-2, momentum=0.9),
     "adamw": lambda: optix.adamw(1e-3, weight_decay=0.1),
     "clip+adamw": lambda: optix.chain(optix.clip_by_global_norm(1.0),
                                       optix.adamw(1e-3, weight_decay=0.1)),
     "lion": lambda: optix.lion(1e-4),
+    "adafactor": lambda: optix.adafactor(1e-3),
+    "muon": lambda: optix.muon(0.02, 1e-3, adam_mask=("embed", "pos")),
+    "shampoo": lambda: optix.shampoo(1e-3, block_size=256),
 }
 
 
@@ -60,32 +67,49 @@ def argument_bytes(tx, params, state, mesh):
   return analysis.argument_size_in_bytes if analysis is not None else float("nan")
 
 
+def table(mesh, shapes):
+  tp = "model" in mesh.axis_names
+  spec = lambda s: optix.parallel.add_axis(P(), s, mesh, "model") if tp else P()
+  is_shape = lambda s: isinstance(s, tuple)
+  param_specs = jax.tree.map(spec, shapes, is_leaf=is_shape)
+  params = jax.tree.map(lambda s, p: jax.device_put(jnp.zeros(s, jnp.float32),
+                                                    NamedSharding(mesh, p)),
+                        shapes, param_specs, is_leaf=is_shape)
+  count = sum(x.size for x in jax.tree.leaves(params))
+  print(f"\nmesh {dict(mesh.shape)}: {count:,} params in {len(jax.tree.leaves(params))} leaves, "
+        + ("params split over 'model', " if tp else "params replicated, ")
+        + f"ZeRO-1 state split over {tuple(mesh.axis_names)}")
+  header = (f"{'optimizer':<14}{'state MB':>10}{'unsharded MB/dev':>18}{'ZeRO-1 MB/dev':>15}"
+            f"{'ratio':>7}{'args/dev unsharded MB':>23}{'args/dev ZeRO-1 MB':>20}")
+  print(header)
+  print("-" * len(header))
+  axes = tuple(mesh.axis_names)
+  for name, make in OPTIMIZERS.items():
+    plain = make()
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, P()),
+                              jax.eval_shape(plain.init, params))
+    plain_state = jax.jit(plain.init, out_shardings=replicated)(params)
+    tx = optix.shard_state(make(), mesh, axes, param_specs=param_specs)
+    shardings = optix.state_shardings(tx, params, mesh, axes, param_specs=param_specs)
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    whole, theirs, mine = total_bytes(state), per_device_bytes(plain_state), per_device_bytes(state)
+    plain_args = argument_bytes(plain, params, plain_state, mesh)
+    zero_args = argument_bytes(tx, params, state, mesh)
+    print(f"{name:<14}{whole / 1e6:>10.3f}{theirs / 1e6:>18.3f}{mine / 1e6:>15.3f}"
+          f"{theirs / max(mine, 1):>7.2f}{plain_args / 1e6:>23.3f}{zero_args / 1e6:>20.3f}")
+  print(f"(ideal ratio {mesh.size}; scalars and dimensions not divisible stay replicated)")
+
+
 def main(argv):
   del argv
   jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
-  n = mesh.size
   shapes = model_shapes(FLAGS.width, FLAGS.layers)
-  replicated = NamedSharding(mesh, P())
-  params = jax.tree.map(lambda s: jax.device_put(jnp.zeros(s, jnp.float32), replicated), shapes,
-                        is_leaf=lambda s: isinstance(s, tuple))
-  count = sum(x.size for x in jax.tree.leaves(params))
-  print(f"{count:,} params in {len(jax.tree.leaves(params))} leaves, mesh {dict(mesh.shape)}")
-  header = (f"{'optimizer':<14}{'state MB':>10}{'per-device MB':>15}{'ratio':>8}"
-            f"{'args/dev repl MB':>18}{'args/dev ZeRO-1 MB':>20}")
-  print(header)
-  print("-" * len(header))
-  for name, make in OPTIMIZERS.items():
-    plain = make()
-    plain_state = jax.jit(plain.init, out_shardings=replicated)(params)
-    tx = optix.shard_state(make(), mesh)
-    state = jax.jit(tx.init)(params)
-    whole, mine = total_bytes(state), per_device_bytes(state)
-    repl_args = argument_bytes(plain, params, plain_state, mesh)
-    zero_args = argument_bytes(tx, params, state, mesh)
-    print(f"{name:<14}{whole / 1e6:>10.3f}{mine / 1e6:>15.3f}{whole / max(mine, 1):>8.2f}"
-          f"{repl_args / 1e6:>18.3f}{zero_args / 1e6:>20.3f}")
-  print(f"(ideal ratio {n}; scalars and dimensions not divisible by {n} stay replicated)")
+  n = jax.device_count()
+  meshes = [((n,), ("data",))]
+  if n % 2 == 0 and n > 2:
+    meshes.append(((2, n // 2), ("data", "model")))
+  for shape, names in meshes:
+    table(jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape)), shapes)
 
 
 if __name__ == "__main__":

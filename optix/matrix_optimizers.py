@@ -55,7 +55,7 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
          stacked_axes: StackedAxes = 0, compute_dtype=None,
          adam_b1: float = 0.9, adam_b2: float = 0.999, adam_eps: float = 1e-8,
          adam_eps_root: float = 0.0, adam_weight_decay: _base.ScalarOrSchedule = 0.0,
-         adam_nesterov: bool = False, state_dtype=jnp.float32):
+         adam_nesterov: bool = False, state_dtype=jnp.float32, mesh=None, axis="data"):
   r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else.
 
   Matrix params (see :func:`optix.transforms.orthogonal.matrix_view`; conv
@@ -79,6 +79,8 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
   from NS's ``eps``; same-shape matrices are orthogonalized as one batch.
 
   State: 4 bytes/param on the Muon side (fp32 momentum), 8 on the AdamW side.
+  ``mesh``/``axis`` split the Newton–Schulz work over the devices of ``mesh``
+  (see :func:`optix.scale_by_muon`; same result, ~1/N of the flops per device).
   """
   _validate.learning_rate("adam_learning_rate", adam_learning_rate)
   _validate.unit_interval("adam_b1", adam_b1)
@@ -90,7 +92,8 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
   tx = _base.partition(
       {"muon": _base.chain(
           scale_by_muon(beta, nesterov, ns_steps, ns_coefficients, eps, shape_scaling,
-                        rms_scale, stacked_axes, compute_dtype, state_dtype=state_dtype),
+                        rms_scale, stacked_axes, compute_dtype, state_dtype=state_dtype,
+                        mesh=mesh, axis=axis),
           add_decayed_weights(weight_decay, weight_decay_mask),
           scale_by_learning_rate(learning_rate)),
        "adam": adamw(adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_eps_root,
@@ -118,7 +121,7 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
             root_method: str = "eigh", block_size: Optional[int] = None,
             merge_small_dims: bool = True, max_preconditioner_dim: int = 8192,
             weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
-            *, state_dtype=jnp.float32):
+            *, state_dtype=jnp.float32, mesh=None, axis="data"):
   r"""Shampoo with an Adam graft (Gupta et al. 2018, arXiv 1802.09568; Anil et al.
   2020, arXiv 2002.09018), then decoupled weight decay and the learning rate.
 
@@ -128,13 +131,14 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
 
   See :func:`optix.scale_by_shampoo` for every argument. The learning rate is an
   Adam-sized one (grafting gives each layer Adam's step norm); before
-  ``start_preconditioning_step`` this is exactly AdamW.
+  ``start_preconditioning_step`` this is exactly AdamW. ``mesh``/``axis`` split
+  the root computations over devices (same result).
   """
   return _base.chain(
       scale_by_shampoo(beta2, preconditioning_interval, start_preconditioning_step, b1,
                        nesterov, graft, graft_b2, graft_eps, ridge_epsilon, root_method,
                        block_size, merge_small_dims, max_preconditioner_dim,
-                       state_dtype=state_dtype),
+                       state_dtype=state_dtype, mesh=mesh, axis=axis),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))
 
@@ -144,7 +148,8 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
          preconditioning_interval: int = 10, block_size: Optional[int] = None,
          merge_small_dims: bool = False, max_preconditioner_dim: int = 10000,
          precondition_1d: bool = False, weight_decay: _base.ScalarOrSchedule = 0.0,
-         weight_decay_mask: MaskOrFn = None, *, state_dtype=jnp.float32):
+         weight_decay_mask: MaskOrFn = None, *, state_dtype=jnp.float32, mesh=None,
+         axis="data"):
   r"""SOAP (Vyas et al. 2024, arXiv 2409.11321): Adam in Shampoo's eigenbasis,
   then decoupled weight decay and the learning rate.
 
@@ -158,6 +163,6 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
   return _base.chain(
       scale_by_soap(b1, b2, eps, shampoo_beta, preconditioning_interval, block_size,
                     merge_small_dims, max_preconditioner_dim, precondition_1d,
-                    state_dtype=state_dtype),
+                    state_dtype=state_dtype, mesh=mesh, axis=axis),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))

@@ -1,5 +1,6 @@
 """Registry entries for Shampoo and SOAP (issue 4)."""
 
+import jax
 import optax
 
 import optix
@@ -29,6 +30,10 @@ ENTRIES = [
           lambda: optix.shampoo(1e-2, preconditioning_interval=3, start_preconditioning_step=2,
                                 block_size=4, weight_decay=0.01),
           bad=_shampoo_bad(optix.shampoo)),
+    # The roots split over the 8 simulated devices (optix.map_stacked under lax.cond).
+    Entry("shampoo_split_over_devices",
+          lambda: optix.shampoo(1e-2, preconditioning_interval=3, start_preconditioning_step=2,
+                                block_size=4, mesh=jax.make_mesh((8,), ("data",)))),
     Entry("shampoo_newton_nesterov_rmsprop_graft",
           lambda: optix.shampoo(1e-2, beta2=1.0, preconditioning_interval=2,
                                 start_preconditioning_step=1, nesterov=True, graft="rmsprop",

@@ -2,6 +2,7 @@
 
 import jax
 import optax
+from jax.sharding import AxisType
 from optax.contrib import MuonDimensionNumbers
 
 import optix
@@ -34,6 +35,9 @@ def _stacked_axes(params):
   return {n: 1 if n == "layers" else 0 for n in params}
 
 
+# Newton–Schulz split over the 8 simulated devices (optix.map_stacked).
+_MESH = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+
 
 ENTRIES = [
     Entry("muon",
@@ -53,6 +57,12 @@ ENTRIES = [
                ("adam_weight_decay", lambda: optix.muon(0.02, 1e-3, adam_weight_decay=-1.0)),
                ("coefficients", lambda: optix.muon(0.02, 1e-3, ns_coefficients=(1.0, 2.0))),
                ("stacked_axes", lambda: optix.muon(0.02, 1e-3, stacked_axes=-1))],
+          tol=1e-4),
+    Entry("muon_split",
+          lambda: optix.muon(0.02, 1e-3, weight_decay=0.1, adam_nesterov=True, mesh=_MESH),
+          lambda: optax.contrib.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3,
+                                     muon_weight_dimension_numbers=_optax_dims()),
+          bad=[("axis", lambda: optix.muon(0.02, 1e-3, mesh=_MESH, axis="model"))],
           tol=1e-4),
     Entry("muon_stacked_rms",
           lambda: optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,

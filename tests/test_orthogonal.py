@@ -2,6 +2,9 @@
 same-shape matrices, the reshape rule, optax parity on stacked/conv params,
 and a convergence comparison with tuned AdamW."""
 
+import contextlib
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,3 +226,95 @@ def test_sharded_params_on_an_explicit_mesh():
   for k in params:
     assert updates[k].sharding.spec == specs[k], (k, updates[k].sharding)
     np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5, atol=1e-7)
+
+
+def _split_case():
+  """12 same-shape matrices (one transposed, three as stacked layers) and a bias."""
+  keys = jax.random.split(jax.random.key(8), 4)
+  params = {"w": jax.random.normal(keys[0], (8, 16, 24)), "t": jax.random.normal(keys[1], (24, 16)),
+            "x": jax.random.normal(keys[2], (3, 16, 24)), "bias": jnp.ones(24)}
+  return params, optix.testing.random_like(keys[3], params)
+
+
+def _split_flops(tx, *args):
+  analysis = jax.jit(tx.update).lower(*args).compile().cost_analysis()
+  return analysis.get("flops") if analysis else None
+
+
+@pytest.mark.parametrize("mesh_shape,mode,axis", [
+    ((8,), jax.sharding.AxisType.Explicit, "data"),
+    ((2, 4), jax.sharding.AxisType.Auto, ("data", "model"))])
+def test_newton_schulz_split_over_devices(mesh_shape, mode, axis):
+  """``mesh=``: the 12 stacked matrices are padded to a multiple of N, split over
+  the devices and gathered: same updates as unsplit, params keep their layout,
+  and each device's compiled step does ~1/N of the matmul flops."""
+  params, grads = _split_case()
+  stacked = {"w": 1, "t": 0, "x": 1, "bias": 0}
+  mesh = jax.make_mesh(mesh_shape, ("data", "model")[:len(mesh_shape)],
+                       axis_types=(mode,) * len(mesh_shape))
+  n = math.prod(mesh.shape[a] for a in ((axis,) if isinstance(axis, str) else axis))
+  ref = optix.muon(0.02, 1e-3, stacked_axes=stacked)
+  split = optix.muon(0.02, 1e-3, stacked_axes=stacked, mesh=mesh, axis=axis)
+  expected = ref.update(grads, ref.init(params), params)[0]
+  specs = {"w": jax.P(None, "data"), "t": jax.P("data"), "x": jax.P(), "bias": jax.P()}
+  put = lambda tree: {k: jax.device_put(v, jax.NamedSharding(mesh, specs[k]))
+                      for k, v in tree.items()}
+  ctx = jax.set_mesh(mesh) if mode == jax.sharding.AxisType.Explicit else contextlib.nullcontext()
+  with ctx:
+    sp, sg = put(params), put(grads)
+    state = jax.jit(split.init)(sp)
+    updates, _ = jax.jit(split.update)(sg, state, sp)
+    split_flops = _split_flops(split, sg, state, sp)
+  for k in params:
+    np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    if mode == jax.sharding.AxisType.Explicit:
+      assert updates[k].sharding.is_equivalent_to(
+          jax.NamedSharding(mesh, specs[k]), updates[k].ndim), (k, updates[k].sharding)
+  ref_flops = _split_flops(ref, grads, ref.init(params), params)
+  if split_flops is not None and ref_flops is not None:  # 12 matrices -> ceil(12/N) per device
+    assert split_flops < ref_flops * (math.ceil(12 / n) / 12 + 0.1), (split_flops, ref_flops)
+
+
+def test_split_is_skipped_under_pmap_and_rejects_unknown_axis():
+  params, grads = _split_case()
+  params, grads = {"t": params["t"]}, {"t": grads["t"]}
+  mesh = jax.make_mesh((8,), ("data",))
+  tx = optix.scale_by_muon(mesh=mesh)
+  expected = optix.scale_by_muon().update(grads, tx.init(params))[0]
+  rows = jax.tree.map(lambda x: jnp.broadcast_to(x, (8,) + x.shape), grads)
+  out = jax.pmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="batch")(rows)
+  np.testing.assert_allclose(out["t"][5], expected["t"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="axis must be one of the mesh axes"):
+    optix.muon(0.02, 1e-3, mesh=mesh, axis="model")
+
+
+def test_split_with_fewer_matrices_than_devices_replicated_params():
+  """Regression (found by benchmarks/muon.py): 3 same-shape matrices on 8 devices,
+  replicated params under jit on an Auto mesh, used to fail shard_map's vma check."""
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  params = [jax.random.normal(jax.random.key(i), (16, 16)) for i in range(3)]
+  ref, split = optix.muon(0.02, 1e-3), optix.muon(0.02, 1e-3, mesh=mesh)
+  expected = ref.update(params, ref.init(params), params)[0]
+  replicated = jax.NamedSharding(mesh, jax.P())
+  sp = jax.device_put(params, replicated)
+  state = jax.jit(split.init, out_shardings=replicated)(sp)
+  updates = jax.jit(split.update)(sp, state, sp)[0]
+  for a, b in zip(updates, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_split_under_inject_hyperparams_on_an_explicit_mesh():
+  """inject_hyperparams traces Newton–Schulz's ``eps``: it reaches the split
+  computation as a replicated argument of map_stacked, not a closure."""
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  params = [jax.random.normal(jax.random.key(i), (16, 24)) for i in range(3)]
+  ref = optix.inject_hyperparams(optix.muon)(0.02, 1e-3)
+  split = optix.inject_hyperparams(optix.muon)(0.02, 1e-3, mesh=mesh)
+  expected = jax.jit(ref.update)(params, ref.init(params), params)[0]
+  with jax.set_mesh(mesh):
+    sp = jax.device_put(params, jax.NamedSharding(mesh, jax.P()))
+    state = jax.jit(split.init)(sp)
+    assert "eps" in state.hyperparams
+    updates = jax.jit(split.update)(sp, state, sp)[0]
+  for a, b in zip(updates, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
