@@ -19,15 +19,23 @@ import numpy as np
 
 @dataclasses.dataclass
 class Candidate:
-  """A step ``fn(*args) -> args`` (same structure: it is fed its own output)."""
+  """A step ``fn(*args) -> args[:len(args) - n_const]``, fed its own output.
+
+  The last ``n_const`` arguments (gradients) are read only and never returned
+  (returning an input would copy it); ``donate`` are the donated argument
+  numbers (params and state).
+  """
   name: str
   fn: Callable
   make_args: Callable[[], tuple]
   donate: tuple = (0, 1)
+  n_const: int = 0
   compiled: Any = None
   args: Any = None
   compile_s: float = float("nan")
   fusions: int = -1
+  peak_mb: float = float("nan")
+  hlo: str = ""
   times: list = dataclasses.field(default_factory=list)
 
 
@@ -38,9 +46,25 @@ def machine() -> str:
 
 
 def fusion_count(compiled) -> int:
-  """Number of fusion computations in the optimized HLO (kernels, roughly)."""
-  text = compiled.as_text()
+  """Number of fusion instructions in the optimized HLO (kernels, roughly)."""
+  text = compiled if isinstance(compiled, str) else compiled.as_text()
   return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = \S+ fusion\(", text, flags=re.M))
+
+
+def copy_count(compiled) -> int:
+  """Number of top-level copies (each an extra pass over an array)."""
+  text = compiled if isinstance(compiled, str) else compiled.as_text()
+  return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = \S+ copy\(", text, flags=re.M))
+
+
+def peak_mb(compiled) -> float:
+  """Live bytes of the step from ``memory_analysis()``: arguments + outputs not
+  aliased to (donated) arguments + temporaries, in MB."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return float("nan")
+  return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+          + m.temp_size_in_bytes) / 1e6
 
 
 def prepare(c: Candidate):
@@ -48,8 +72,15 @@ def prepare(c: Candidate):
   t = time.perf_counter()
   c.compiled = jax.jit(c.fn, donate_argnums=c.donate).lower(*args).compile()
   c.compile_s = time.perf_counter() - t
-  c.fusions = fusion_count(c.compiled)
+  c.hlo = c.compiled.as_text()
+  c.fusions = fusion_count(c.hlo)
+  c.peak_mb = peak_mb(c.compiled)
   c.args = args
+
+
+def _step(c: Candidate):
+  out = c.compiled(*c.args)
+  c.args = tuple(out) + tuple(c.args[len(c.args) - c.n_const:]) if c.n_const else out
 
 
 def run(candidates: Sequence[Candidate], reps: int = 15, warmup: int = 3):
@@ -57,12 +88,12 @@ def run(candidates: Sequence[Candidate], reps: int = 15, warmup: int = 3):
   for c in candidates:
     prepare(c)
     for _ in range(warmup):
-      c.args = c.compiled(*c.args)
+      _step(c)
     jax.block_until_ready(c.args)
   for _ in range(reps):
     for c in candidates:
       t = time.perf_counter()
-      c.args = c.compiled(*c.args)
+      _step(c)
       jax.block_until_ready(c.args)
       c.times.append(time.perf_counter() - t)
   for c in candidates:  # free the buffers before the next table
@@ -70,24 +101,58 @@ def run(candidates: Sequence[Candidate], reps: int = 15, warmup: int = 3):
   return candidates
 
 
-def roofline_adam_like(n: int, dtype=jnp.float32, reads: int = 4, writes: int = 3) -> Candidate:
-  """The floor: one flat buffer of ``n`` elements, ``reads`` arrays read and
-  ``writes`` written in one fused kernel (AdamW: reads p, g, m, v; writes p, m, v;
-  SGD-momentum and Lion: reads p, g, m; writes p, m). The gradient is an input
-  that is read but not written, as in a real step."""
-  assert writes <= reads
+def roofline_adam_like(n: int, dtype=jnp.float32, state: int = 3) -> Candidate:
+  """The floor: the least memory traffic of an elementwise step, in one kernel.
 
-  def fn(*xs):
-    g = xs[1]
-    s = sum(xs[i] for i in range(reads)) * 0.5
-    outs = [xs[0] + 1e-3 * s] + [0.9 * xs[i] + 1e-3 * s for i in range(2, writes + 1)]
-    return (outs[0], g) + tuple(outs[1:]) + tuple(xs[writes + 1:reads])
+  ``state`` arrays of ``n`` elements are read and written and one gradient of
+  ``n`` is read (AdamW: state = p, m, v; SGD-momentum and Lion: p, m). They are
+  stored interleaved as one ``(n, state)`` array so that the whole step is a
+  single loop fusion that reads ``(state + 1) n`` and writes ``state n``
+  elements once (XLA's CPU backend emits three separate arrays as three kernels,
+  each re-reading the gradient). Donated; :func:`check_roofline` checks the HLO.
+  """
+  def fn(x, g):
+    return (0.9 * x + 1e-3 * g[:, None],)
 
   def make():
-    return tuple(jnp.full((n,), 0.01 * (i + 1), dtype) for i in range(reads))
+    return jnp.full((n, state), 0.01, dtype), jnp.full((n,), 1e-3, dtype)
 
-  donate = (0,) + tuple(range(2, writes + 1))
-  return Candidate("roofline", fn, make, donate=donate)
+  return Candidate("roofline", fn, make, donate=(0,), n_const=1)
+
+
+def check_roofline(c: Candidate):
+  """Asserts the prepared roofline is one fusion, with no copies, that reads all
+  its inputs and writes its output in place (donated)."""
+  assert fusion_count(c.hlo) == 1 and copy_count(c.hlo) == 0, c.hlo
+  entry = c.hlo[c.hlo.index("ENTRY"):]
+  assert re.search(r"fusion\(\S+, \S+\)", entry), entry  # reads state and gradient
+  assert "input_output_alias" in c.hlo or "may-alias" in c.hlo or "must-alias" in c.hlo, \
+      c.hlo[:400]
+
+
+def roofline_bytes(n: int, state: int = 3, itemsize: int = 4) -> int:
+  return (2 * state + 1) * n * itemsize
+
+
+def numpy_bandwidth(n: int = 24_000_000, reps: int = 10) -> dict:
+  """GB/s of numpy's memcpy (``copyto``: 2 n floats moved) and a two-pass STREAM
+  triad ``a = b + s c`` (``multiply`` into a, then ``add``: 5 n floats moved), min
+  of ``reps``; the machine's practical memory bandwidth for one thread."""
+  a, b, c = (np.full(n, 1.0, np.float32) for _ in range(3))
+  out = {}
+  for name, moved, f in [
+      ("numpy memcpy", 2, lambda: np.copyto(a, b)),
+      ("numpy triad", 5, lambda: (np.multiply(c, 3.0, out=a), np.add(a, b, out=a)))]:
+    f()
+    best = min(_timed(f) for _ in range(reps))
+    out[name] = moved * n * 4 / best / 1e9
+  return out
+
+
+def _timed(f):
+  t = time.perf_counter()
+  f()
+  return time.perf_counter() - t
 
 
 def table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:

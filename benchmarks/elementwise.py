@@ -1,19 +1,22 @@
 """Elementwise optimizers: optix, optix packed, optax and the memory roofline.
 
-  python benchmarks/elementwise.py            # AdamW on every tree, others on 2000 leaves
-  python benchmarks/elementwise.py --full     # every optimizer on every tree
-  python benchmarks/elementwise.py --scaling  # step time vs parameter and leaf count
+  python -m benchmarks.elementwise --quick    # a fast smoke run (~1-2 min)
+  python -m benchmarks.elementwise            # every optimizer on every tree + scaling (~10 min)
 
 Columns: ms (min / median of interleaved donated steps), ratio to the roofline
-(one flat buffer with the same memory traffic), compile seconds, fusions in the
-compiled step. "optix packed" is the drop-in ``optix.packed(tx)`` on an ordinary
-tree (it packs and unpacks inside the step); "optix packed params" keeps the
-params packed between steps (``optix.pack``), so gradients arrive packed, as in
-``optix.train_step`` with packed params.
+(one kernel with the least memory traffic of the step on one flat buffer of the
+same total size: see ``common.roofline_adam_like``), effective GB/s (the
+roofline's bytes over the step time), compile seconds, fusions in the compiled
+step (kernels: regressions show here) and the step's live memory from
+``compiled.memory_analysis()``. "optix packed" is the drop-in
+``optix.packed(tx)`` on an ordinary tree (it packs the gradients and params and
+splits the updates inside the step); "optix packed params" keeps the params
+packed between steps (``optix.pack``), so gradients arrive packed, as in
+``optix.train_step`` with packed params. Gradients are read-only inputs; params
+and state are donated.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -26,15 +29,16 @@ import optax  # noqa: E402
 import common  # noqa: E402
 import optix  # noqa: E402
 
-OPTIMIZERS = {  # name: (optix, optax, roofline reads, writes)
+OPTIMIZERS = {  # name: (optix, optax, state arrays incl. params for the roofline)
     "adamw": (lambda: optix.adamw(1e-3, weight_decay=1e-4),
-              lambda: optax.adamw(1e-3, weight_decay=1e-4), 4, 3),
-    "adam": (lambda: optix.adam(1e-3), lambda: optax.adam(1e-3), 4, 3),
+              lambda: optax.adamw(1e-3, weight_decay=1e-4), 3),
+    "adam": (lambda: optix.adam(1e-3), lambda: optax.adam(1e-3), 3),
     "lion": (lambda: optix.lion(1e-4, weight_decay=1e-3),
-             lambda: optax.lion(1e-4, weight_decay=1e-3), 3, 2),
+             lambda: optax.lion(1e-4, weight_decay=1e-3), 2),
     "sgd_momentum": (lambda: optix.sgd(1e-2, momentum=0.9),
-                     lambda: optax.sgd(1e-2, momentum=0.9), 3, 2),
+                     lambda: optax.sgd(1e-2, momentum=0.9), 2),
 }
+LIBRARIES = ("optax", "optix", "optix packed", "optix packed params")
 
 
 def uniform_tree(n_leaves, total):
@@ -43,7 +47,8 @@ def uniform_tree(n_leaves, total):
 
 
 def transformer_tree(layers=6, dim=256, heads=8, vocab=4096):
-  """The param tree of a real Flax NNX decoder (embeddings, attention, MLP, norms)."""
+  """The param tree of a real Flax NNX decoder (embeddings, attention, MLP, norms):
+  101 leaves, 6.8M params, 14 leaves above 65,536 elements (kept unpacked)."""
   from flax import nnx
 
   class Block(nnx.Module):
@@ -74,8 +79,8 @@ TREES = {
 }
 
 
-def candidates(opt, make_tree):
-  make_optix, make_optax, reads, writes = OPTIMIZERS[opt]
+def candidates(opt, make_tree, libraries=LIBRARIES):
+  make_optix, make_optax, state = OPTIMIZERS[opt]
   tree = make_tree()
   n = sum(x.size for x in jax.tree.leaves(tree))
   leaves = len(jax.tree.leaves(tree))
@@ -84,7 +89,7 @@ def candidates(opt, make_tree):
   def step_for(tx):
     def step(p, s, g):
       u, s = tx.update(g, s, p)
-      return optax.apply_updates(p, u), s, g
+      return optax.apply_updates(p, u), s
     return step
 
   def args_for(tx, packed_params=False):
@@ -96,71 +101,103 @@ def candidates(opt, make_tree):
       return p, tx.init(p), g
     return make
 
-  out = [common.roofline_adam_like(n, reads=reads, writes=writes)]
-  for name, tx, packed_params in [("optax", make_optax(), False), ("optix", make_optix(), False),
-                                  ("optix packed", optix.packed(make_optix()), False),
-                                  ("optix packed params", optix.packed(make_optix()), True)]:
-    out.append(common.Candidate(name, step_for(tx), args_for(tx, packed_params)))
+  out = [common.roofline_adam_like(n, state=state)]
+  txs = {"optax": (make_optax, False), "optix": (make_optix, False),
+         "optix packed": (lambda: optix.packed(make_optix()), False),
+         "optix packed params": (lambda: optix.packed(make_optix()), True)}
+  for name in libraries:
+    make_tx, packed_params = txs[name]
+    tx = make_tx()
+    out.append(common.Candidate(name, step_for(tx), args_for(tx, packed_params), n_const=1))
   return out, n, leaves
 
 
-def bench(opt, tree_name, reps):
-  cs, n, leaves = candidates(opt, TREES[tree_name])
-  common.run(cs, reps=reps)
+def bench(opt, tree_name, reps, warmup, libraries=LIBRARIES):
+  cs, n, leaves = candidates(opt, TREES[tree_name], libraries)
+  common.run(cs, reps=reps, warmup=warmup)
   roof = min(cs[0].times)
+  nbytes = common.roofline_bytes(n, OPTIMIZERS[opt][2])
   rows = []
   for c in cs:
     lo, med = common.ms(c)
-    rows.append([c.name, lo, med, min(c.times) / roof, c.compile_s, c.fusions])
+    rows.append([c.name, lo, med, min(c.times) / roof, nbytes / min(c.times) / 1e9,
+                 c.compile_s, c.fusions, c.peak_mb])
   print(common.table(f"{opt}, {tree_name} ({leaves} leaves, {n / 1e6:.1f}M params), "
                      f"load {os.getloadavg()[0]:.1f}", rows,
-                     ["library", "ms min", "ms median", "x roofline", "compile s", "fusions"]),
-        flush=True)
+                     ["library", "ms min", "ms median", "x roofline", "GB/s", "compile s",
+                      "fusions", "live MB"]), flush=True)
   return {c.name: min(c.times) for c in cs}
 
 
-def scaling(reps):
+def bandwidth(sizes, reps, warmup):
+  """The roofline kernel's time must grow linearly with size; GB/s vs numpy's."""
   rows = []
-  for n in (1_000_000, 10_000_000, 100_000_000):
-    cs, _, _ = candidates("adamw", uniform_tree(1, n))
-    common.run(cs[:3], reps=reps)
-    rows.append([f"1 leaf, {n / 1e6:g}M"] + [1e3 * min(c.times) for c in cs[:3]])
+  for n in sizes:
+    c = common.roofline_adam_like(n)
+    common.run([c], reps=reps, warmup=warmup)
+    common.check_roofline(c)  # one fusion, no copy, donated: nothing elided
+    t = min(c.times)
+    rows.append([f"{n / 1e6:g}M", 1e3 * t, 1e9 * t / n, common.roofline_bytes(n) / t / 1e9])
+  bw = common.numpy_bandwidth(sizes[-1], reps)
+  rows += [[f"{name}, {sizes[-1] / 1e6:g}M", float("nan"), float("nan"), gbs]
+           for name, gbs in bw.items()]
+  print(common.table("Roofline kernel (AdamW traffic: reads p, g, m, v; writes p, m, v; one "
+                     "fusion, donated) vs numpy", rows, ["size", "ms min", "ns/param", "GB/s"]),
+        flush=True)
+
+
+def scaling(reps, warmup, quick):
+  rows = []
+  totals = (1_000_000, 10_000_000) if quick else (1_000_000, 10_000_000, 100_000_000)
+  for leaves in (1, 200):
+    for n in totals:
+      cs, _, _ = candidates("adamw", uniform_tree(leaves, n),
+                            ("optax", "optix", "optix packed params"))
+      common.run(cs, reps=reps, warmup=warmup)
+      rows.append([f"{leaves} x {n // leaves:,}"] + [1e3 * min(c.times) for c in cs])
   print(common.table("AdamW step (ms, min) vs parameter count", rows,
-                     ["tree", "roofline", "optax", "optix"]), flush=True)
+                     ["tree", "roofline", "optax", "optix", "optix packed params"]), flush=True)
   rows = []
-  for leaves in (1, 10, 100, 1000, 10_000):
-    cs, _, _ = candidates("adamw", uniform_tree(leaves, 4_000_000))
-    pick = [cs[0], cs[1], cs[4]] if leaves > 1000 else cs
-    common.run(pick, reps=reps)
-    t = {c.name: 1e3 * min(c.times) for c in pick}
-    rows.append([f"{leaves} leaves, 4M"] + [t.get(k, float("nan")) for k in
-                                            ("roofline", "optax", "optix", "optix packed",
-                                             "optix packed params")])
-  print(common.table("AdamW step (ms, min) vs leaf count (10,000 leaves: optax and packed "
-                     "params only, compile time)", rows,
-                     ["tree", "roofline", "optax", "optix", "optix packed",
-                      "optix packed params"]), flush=True)
+  counts = (1, 100, 1000) if quick else (1, 10, 100, 1000, 10_000)
+  for leaves in counts:
+    libs = ("optax", "optix packed params") if leaves > 2000 else LIBRARIES
+    cs, _, _ = candidates("adamw", uniform_tree(leaves, 4_000_000), libs)
+    common.run(cs, reps=reps, warmup=warmup)
+    t = {c.name: (1e3 * min(c.times), c.compile_s) for c in cs}
+    nan = (float("nan"),) * 2
+    rows.append([f"{leaves} leaves"] + [x for k in ("roofline",) + LIBRARIES
+                                        for x in t.get(k, nan)])
+  print(common.table("AdamW step vs leaf count at 4M params: ms (min) and compile s (10,000 "
+                     "leaves: optax and packed params only)", rows,
+                     ["tree"] + [f"{k} {u}" for k in ("roofline",) + LIBRARIES
+                                 for u in ("ms", "compile")]), flush=True)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--full", action="store_true", help="every optimizer on every tree")
-  parser.add_argument("--scaling", action="store_true", help="scaling with params and leaves")
-  parser.add_argument("--reps", type=int, default=15)
+  parser.add_argument("--quick", action="store_true",
+                      help="few reps, AdamW on every tree plus the other optimizers on "
+                           "2000 leaves, short scaling sweeps")
+  parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 15; 5 quick)")
   parser.add_argument("--trees", default=",".join(TREES), help="comma-separated tree names")
-  parser.add_argument("--optimizers", default=None, help="comma-separated (default: see --full)")
+  parser.add_argument("--optimizers", default=None, help="comma-separated (default: all)")
+  parser.add_argument("--no-scaling", action="store_true", help="skip the scaling sweeps")
   args = parser.parse_args()
+  reps = args.reps or (5 if args.quick else 15)
+  warmup = 1 if args.quick else 3
   print("machine:", common.machine())
-  if importlib.util.find_spec("torch") is None:
-    print("PyTorch is not installed: its fused/foreach AdamW rows are omitted.")
-  trees = args.trees.split(",")
-  for tree_name in trees:
+  print("PyTorch rows are not implemented (see the README): torch is optional and absent "
+        "from the test extra.")
+  bandwidth((1_000_000, 4_000_000, 24_000_000), reps, warmup)
+  for tree_name in args.trees.split(","):
     opts = (args.optimizers.split(",") if args.optimizers else
-            list(OPTIMIZERS) if args.full or tree_name == "2000x2k" else ["adamw"])
-    for opt in opts:
-      bench(opt, tree_name, args.reps)
-  if args.scaling:
-    scaling(args.reps)
+            ["adamw"] if args.quick and tree_name != "2000x2k" else list(OPTIMIZERS))
+    for opt in opts:  # quick: the drop-in's compile (~1 min on 2000 leaves) for AdamW only
+      libs = LIBRARIES if opt == "adamw" or not args.quick else (
+          "optax", "optix", "optix packed params")
+      bench(opt, tree_name, reps, warmup, libs)
+  if not args.no_scaling:
+    scaling(reps, warmup, args.quick)
   print("\nmachine at the end:", common.machine())
 
 
