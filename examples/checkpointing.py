@@ -7,7 +7,7 @@ position from disk and finishes. The final params of A and B must be
 bitwise identical: optimizer state is a pytree of arrays (including the int32
 step counter that drives the schedule), so orbax saves it like any other value.
 
-    python examples/checkpointing.py --steps=200 --save_at=170 --optimizers=adamw,lion,sgd
+    python examples/checkpointing.py --steps=200 --save_at=170 --optimizers=adamw,lion,sgd,muon
 """
 
 import os
@@ -26,7 +26,8 @@ import optix
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 200, "Total training steps.")
 flags.DEFINE_integer("save_at", 170, "Step at which run B checkpoints (and restarts).")
-flags.DEFINE_list("optimizers", "adamw,lion,sgd", "Optimizers to check (see OPTIMIZERS).")
+flags.DEFINE_list("optimizers", "adamw,lion,sgd,adamw8bit,adafactor,muon,shampoo,soap",
+                "Optimizers to check (see OPTIMIZERS).")
 flags.DEFINE_string("ckpt_dir", "", "Checkpoint directory (default: a fresh temp dir).")
 flags.DEFINE_integer("seed", 0, "Init and data-order seed.")
 
@@ -36,6 +37,14 @@ OPTIMIZERS = {  # name -> (peak learning rate, factory taking the schedule)
     "lion": (1e-3, lambda lr: optix.lion(lr, weight_decay=1e-3)),
     "sgd": (0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
     "rmsprop": (1e-3, optix.rmsprop),
+    # State beyond plain moments: block-quantized moments with stochastic rounding seeded by the
+    # step, factored second moments, Newton-Schulz momentum with an AdamW side for vectors,
+    # Kronecker-factor preconditioners refreshed every 10 steps.
+    "adamw8bit": (3e-3, lambda lr: optix.adamw8bit(lr, weight_decay=1e-4)),
+    "adafactor": (1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
+    "muon": (2e-2, lambda lr: optix.muon(lr, lambda t: 0.15 * lr(t))),
+    "shampoo": (3e-3, optix.shampoo),
+    "soap": (3e-3, optix.soap),
 }
 
 

@@ -35,10 +35,7 @@ import tqdm
 import optix
 
 FLAGS = flags.FLAGS
-# shampoo and soap are in MENU but not yet in the default race: in this GPT both hung (an XLA CPU
-# wait that never returns; all threads idle) after 1-30 steps in 4 of 4 runs on the 2-core
-# machine. Race them with --optimizers=...,shampoo,soap once that is fixed.
-flags.DEFINE_list("optimizers", "adamw,lion,adafactor,adamw8bit,muon",
+flags.DEFINE_list("optimizers", "adamw,lion,adafactor,adamw8bit,muon,shampoo,soap",
                   "Optimizers to race (names in MENU; missing ones are skipped with a note).")
 flags.DEFINE_integer("steps", 300, "Training steps per optimizer.")
 flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")

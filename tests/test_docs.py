@@ -1,6 +1,7 @@
 """The documentation builds without warnings, documents every public name, and its
 guides' code runs."""
 
+import importlib.util
 import pathlib
 import re
 import types
@@ -57,10 +58,37 @@ def test_guide_snippets_run(page):
     exec(compile(code, f"{page.name} snippet {i}", "exec"), scope)  # noqa: S102
 
 
+def optimizer_names():
+  """The optimizer aliases listed in docs/api/optimizers.rst (label functions excluded)."""
+  names = []
+  for line in (DOCS / "api" / "optimizers.rst").read_text().splitlines():
+    if re.match(r"^   [a-z]\w*$", line) and not line.strip().endswith("_labels"):
+      names.append(line.strip())
+  return names
+
+
 def test_sphinx_builds_without_warnings(tmp_path):
   sphinx_build = pytest.importorskip("sphinx.cmd.build")
+  html = tmp_path / "html"
   status = sphinx_build.build_main(["-W", "--keep-going", "-q", "-b", "html",
-                                    "-d", str(tmp_path / "doctrees"), str(DOCS),
-                                    str(tmp_path / "html")])
+                                    "-d", str(tmp_path / "doctrees"), str(DOCS), str(html)])
   assert status == 0
-  assert (tmp_path / "html" / "index.html").exists()
+  assert (html / "index.html").exists()
+  # Every optimizer page carries its measured state size, and the table has every optimizer.
+  table = (html / "api" / "optimizers.html").read_text()
+  assert "optix-memory-table" in table
+  names = optimizer_names()
+  assert {"adamw", "adafactor", "muon", "kfac"} <= set(names)
+  for name in names:
+    assert f"optix.{name}</p>" in table, f"{name} missing from the memory table"
+    page = (html / "api" / "generated" / f"optix.{name}.html").read_text()
+    assert "Memory per parameter" in page, f"no memory line on the {name} page"
+  assert re.search(r"optix\.adamw</p></td>\s*<td><p></p></td>\s*<td><p>8\.00</p>", table)
+  # Offline math: with sphinx-mathjax-offline installed (the docs extra), pages load the
+  # bundled MathJax, never a CDN.
+  page = (html / "api" / "generated" / "optix.adamw.html").read_text()
+  if importlib.util.find_spec("sphinx-mathjax-offline") is not None:
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
+  else:
+    assert "mathjax" in page.lower()

@@ -47,16 +47,45 @@ def _best_fixed_lr(loss_fn, params, batches, full, factory, lrs, steps=100):
   return lrs[np.argmin(np.where(np.isfinite(losses), losses, np.inf))]
 
 
-@pytest.mark.parametrize("name,factory", [("sgd", optix.sgd), ("adam", optix.adam)])
-def test_lr_range_test_within_3x_of_best_fixed_lr(name, factory, tmp_path):
-  loss_fn, params, batches, full = _logistic_problem()
+def _least_squares_problem():
+  # Ill-conditioned (feature scales 0.1..1): fitted direction by direction as the LR grows.
+  rng = np.random.default_rng(1)
+  d, n, b = 30, 512, 32
+  x = rng.normal(size=(n, d)).astype(np.float32) * np.geomspace(0.1, 1.0, d).astype(np.float32)
+  y = x @ rng.normal(size=(d,)).astype(np.float32) + 0.1 * rng.normal(size=n).astype(np.float32)
+  loss_fn = lambda p, batch: 0.5 * jnp.mean((batch[0] @ p["w"] - batch[1]) ** 2)
+  batches = (jnp.asarray(x.reshape(-1, b, d)), jnp.asarray(y.reshape(-1, b)))
+  return loss_fn, {"w": jnp.zeros(d)}, batches, (jnp.asarray(x), jnp.asarray(y))
+
+
+_MOMENTUM = lambda lr: optix.sgd(lr, momentum=0.9)
+
+
+@pytest.mark.parametrize("problem,name,factory", [
+    (_logistic_problem, "sgd", optix.sgd), (_logistic_problem, "momentum", _MOMENTUM),
+    (_logistic_problem, "adam", optix.adam), (_least_squares_problem, "sgd", optix.sgd),
+    (_least_squares_problem, "momentum", _MOMENTUM)])
+def test_lr_range_test_within_3x_of_best_fixed_lr(problem, name, factory, tmp_path):
+  loss_fn, params, batches, full = problem()
   result = tools.lr_range_test(loss_fn, params, batches, factory, 1e-4, 100.0, 100)
   best = _best_fixed_lr(loss_fn, params, batches, full, factory, np.logspace(-4, 2, 25))
   assert best / 3 <= result.suggested_lr <= 3 * best, (name, result.suggested_lr, best)
+  assert result.suggested_lr == pytest.approx(result.min_loss_lr / 4)
   assert result.stopped_early  # swept into divergence and stopped
   assert np.all(np.diff(result.lrs) > 0) and result.lrs[0] == pytest.approx(1e-4)
-  out = result.plot(str(tmp_path / "lr.png"))
-  assert (tmp_path / "lr.png").stat().st_size > 5_000 and out.endswith("lr.png")
+  assert result.lrs[0] < result.steepest_lr < result.lrs[-1]
+  if problem is _logistic_problem and name == "sgd":
+    out = result.plot(str(tmp_path / "lr.png"))
+    assert (tmp_path / "lr.png").stat().st_size > 5_000 and out.endswith("lr.png")
+
+
+def test_lr_range_test_steepest_rule_misses_with_momentum():
+  # Why the suggestion is not the steepest point: heavy-ball momentum makes its progress early
+  # in the sweep, so the loss falls fastest at ~0.1x the best fixed LR (1.78 on this grid).
+  loss_fn, params, batches, full = _logistic_problem()
+  result = tools.lr_range_test(loss_fn, params, batches, _MOMENTUM, 1e-4, 100.0, 100)
+  best = _best_fixed_lr(loss_fn, params, batches, full, _MOMENTUM, np.logspace(-4, 2, 25))
+  assert result.steepest_lr < best / 3 <= result.suggested_lr
 
 
 def test_lr_range_test_validates():
@@ -65,6 +94,8 @@ def test_lr_range_test_validates():
     tools.lr_range_test(loss_fn, params, batches, optix.sgd, 1e-2, 1e-3, 10)
   with pytest.raises(ValueError, match="steps"):
     tools.lr_range_test(loss_fn, params, batches, optix.sgd, 1e-4, 1.0, 1)
+  with pytest.raises(ValueError, match="safety_factor"):
+    tools.lr_range_test(loss_fn, params, batches, optix.sgd, 1e-4, 1.0, 10, safety_factor=0.5)
 
 
 def _mlp():
