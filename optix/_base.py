@@ -88,7 +88,7 @@ def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation
 
   The injected values are float32 by default, as optix's statistics are;
   optax's default is the params' dtype, and with bf16 params ``b2=0.999``
-  rounds to 1.0 (Adam's bias correction then divides by zero).
+  rounds to 1.0, which the validation of ``b2`` then rejects.
 
   Args:
     inner_factory: an optimizer or transform factory, e.g. ``optix.adamw``.

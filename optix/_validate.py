@@ -8,6 +8,7 @@ and traced values cannot be checked when the transform is built and pass through
 import math
 import numbers
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -26,9 +27,9 @@ def _concrete(name, value):
     arr = np.asarray(value)
   except Exception:  # a tracer or an abstract value: nothing to check here
     return None
-  if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+  if arr.dtype.kind in "OSU":  # objects, bytes, str: not a hyperparameter
     raise ValueError(f"{name} must be a number or a schedule, got {value!r}")
-  if arr.shape == () and np.issubdtype(arr.dtype, np.number):
+  if arr.shape == () and jnp.issubdtype(arr.dtype, jnp.number):  # bfloat16 included
     return float(arr)
   return None
 

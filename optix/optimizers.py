@@ -105,7 +105,14 @@ def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
 
 def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, state_dtype=jnp.float32):
-  """NAdam (Dozat 2016, ICLR workshop): Adam with Nesterov momentum. State: 8 bytes/param."""
+  r"""NAdam (Dozat 2016, ICLR workshop): Adam with Nesterov momentum.
+
+  .. math:: \hat m_t = \frac{\beta_1 m_t}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g_t}{1-\beta_1^t},
+     \quad \theta \leftarrow \theta - \eta\,\frac{\hat m_t}{\sqrt{v_t/(1-\beta_2^t)} + \varepsilon}
+
+  with Adam's ``m_t``, ``v_t``: the step looks one momentum update ahead. Defaults
+  are Adam's (optax's). State: 8 bytes/param (fp32 m and v).
+  """
   return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True,
               state_dtype=state_dtype)
 
@@ -114,7 +121,14 @@ def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0
            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
            weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
            state_dtype=jnp.float32):
-  """NAdamW: NAdam with decoupled weight decay (arXiv 1711.05101). State: 8 bytes/param."""
+  r"""NAdamW: NAdam with decoupled weight decay (arXiv 1711.05101).
+
+  .. math:: \theta \leftarrow \theta - \eta\,\Big(\frac{\hat m_t}{\sqrt{v_t/(1-\beta_2^t)}
+     + \varepsilon} + \lambda\theta\Big)
+
+  with :func:`nadam`'s look-ahead :math:`\hat m_t`; ``mask`` chooses the decayed params.
+  State: 8 bytes/param.
+  """
   return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
                nesterov=True, state_dtype=state_dtype)
 

@@ -450,7 +450,9 @@ def test_optax_inject_hyperparams_takes_the_dtype_for_a_schedule():
   ``state_dtype=jnp.float32`` (a class, so callable) for a schedule."""
   params = {"w": jnp.ones(3, jnp.bfloat16)}
   bad = optax.inject_hyperparams(optix.adam)(learning_rate=0.1)
-  assert "state_dtype" in bad.init(params).hyperparams        # a "schedule" of the step
+  assert "state_dtype" in bad.init({"w": jnp.ones(3)}).hyperparams  # a "schedule" of the step
+  with pytest.raises(ValueError, match="b2"):  # injected in the params' dtype: 0.999 -> 1.0
+    bad.init(params)
   good = optix.inject_hyperparams(optix.adam)(learning_rate=0.1)
   state = good.init(params)
   assert "state_dtype" not in state.hyperparams
