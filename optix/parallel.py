@@ -47,6 +47,16 @@ def _names(entry) -> tuple:
   return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
+def check_axis(mesh, axis: AxisName) -> None:
+  """Raises ``ValueError`` unless ``axis`` (a name or tuple of names) are axes of
+  ``mesh``; nothing to check when ``mesh`` is None."""
+  if mesh is None:
+    return
+  for name in _names(axis):
+    if name not in mesh.axis_names:
+      raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got {name!r}")
+
+
 def _entry(names: tuple):
   return None if not names else names[0] if len(names) == 1 else names
 
@@ -195,9 +205,7 @@ def shard_state(inner: _base.GradientTransformationBase, mesh, axis: AxisName = 
     axis: the data axis name, or a tuple of names to split over several axes.
     param_specs: optional tree of ``PartitionSpec``, the params' layout.
   """
-  for name in _names(axis):
-    if name not in mesh.axis_names:
-      raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got {name!r}")
+  check_axis(mesh, axis)
   inner = _base.with_extra_args_support(inner)
 
   def init(params):

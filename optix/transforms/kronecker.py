@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.parallel import map_stacked
+from optix.parallel import check_axis, map_stacked
 from optix.transforms.adaptive import debias
 from optix.transforms.orthogonal import _explicit_spec, _replicated
 
@@ -203,14 +203,6 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
            for i in range(first[j].shape[0])]
   res = iter(map_stacked(lambda x: fn(*[x[c][None] for c in range(k)])[0], items, mesh, axis))
   return [jnp.stack([next(res) for _ in range(x.shape[0])]) for x in first]
-
-
-def _check_mesh(mesh, axis):
-  if mesh is None:
-    return
-  for name in (axis,) if isinstance(axis, str) else tuple(axis):
-    if name not in mesh.axis_names:
-      raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got {name!r}")
 
 
 def _map_on_cpu(fn, args):
@@ -402,7 +394,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   _validate.one_of("graft", graft, GRAFTS)
   _validate.one_of("root_method", root_method, ROOT_METHODS)
   _check_shapes(block_size, max_preconditioner_dim, preconditioning_interval)
-  _check_mesh(mesh, axis)
+  check_axis(mesh, axis)
   bs = _block_size(block_size)
   interval, start = preconditioning_interval, start_preconditioning_step
 
@@ -583,7 +575,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   beta_s = b2 if shampoo_beta is None else shampoo_beta
   _validate.in_range("shampoo_beta", beta_s, 0.0, 1.0, low_closed=False)
   _check_shapes(block_size, max_preconditioner_dim, preconditioning_interval)
-  _check_mesh(mesh, axis)
+  check_axis(mesh, axis)
   bs = _block_size(block_size)
   interval = preconditioning_interval
 

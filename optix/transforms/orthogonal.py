@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
-from optix.parallel import map_stacked
+from optix.parallel import check_axis, map_stacked
 
 DEFAULT_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 SHAPE_SCALINGS = ("width", "match_adamw_rms", "none")
@@ -309,10 +309,7 @@ def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
   if isinstance(stacked_axes, int):
     _validate.integer("stacked_axes", stacked_axes, 0)
   dtype = mu_dtype or state_dtype
-  if mesh is not None:
-    for name in ((axis,) if isinstance(axis, str) else tuple(axis)):
-      if name not in mesh.axis_names:
-        raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got {name!r}")
+  check_axis(mesh, axis)
 
   def orthogonalize(stack):
     local = lambda s, e: _orthogonalize_stack(s, coefficients, ns_steps, e,
