@@ -131,6 +131,13 @@ def _specs(tree, table, mesh, axis):
       lambda path, x: _leaf_spec(path, jnp.shape(x), table, mesh, axis), tree)
 
 
+def _explicitly_typed(x) -> bool:
+  """Whether ``x``'s type carries a sharding on an Explicit mesh."""
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  axis_types = getattr(getattr(sharding, "mesh", None), "axis_types", ())
+  return AxisType.Explicit in axis_types
+
+
 def _explicit(mesh) -> bool:
   return all(t == AxisType.Explicit for t in mesh.axis_types)
 
@@ -250,6 +257,13 @@ def map_stacked(fn: Callable[..., Any], arrays: Sequence[jax.Array], mesh,
   """
   names = _names(axis)
   n = math.prod(mesh.shape[a] for a in names)
+  context = jax.sharding.get_abstract_mesh().axis_types
+  if (_explicit(mesh) and AxisType.Explicit not in context
+      and not any(_explicitly_typed(a) for a in arrays)):
+    # Untyped inputs outside the mesh's context (e.g. inside shard_state on an Auto
+    # mesh): compute on the Auto twin so results carry no Explicit-mesh types.
+    mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names,
+                             axis_types=(AxisType.Auto,) * len(mesh.axis_names))
   groups = {}
   for i, a in enumerate(arrays):
     groups.setdefault((tuple(jnp.shape(a)), jnp.result_type(a)), []).append(i)
