@@ -11,12 +11,15 @@ and state donated): nothing of size 200M is allocated. Columns: compile seconds
 (lower + compile, wall clock, one run: a shared machine adds noise), fusions in the compiled
 step (kernels), optimized HLO size in kB, peak GiB of the step from
 ``compiled.memory_analysis()`` (arguments + non-aliased outputs + temporaries: params, grads,
-state and scratch) and the state size in GiB. Process peak RSS is printed at the end.
+state and scratch), the state size in GiB, and the peak RSS of the process that compiled it
+(each step is compiled in a fresh process: XLA keeps compile memory between compiles).
 """
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -79,18 +82,41 @@ def measure(tx, abstract_params):
           "peak_gib": common.peak_mb(compiled) * 1e6 / GIB, "state_gib": state_bytes / GIB}
 
 
-def rows_for(tree_name, abstract, optimizers, packed):
-  n_params = sum(x.size for x in jax.tree.leaves(abstract))
+def _tree(spec: str):
+  """"leaves:N" (many_leaves(N)), "transformer:quick" or "transformer:full"."""
+  kind, arg = spec.split(":")
+  if kind == "leaves":
+    return many_leaves(int(arg))
+  return big_model(blocks=2, vocab=4000) if arg == "quick" else big_model()
+
+
+def _transform(name: str, lib: str):
+  tx = OPTIMIZERS[name](optax if lib == "optax" else optix)
+  return optix.packed(tx) if lib == "optix packed" else tx
+
+
+def measure_apart(spec: str, name: str, lib: str) -> dict:
+  """``measure`` in a fresh process: XLA's compile memory is not returned between
+  compiles, and a few 10,000-leaf compiles in one process exceed 24 GiB."""
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, name, lib],
+                       capture_output=True, text=True, check=True)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  result["rss_gib"] = result.pop("rss_kib") / 2 ** 20
+  return result
+
+
+def rows_for(tree_name, spec, optimizers, packed):
+  n_params = sum(x.size for x in jax.tree.leaves(_tree(spec)))
   rows = []
   for name in optimizers:
-    libs = [("optax", OPTIMIZERS[name](optax)), ("optix", OPTIMIZERS[name](optix))]
+    libs = ["optax", "optix"]
     if packed and name != "adafactor":  # adafactor is not elementwise: packed refuses it
-      libs.append(("optix packed", optix.packed(OPTIMIZERS[name](optix))))
-    for lib, tx in libs:
-      r = measure(tx, abstract)
+      libs.append("optix packed")
+    for lib in libs:
+      r = measure_apart(spec, name, lib)
       rows.append([tree_name, f"{n_params / 1e6:.1f}M", name, lib, f"{r['compile_s']:.2f}",
                    r["fusions"], f"{r['hlo_kb']:.0f}", f"{r['peak_gib']:.3f}",
-                   f"{r['state_gib']:.3f}"])
+                   f"{r['state_gib']:.3f}", f"{r['rss_gib']:.2f}"])
       print(" | ".join(map(str, rows[-1])), flush=True)
   return rows
 
@@ -101,18 +127,25 @@ def main():
   ap.add_argument("--leaves", type=int, default=None)
   ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   ap.add_argument("--skip-big", action="store_true")
+  ap.add_argument("--one", nargs=3, metavar=("TREE", "OPTIMIZER", "LIBRARY"),
+                  help=argparse.SUPPRESS)  # one measurement, printed as JSON (measure_apart)
   args = ap.parse_args()
+  if args.one:
+    spec, name, lib = args.one
+    result = measure(_transform(name, lib), _tree(spec))
+    result["rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result))
+    return
   leaves = args.leaves or (2000 if args.quick else 10_000)
   optimizers = args.optimizers.split(",")
   print(common.machine())
-  rows = rows_for(f"{leaves} leaves", many_leaves(leaves), optimizers, packed=True)
+  rows = rows_for(f"{leaves} leaves", f"leaves:{leaves}", optimizers, packed=True)
   if not args.skip_big:
-    big = big_model(blocks=2, vocab=4000) if args.quick else big_model()
-    rows += rows_for("transformer", big, optimizers, packed=False)
+    rows += rows_for("transformer", "transformer:" + ("quick" if args.quick else "full"),
+                     optimizers, packed=False)
   print(common.table("Load: one compiled step (params + state donated)", rows,
                      ["tree", "params", "optimizer", "library", "compile s", "fusions",
-                      "HLO kB", "peak GiB", "state GiB"]))
-  print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
+                      "HLO kB", "peak GiB", "state GiB", "compile RSS GiB"]))
 
 
 if __name__ == "__main__":
