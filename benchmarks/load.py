@@ -113,7 +113,13 @@ def rows_for(tree_name, spec, optimizers, packed):
     if packed and name != "adafactor":  # adafactor is not elementwise: packed refuses it
       libs.append("optix packed")
     for lib in libs:
-      r = measure_apart(spec, name, lib)
+      try:
+        r = measure_apart(spec, name, lib)
+      except subprocess.CalledProcessError as err:  # e.g. SIGKILL by the OOM killer
+        why = f"died ({err.returncode})" + (" out of memory?" if err.returncode == -9 else "")
+        rows.append([tree_name, f"{n_params / 1e6:.1f}M", name, lib, why] + ["-"] * 5)
+        print(" | ".join(map(str, rows[-1])), flush=True)
+        continue
       rows.append([tree_name, f"{n_params / 1e6:.1f}M", name, lib, f"{r['compile_s']:.2f}",
                    r["fusions"], f"{r['hlo_kb']:.0f}", f"{r['peak_gib']:.3f}",
                    f"{r['state_gib']:.3f}", f"{r['rss_gib']:.2f}"])
