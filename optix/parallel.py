@@ -131,11 +131,27 @@ def _specs(tree, table, mesh, axis):
       lambda path, x: _leaf_spec(path, jnp.shape(x), table, mesh, axis), tree)
 
 
-def _explicitly_typed(x) -> bool:
-  """Whether ``x``'s type carries a sharding on an Explicit mesh."""
+def _explicit_sharding(x):
+  """``x``'s sharding if its type carries one on an Explicit mesh, else None."""
   sharding = getattr(jax.typeof(x), "sharding", None)
-  axis_types = getattr(getattr(sharding, "mesh", None), "axis_types", ())
-  return AxisType.Explicit in axis_types
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or mesh.empty or AxisType.Explicit not in mesh.axis_types:
+    return None
+  return sharding
+
+
+def explicit_spec(x):
+  """The PartitionSpec of ``x`` if it is sharded on an Explicit mesh, else None."""
+  sharding = _explicit_sharding(x)
+  if sharding is None or all(s is None for s in sharding.spec):
+    return None
+  return sharding.spec
+
+
+def replicated(x):
+  """Gathers an Explicit-mode sharded array (matmuls and reshapes over a sharded
+  axis are ambiguous there); a no-op otherwise."""
+  return x if explicit_spec(x) is None else jax.sharding.reshard(x, P())
 
 
 def _explicit(mesh) -> bool:
@@ -259,7 +275,7 @@ def map_stacked(fn: Callable[..., Any], arrays: Sequence[jax.Array], mesh,
   n = math.prod(mesh.shape[a] for a in names)
   context = jax.sharding.get_abstract_mesh().axis_types
   if (_explicit(mesh) and AxisType.Explicit not in context
-      and not any(_explicitly_typed(a) for a in arrays)):
+      and all(_explicit_sharding(a) is None for a in arrays)):
     # Untyped inputs outside the mesh's context (e.g. inside shard_state on an Auto
     # mesh): compute on the Auto twin so results carry no Explicit-mesh types.
     mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names,

@@ -33,9 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.parallel import check_axis, map_stacked
+from optix.parallel import check_axis, explicit_spec, map_stacked, replicated
 from optix.transforms.adaptive import debias
-from optix.transforms.orthogonal import _explicit_spec, _replicated
 
 _HI = jax.lax.Precision.HIGHEST
 GRAFTS = ("adam", "rmsprop", "adagrad")
@@ -262,7 +261,7 @@ def _to_blocks(x, plan):
   an Explicit mesh is gathered first: the blocks and their (small) statistics are
   replicated, and :func:`_from_blocks` puts the result back in the leaf's layout."""
   k = len(plan.merged)
-  x = _replicated(x).reshape(plan.merged)
+  x = replicated(x).reshape(plan.merged)
   pad = [(0, n * b - d) for d, n, b in zip(plan.merged, plan.blocks, plan.block)]
   if any(hi for _, hi in pad):
     x = jnp.pad(x, pad)
@@ -280,7 +279,7 @@ def _from_blocks(x, plan, like=None):
   x = x.reshape([n * b for n, b in zip(plan.blocks, plan.block)])
   x = x[tuple(slice(0, d) for d in plan.merged)]
   x = x.reshape(plan.shape)
-  spec = None if like is None else _explicit_spec(like)
+  spec = None if like is None else explicit_spec(like)
   return x if spec is None else jax.sharding.reshard(x, spec)
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
-from optix.parallel import check_axis, map_stacked
+from optix.parallel import check_axis, explicit_spec, map_stacked, replicated
 
 DEFAULT_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 SHAPE_SCALINGS = ("width", "match_adamw_rms", "none")
@@ -186,23 +186,6 @@ def _shape_scale(view: _MatrixView, shape_scaling: str, rms_scale: float) -> flo
   return 1.0
 
 
-def _explicit_spec(x):
-  """The PartitionSpec of ``x`` if it is sharded on an Explicit mesh, else None."""
-  sharding = getattr(jax.typeof(x), "sharding", None)
-  mesh = getattr(sharding, "mesh", None)
-  if mesh is None or mesh.empty or not any(
-      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
-    return None
-  spec = sharding.spec
-  return spec if any(s is not None for s in spec) else None
-
-
-def _replicated(x):
-  """Gathers an Explicit-mode sharded leaf (matmuls over a sharded contracting
-  axis are ambiguous there); a no-op otherwise."""
-  return x if _explicit_spec(x) is None else jax.sharding.reshard(x, jax.P())
-
-
 def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   """Applies ``orthogonalize_stack`` once per group of same-shape matrices.
 
@@ -220,7 +203,7 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
     mats = []
     for i in members:
       v = views[i]
-      x = _replicated(leaves[i]).reshape((v.count, v.fan_in, v.fan_out))
+      x = replicated(leaves[i]).reshape((v.count, v.fan_in, v.fan_out))
       mats.append(jnp.swapaxes(x, 1, 2) if v.transposed else x)
     stack = mats[0] if len(mats) == 1 else jnp.concatenate(mats, axis=0)
     result = orthogonalize_stack(stack)
@@ -230,7 +213,7 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
       x = result[offset:offset + v.count]
       offset += v.count
       x = (jnp.swapaxes(x, 1, 2) if v.transposed else x).reshape(leaves[i].shape)
-      spec = _explicit_spec(leaves[i])
+      spec = explicit_spec(leaves[i])
       out[i] = x if spec is None else jax.sharding.reshard(x, spec)  # back to the leaf's layout
   return out
 
