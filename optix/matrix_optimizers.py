@@ -121,7 +121,8 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
             root_method: str = "eigh", block_size: Optional[int] = None,
             merge_small_dims: bool = True, max_preconditioner_dim: int = 8192,
             weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
-            *, state_dtype=jnp.float32, mesh=None, axis="data"):
+            *, inverse_exponent_override=None, state_dtype=jnp.float32, mesh=None,
+            axis="data"):
   r"""Shampoo with an Adam graft (Gupta et al. 2018, arXiv 1802.09568; Anil et al.
   2020, arXiv 2002.09018), then decoupled weight decay and the learning rate.
 
@@ -132,12 +133,16 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
   See :func:`optix.scale_by_shampoo` for every argument. The learning rate is an
   Adam-sized one (grafting gives each layer Adam's step norm); before
   ``start_preconditioning_step`` this is exactly AdamW. ``mesh``/``axis`` split
-  the root computations over devices (same result).
+  the root computations over devices (same result). ``inverse_exponent_override``
+  changes the factors' exponents, e.g. ``{2: {0: 0.5, 1: 0.0}}`` for one-sided
+  Shampoo ``L^{-1/2} \hat m_t`` on matrices (input side only; An et al. 2025, arXiv
+  2503.20762): see :func:`optix.scale_by_shampoo`.
   """
   return _base.chain(
       scale_by_shampoo(beta2, preconditioning_interval, start_preconditioning_step, b1,
                        nesterov, graft, graft_b2, graft_eps, ridge_epsilon, root_method,
                        block_size, merge_small_dims, max_preconditioner_dim,
+                       inverse_exponent_override=inverse_exponent_override,
                        state_dtype=state_dtype, mesh=mesh, axis=axis),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))

@@ -20,7 +20,12 @@ def _shampoo_bad(fn):
           ("root_method", lambda: fn(1e-3, root_method="svd")),
           ("block_size", lambda: fn(1e-3, block_size=0)),
           ("max_preconditioner_dim", lambda: fn(1e-3, max_preconditioner_dim=-1)),
-          ("weight_decay", lambda: fn(1e-3, weight_decay=-0.1))]
+          ("weight_decay", lambda: fn(1e-3, weight_decay=-0.1)),
+          ("inverse_exponent_override", lambda: fn(1e-3, inverse_exponent_override={2: 1.5})),
+          ("inverse_exponent_override",
+           lambda: fn(1e-3, inverse_exponent_override={2: {2: 0.5}})),
+          ("inverse_exponent_override",
+           lambda: fn(1e-3, root_method="newton", inverse_exponent_override={2: {0: 0.3}}))]
 
 
 ENTRIES = [
@@ -39,6 +44,11 @@ ENTRIES = [
                                 start_preconditioning_step=1, nesterov=True, graft="rmsprop",
                                 root_method="newton", merge_small_dims=False,
                                 max_preconditioner_dim=6)),
+    # One-sided on matrices (no right factor: fewer statistics), 1/8 on order-4 blocks.
+    Entry("shampoo_one_sided_exponent_override",
+          lambda: optix.shampoo(1e-2, preconditioning_interval=2, start_preconditioning_step=1,
+                                merge_small_dims=False,
+                                inverse_exponent_override={2: {0: 0.5, 1: 0.0}, 4: 0.125})),
     # Before start_preconditioning_step the update is the graft: exactly Adam / NAdam.
     Entry("shampoo_graft_phase_is_adam",
           lambda: optix.shampoo(1e-2, start_preconditioning_step=10 ** 6),
