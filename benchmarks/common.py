@@ -30,6 +30,7 @@ class Candidate:
   make_args: Callable[[], tuple]
   donate: tuple = (0, 1)
   n_const: int = 0
+  compiler_options: Any = None   # XLA options for this candidate's jit (None: defaults)
   compiled: Any = None
   args: Any = None
   compile_s: float = float("nan")
@@ -67,10 +68,40 @@ def peak_mb(compiled) -> float:
           + m.temp_size_in_bytes) / 1e6
 
 
-def prepare(c: Candidate):
+@dataclasses.dataclass
+class TorchCandidate:
+  """A PyTorch optimizer (``make() -> (optimizer, params)``, gradients already set on
+  the params): each step is ``optimizer.step()``, in place, as PyTorch users run it.
+  Timed in the same interleaved rounds as the JAX candidates."""
+  name: str
+  make: Callable[[], tuple]
+  compile_s: float = float("nan")
+  fusions: int = -1
+  peak_mb: float = float("nan")
+  hlo: str = ""
+  args: Any = None
+  compiled: Any = None
+  times: list = dataclasses.field(default_factory=list)
+
+
+def torch_threads():
+  """PyTorch, with as many threads as XLA's CPU backend uses here, or None."""
+  try:
+    import torch  # noqa: PLC0415  (optional: only where it is installed)
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count())
+  return torch
+
+
+def prepare(c):
+  if isinstance(c, TorchCandidate):
+    c.args = c.make()
+    return
   args = c.make_args()
   t = time.perf_counter()
-  c.compiled = jax.jit(c.fn, donate_argnums=c.donate).lower(*args).compile()
+  c.compiled = jax.jit(c.fn, donate_argnums=c.donate,
+                       compiler_options=c.compiler_options or None).lower(*args).compile()
   c.compile_s = time.perf_counter() - t
   c.hlo = c.compiled.as_text()
   c.fusions = fusion_count(c.hlo)
@@ -78,7 +109,10 @@ def prepare(c: Candidate):
   c.args = args
 
 
-def _step(c: Candidate):
+def _step(c):
+  if isinstance(c, TorchCandidate):
+    c.args[0].step()
+    return
   out = c.compiled(*c.args)
   c.args = tuple(out) + tuple(c.args[len(c.args) - c.n_const:]) if c.n_const else out
 
@@ -89,16 +123,21 @@ def run(candidates: Sequence[Candidate], reps: int = 15, warmup: int = 3):
     prepare(c)
     for _ in range(warmup):
       _step(c)
-    jax.block_until_ready(c.args)
+    _ready(c)
   for _ in range(reps):
     for c in candidates:
       t = time.perf_counter()
       _step(c)
-      jax.block_until_ready(c.args)
+      _ready(c)
       c.times.append(time.perf_counter() - t)
   for c in candidates:  # free the buffers before the next table
     c.args = c.compiled = None
   return candidates
+
+
+def _ready(c):
+  if not isinstance(c, TorchCandidate):  # PyTorch's CPU steps are synchronous
+    jax.block_until_ready(c.args)
 
 
 def roofline_adam_like(n: int, dtype=jnp.float32, state: int = 3) -> Candidate:

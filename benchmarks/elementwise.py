@@ -13,7 +13,12 @@ step (kernels: regressions show here) and the step's live memory from
 splits the updates inside the step); "optix packed params" keeps the params
 packed between steps (``optix.pack``), so gradients arrive packed, as in
 ``optix.train_step`` with packed params. Gradients are read-only inputs; params
-and state are donated.
+and state are donated. The optix rows are compiled as ``optix.train_step``
+compiles them, with ``optix.training.compiler_options()`` (on a CPU: region-based
+copy insertion, so a donated buffer read by one kernel and overwritten by
+another is not copied first); "optax" is ``jax.jit`` with XLA's defaults, as an
+optax user runs it, and "optax+options" is optax with the same options (an
+XLA setting, not optix's math: it shows how much of a gap the option closes).
 """
 
 import argparse
@@ -38,7 +43,8 @@ OPTIMIZERS = {  # name: (optix, optax, state arrays incl. params for the rooflin
     "sgd_momentum": (lambda: optix.sgd(1e-2, momentum=0.9),
                      lambda: optax.sgd(1e-2, momentum=0.9), 2),
 }
-LIBRARIES = ("optax", "optix", "optix packed", "optix packed params")
+LIBRARIES = ("optax", "optax+options", "optix", "optix packed", "optix packed params")
+SCALING = ("optax", "optix", "optix packed", "optix packed params")
 
 
 def uniform_tree(n_leaves, total):
@@ -79,7 +85,7 @@ TREES = {
 }
 
 
-def candidates(opt, make_tree, libraries=LIBRARIES):
+def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
   make_optix, make_optax, state = OPTIMIZERS[opt]
   tree = make_tree()
   n = sum(x.size for x in jax.tree.leaves(tree))
@@ -102,18 +108,52 @@ def candidates(opt, make_tree, libraries=LIBRARIES):
     return make
 
   out = [common.roofline_adam_like(n, state=state)]
-  txs = {"optax": (make_optax, False), "optix": (make_optix, False),
-         "optix packed": (lambda: optix.packed(make_optix()), False),
-         "optix packed params": (lambda: optix.packed(make_optix()), True)}
+  options = optix.training.compiler_options()
+  txs = {"optax": (make_optax, False, None), "optax+options": (make_optax, False, options),
+         "optix": (make_optix, False, options),
+         "optix packed": (lambda: optix.packed(make_optix()), False, options),
+         "optix packed params": (lambda: optix.packed(make_optix()), True, options)}
   for name in libraries:
-    make_tx, packed_params = txs[name]
+    make_tx, packed_params, opts = txs[name]
     tx = make_tx()
-    out.append(common.Candidate(name, step_for(tx), args_for(tx, packed_params), n_const=1))
+    out.append(common.Candidate(name, step_for(tx), args_for(tx, packed_params), n_const=1,
+                                compiler_options=opts))
+  if torch_rows:
+    out += torch_candidates(opt, make_tree)
   return out, n, leaves
 
 
+# What PyTorch users pick instead: torch.optim's fused (one multi-tensor kernel set)
+# and foreach (horizontal ops over the tensor list) implementations, same
+# hyperparameters; PyTorch has no Lion.
+TORCH = {
+    "adamw": lambda t, ps, **k: t.optim.AdamW(ps, lr=1e-3, weight_decay=1e-4, **k),
+    "adam": lambda t, ps, **k: t.optim.Adam(ps, lr=1e-3, **k),
+    "sgd_momentum": lambda t, ps, **k: t.optim.SGD(ps, lr=1e-2, momentum=0.9, **k),
+}
+
+
+def torch_candidates(opt, make_tree):
+  torch = common.torch_threads()
+  if torch is None or opt not in TORCH:
+    return []
+
+  def make(**kind):
+    def build():
+      sizes = [x.size for x in jax.tree.leaves(make_tree())]
+      ps = [torch.full((s,), 0.01, requires_grad=True) for s in sizes]
+      for p in ps:
+        p.grad = torch.full_like(p, 1e-3)
+      optimizer = TORCH[opt](torch, ps, **kind)
+      optimizer.step()  # builds the state
+      return optimizer, ps
+    return build
+  return [common.TorchCandidate("torch fused", make(fused=True)),
+          common.TorchCandidate("torch foreach", make(foreach=True))]
+
+
 def bench(opt, tree_name, reps, warmup, libraries=LIBRARIES):
-  cs, n, leaves = candidates(opt, TREES[tree_name], libraries)
+  cs, n, leaves = candidates(opt, TREES[tree_name], libraries, torch_rows=True)
   common.run(cs, reps=reps, warmup=warmup)
   roof = min(cs[0].times)
   nbytes = common.roofline_bytes(n, OPTIMIZERS[opt][2])
@@ -160,16 +200,16 @@ def scaling(reps, warmup, quick):
   rows = []
   counts = (1, 100, 1000) if quick else (1, 10, 100, 1000, 10_000)
   for leaves in counts:
-    libs = ("optax", "optix packed params") if leaves > 2000 else LIBRARIES
+    libs = ("optax", "optix packed params") if leaves > 2000 else SCALING
     cs, _, _ = candidates("adamw", uniform_tree(leaves, 4_000_000), libs)
     common.run(cs, reps=reps, warmup=warmup)
     t = {c.name: (1e3 * min(c.times), c.compile_s) for c in cs}
     nan = (float("nan"),) * 2
-    rows.append([f"{leaves} leaves"] + [x for k in ("roofline",) + LIBRARIES
+    rows.append([f"{leaves} leaves"] + [x for k in ("roofline",) + SCALING
                                         for x in t.get(k, nan)])
   print(common.table("AdamW step vs leaf count at 4M params: ms (min) and compile s (10,000 "
                      "leaves: optax and packed params only)", rows,
-                     ["tree"] + [f"{k} {u}" for k in ("roofline",) + LIBRARIES
+                     ["tree"] + [f"{k} {u}" for k in ("roofline",) + SCALING
                                  for u in ("ms", "compile")]), flush=True)
 
 
@@ -186,8 +226,10 @@ def main():
   reps = args.reps or (5 if args.quick else 15)
   warmup = 1 if args.quick else 3
   print("machine:", common.machine())
-  print("PyTorch rows are not implemented (see the README): torch is optional and absent "
-        "from the test extra.")
+  torch = common.torch_threads()
+  print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): fused and foreach "
+        "rows" if torch else "PyTorch not installed: no torch rows (pip install torch)")
+  print("optix rows compiled with", optix.training.compiler_options() or "XLA's defaults")
   bandwidth((1_000_000, 4_000_000, 24_000_000), reps, warmup)
   for tree_name in args.trees.split(","):
     opts = (args.optimizers.split(",") if args.optimizers else

@@ -97,7 +97,7 @@ def check(name, ckpt_root):
     u, s = tx.update(g, s, p)
     return optix.apply_updates(p, u), s, loss
 
-  step = jax.jit(_step, donate_argnums=(0, 1))
+  step = jax.jit(_step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   copy = lambda t: jax.tree.map(jnp.copy, t)
 
   # Run A: straight through.

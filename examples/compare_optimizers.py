@@ -175,7 +175,7 @@ def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets
     updates, opt_state = tx.update(grads, opt_state, params)
     return optix.apply_updates(params, updates), opt_state, loss
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   evaluate = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t))(val_batches)))
 
   params = jax.tree.map(jnp.copy, params0)

@@ -104,7 +104,7 @@ def main(argv):
     stats["layer_update_ratios"] = opt_state.layer_update_ratios
     return optix.apply_updates(params, updates), opt_state, loss, stats
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   params = jax.tree.map(jnp.copy, params0)
   opt_state = jax.jit(tx.init)(params)
   history = []

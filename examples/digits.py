@@ -84,7 +84,7 @@ def train(name, data, model):
     u, s = tx.update(g, s, p)
     return optix.apply_updates(p, u), s, loss
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   accuracy = jax.jit(lambda p, x, y: jnp.mean(jnp.argmax(logits_fn(p, x), -1) == y))
   opt_state = tx.init(params)
   rng = np.random.default_rng(FLAGS.seed)  # same shuffles for every optimizer

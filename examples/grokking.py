@@ -81,7 +81,7 @@ def run(weight_decay, data, params):
     (p, s), losses = jax.lax.scan(step, (p, s), None, length=FLAGS.eval_every)
     return p, s, losses[-1], acc(p, x_tr, y_tr), acc(p, x_va, y_va)
 
-  chunk = jax.jit(chunk, donate_argnums=(0, 1))
+  chunk = jax.jit(chunk, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   p, s = jax.tree.map(jnp.copy, params), tx.init(params)
   hist = {"step": [], "loss": [], "train_acc": [], "val_acc": []}
   for i in range(FLAGS.steps // FLAGS.eval_every):
