@@ -7,7 +7,8 @@ bases) -- the amortized cost at ``preconditioning_interval=10``; the per-step
 figure is the call time / 10. Libraries are interleaved (benchmarks/common.py).
 
 Table 2: the FLOP floor. The per-step matmuls (Shampoo: G Gᵀ, Gᵀ G and
-L^{-1/4} M R^{-1/4}, 8 n³ flops per n×n matrix; SOAP: the two statistics, G into
+L^{-1/4} M R^{-1/4}, 8 n³ flops per n×n matrix; one-sided Shampoo, G Gᵀ and
+L^{-1/2} M, 4 n³; SOAP: the two statistics, G into
 the eigenbasis and the update back out, 12 n³) divided by this machine's
 measured batched-matmul throughput, against the measured per-step time: how close
 the implementation is to what its matmuls alone cost. AdamW is memory-bound, so
@@ -36,6 +37,7 @@ import optix  # noqa: E402
 from optix.transforms import kronecker  # noqa: E402
 
 INTERVAL = 10
+ONE_SIDED = {2: {0: 0.5, 1: 0.0}}  # L^{-1/2} G: one statistic, one root, two matmuls a step
 
 
 def _ten_steps(tx):
@@ -77,6 +79,10 @@ def step_table(layers, size, reps):
                  optix.shampoo(1e-3, preconditioning_interval=INTERVAL,
                                start_preconditioning_step=0, root_method="newton",
                                weight_decay=0.01), layers, size),
+      _candidate("optix.shampoo one-sided",
+                 optix.shampoo(1e-3, preconditioning_interval=INTERVAL,
+                               start_preconditioning_step=0, weight_decay=0.01,
+                               inverse_exponent_override=ONE_SIDED), layers, size),
       _candidate("optix.soap", optix.soap(3e-3, preconditioning_interval=INTERVAL,
                                           weight_decay=0.01), layers, size),
   ]
@@ -107,7 +113,7 @@ def floor_table(times, layers, size, reps):
   adamw = times["optax.adamw"]
   rows = []
   for name, per_matrix in [("optix.shampoo (eigh)", 8), ("optix.shampoo (newton)", 8),
-                           ("optix.soap", 12)]:
+                           ("optix.shampoo one-sided", 4), ("optix.soap", 12)]:
     floor = per_matrix * layers * size ** 3 / (gflops * 1e9)
     rows.append([name, per_matrix, 1e3 * floor, floor / adamw, 1e3 * times[name],
                  times[name] / floor])
