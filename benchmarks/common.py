@@ -19,7 +19,10 @@ import numpy as np
 
 @dataclasses.dataclass
 class Candidate:
-  """A step ``fn(*args) -> args[:len(args) - n_const]``, fed its own output.
+  """A step ``fn(*args) -> args[:len(args) - n_const]``, fed its own output; or,
+  with ``eager``, a PyTorch optimizer (``make_args() -> (optimizer, params)``, the
+  gradients set on the params) stepped in place by ``optimizer.step()``, as
+  PyTorch users run it, timed in the same interleaved rounds.
 
   The last ``n_const`` arguments (gradients) are read only and never returned
   (returning an input would copy it); ``donate`` are the donated argument
@@ -31,6 +34,7 @@ class Candidate:
   donate: tuple = (0, 1)
   n_const: int = 0
   compiler_options: Any = None   # XLA options for this candidate's jit (None: defaults)
+  eager: bool = False            # make_args() -> (torch optimizer, params): step() in place
   compiled: Any = None
   args: Any = None
   compile_s: float = float("nan")
@@ -68,22 +72,6 @@ def peak_mb(compiled) -> float:
           + m.temp_size_in_bytes) / 1e6
 
 
-@dataclasses.dataclass
-class TorchCandidate:
-  """A PyTorch optimizer (``make() -> (optimizer, params)``, gradients already set on
-  the params): each step is ``optimizer.step()``, in place, as PyTorch users run it.
-  Timed in the same interleaved rounds as the JAX candidates."""
-  name: str
-  make: Callable[[], tuple]
-  compile_s: float = float("nan")
-  fusions: int = -1
-  peak_mb: float = float("nan")
-  hlo: str = ""
-  args: Any = None
-  compiled: Any = None
-  times: list = dataclasses.field(default_factory=list)
-
-
 def torch_threads():
   """PyTorch, with as many threads as XLA's CPU backend uses here, or None."""
   try:
@@ -94,9 +82,9 @@ def torch_threads():
   return torch
 
 
-def prepare(c):
-  if isinstance(c, TorchCandidate):
-    c.args = c.make()
+def prepare(c: Candidate):
+  if c.eager:
+    c.args = c.make_args()
     return
   args = c.make_args()
   t = time.perf_counter()
@@ -109,8 +97,8 @@ def prepare(c):
   c.args = args
 
 
-def _step(c):
-  if isinstance(c, TorchCandidate):
+def _step(c: Candidate):
+  if c.eager:
     c.args[0].step()
     return
   out = c.compiled(*c.args)
@@ -135,8 +123,8 @@ def run(candidates: Sequence[Candidate], reps: int = 15, warmup: int = 3):
   return candidates
 
 
-def _ready(c):
-  if not isinstance(c, TorchCandidate):  # PyTorch's CPU steps are synchronous
+def _ready(c: Candidate):
+  if not c.eager:  # PyTorch's CPU steps are synchronous
     jax.block_until_ready(c.args)
 
 

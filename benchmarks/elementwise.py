@@ -148,8 +148,8 @@ def torch_candidates(opt, make_tree):
       optimizer.step()  # builds the state
       return optimizer, ps
     return build
-  return [common.TorchCandidate("torch fused", make(fused=True)),
-          common.TorchCandidate("torch foreach", make(foreach=True))]
+  return [common.Candidate("torch fused", None, make(fused=True), eager=True),
+          common.Candidate("torch foreach", None, make(foreach=True), eager=True)]
 
 
 def bench(opt, tree_name, reps, warmup, libraries=LIBRARIES):

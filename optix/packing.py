@@ -63,7 +63,8 @@ from optix import _base, _tree, _validate
 DEFAULT_MAX_LEAF_SIZE = 1 << 16
 # XLA's compile time grows with the square of the number of slices taken from one
 # buffer (2000 slices of one buffer: 15 s; of 20 buffers of 100: 1.1 s, on 2 CPU
-# cores), and unpacking slices every packed leaf: a buffer holds at most this many.
+# cores), and unpacking takes one slice per packed leaf: so a buffer holds at most
+# this many leaves.
 DEFAULT_MAX_BUFFER_LEAVES = 128
 
 
