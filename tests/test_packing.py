@@ -170,9 +170,20 @@ def test_train_step_donates_and_descends_with_plain_and_packed_params():
     assert isinstance(params, optix.Packed) == packed
 
 
+def _step_of(tx):
+  """One donated-friendly optimizer step ``(params, state, grads) -> (params, state)``."""
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optix.apply_updates(p, u), s
+  return step
+
+
+def _hlo(step, args, **jit_kwargs):
+  return jax.jit(step, donate_argnums=(0, 1), **jit_kwargs).lower(*args).compile().as_text()
+
+
 def _fusions(step, *args):
-  text = jax.jit(step, donate_argnums=(0, 1)).lower(*args).compile().as_text()
-  return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = \S+ fusion\(", text, flags=re.M))
+  return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = \S+ fusion\(", _hlo(step, args), flags=re.M))
 
 
 def test_fusion_counts_of_the_packed_adamw_step():
@@ -181,11 +192,7 @@ def test_fusion_counts_of_the_packed_adamw_step():
   leaves: 16 buffers, 51 fusions against optax's 6003); the drop-in path adds one
   kernel per leaf (the split of the updates fused with the add)."""
   tx = optix.packed(optix.adamw(1e-3))
-
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optix.apply_updates(p, u), s
-
+  step = _step_of(tx)
   params = {f"w{i:04d}": jnp.full((4,), 0.1) for i in range(2000)}
   packed = optix.pack(params)
   assert len(packed.layout.buffers) == 16
@@ -195,8 +202,9 @@ def test_fusion_counts_of_the_packed_adamw_step():
 
 
 def _copies(step, args, **jit_kwargs):
-  text = jax.jit(step, donate_argnums=(0, 1), **jit_kwargs).lower(*args).compile().as_text()
-  return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = f32\[[0-9,]+\]\S* copy\(", text, flags=re.M))
+  """Array copies (f32[n]) in the compiled step: each a full extra pass."""
+  return len(re.findall(r"^\s*(?:ROOT\s+)?\S+ = f32\[[0-9,]+\]\S* copy\(",
+                        _hlo(step, args, **jit_kwargs), flags=re.M))
 
 
 @pytest.mark.parametrize("make", [lambda: optix.lion(1e-3, weight_decay=1e-2),
@@ -209,10 +217,7 @@ def test_compiler_options_remove_the_donated_state_copy_and_keep_the_numbers(mak
   array copy, and every optimizer gives bit-identical params and state."""
   tx = make()
   params = {"w": jnp.linspace(-1.0, 1.0, 4096), "b": jnp.full((7,), 0.5)}
-
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optix.apply_updates(p, u), s
+  step = _step_of(tx)
 
   def args():
     p = jax.tree.map(jnp.copy, params)
@@ -236,7 +241,7 @@ def test_lion_default_copy_insertion_copies_the_momentum():
   """The fault the options fix, seen in the HLO (if XLA stops copying, drop the option)."""
   tx = optix.lion(1e-3)
   p = {"w": jnp.ones(4096)}
-  step = lambda p, s, g: (optix.apply_updates(p, tx.update(g, s, p)[0]), tx.update(g, s, p)[1])
+  step = _step_of(tx)
   assert _copies(step, (p, tx.init(p), p)) >= 1
   assert _copies(step, (p, tx.init(p), p),
                  compiler_options=optix.training.compiler_options("cpu")) == 0
