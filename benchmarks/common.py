@@ -73,7 +73,14 @@ def peak_mb(compiled) -> float:
 
 
 def torch_threads():
-  """PyTorch, with as many threads as XLA's CPU backend uses here, or None."""
+  """PyTorch, with as many threads as XLA's CPU backend uses here, or None.
+
+  Its OpenMP threads are made to sleep, not spin, between parallel regions
+  (``OMP_WAIT_POLICY=PASSIVE``, read when torch loads): spinning, they take the
+  cores from the candidates timed after a PyTorch step in the same round (seen
+  here: the roofline kernel and the first JAX rows ~1.3x slower, the later ones
+  not, which made ratios to the roofline meaningless)."""
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   try:
     import torch  # noqa: PLC0415  (optional: only where it is installed)
   except ImportError:

@@ -8,7 +8,11 @@ Columns: ms (min / median of interleaved donated steps), ratio to the roofline
 same total size: see ``common.roofline_adam_like``), effective GB/s (the
 roofline's bytes over the step time), compile seconds, fusions in the compiled
 step (kernels: regressions show here) and the step's live memory from
-``compiled.memory_analysis()``. "optix packed" is the drop-in
+``compiled.memory_analysis()``. "optix" is the step as ``optix.train_step`` runs
+it, ``optix.apply_step``: on a CPU, AdamW/Adam/Lion/SGD-momentum in one pass
+(``optix.fused``, a C++ kernel over all leaves); "optix update" is the chain's
+``update`` then ``apply_updates``, as ``flax.nnx.Optimizer`` runs it (XLA's
+kernels: m, v and p separately). "optix packed" is the drop-in
 ``optix.packed(tx)`` on an ordinary tree (it packs the gradients and params and
 splits the updates inside the step); "optix packed params" keeps the params
 packed between steps (``optix.pack``), so gradients arrive packed, as in
@@ -43,7 +47,8 @@ OPTIMIZERS = {  # name: (optix, optax, state arrays incl. params for the rooflin
     "sgd_momentum": (lambda: optix.sgd(1e-2, momentum=0.9),
                      lambda: optax.sgd(1e-2, momentum=0.9), 2),
 }
-LIBRARIES = ("optax", "optax+options", "optix", "optix packed", "optix packed params")
+LIBRARIES = ("optax", "optax+options", "optix update", "optix", "optix packed",
+             "optix packed params")
 SCALING = ("optax", "optix", "optix packed", "optix packed params")
 
 
@@ -92,8 +97,10 @@ def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
   leaves = len(jax.tree.leaves(tree))
   del tree
 
-  def step_for(tx):
+  def step_for(tx, one_pass):
     def step(p, s, g):
+      if one_pass:  # as optix.train_step runs it: the single-pass kernel on a CPU
+        return optix.apply_step(tx, g, s, p)
       u, s = tx.update(g, s, p)
       return optax.apply_updates(p, u), s
     return step
@@ -110,14 +117,16 @@ def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
   out = [common.roofline_adam_like(n, state=state)]
   options = optix.training.compiler_options()
   txs = {"optax": (make_optax, False, None), "optax+options": (make_optax, False, options),
+         "optix update": (make_optix, False, options),
          "optix": (make_optix, False, options),
          "optix packed": (lambda: optix.packed(make_optix()), False, options),
          "optix packed params": (lambda: optix.packed(make_optix()), True, options)}
   for name in libraries:
     make_tx, packed_params, opts = txs[name]
     tx = make_tx()
-    out.append(common.Candidate(name, step_for(tx), args_for(tx, packed_params), n_const=1,
-                                compiler_options=opts))
+    one_pass = name.startswith("optix") and name != "optix update"
+    out.append(common.Candidate(name, step_for(tx, one_pass), args_for(tx, packed_params),
+                                n_const=1, compiler_options=opts))
   if torch_rows:
     out += torch_candidates(opt, make_tree)
   return out, n, leaves

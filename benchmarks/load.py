@@ -6,8 +6,9 @@
 Trees: LEAVES small arrays of mixed shapes (a model with many tiny parameters: norms,
 biases, per-head tensors), and a ~200M-parameter transformer-like tree (24 blocks of
 4 matrices 1024x2048 plus norms and a 32000x1024 embedding). Only the step is compiled
-(``jit(update + apply_updates).lower(abstract).compile()`` on ``ShapeDtypeStruct``s, params
-and state donated): nothing of size 200M is allocated. Columns: compile seconds
+(``jit(update + apply_updates).lower(abstract).compile()`` on ``ShapeDtypeStruct``s; the
+optix rows step with ``optix.apply_step`` as ``optix.train_step`` does, so on a CPU AdamW,
+Lion and SGD-momentum compile to ``optix.fused``'s single-pass calls; params and state donated): nothing of size 200M is allocated. Columns: compile seconds
 (lower + compile, wall clock, one run: a shared machine adds noise), fusions in the compiled
 step (kernels), optimized HLO size in kB, peak GiB of the step from
 ``compiled.memory_analysis()`` (arguments + non-aliased outputs + temporaries: params, grads,
@@ -64,11 +65,14 @@ OPTIMIZERS = {
 }
 
 
-def measure(tx, abstract_params):
-  """Compiles one donated step; returns a dict of the numbers."""
+def measure(tx, abstract_params, one_pass=False):
+  """Compiles one donated step (``one_pass``: ``optix.apply_step``, as
+  ``optix.train_step`` runs it); returns a dict of the numbers."""
   state = jax.eval_shape(tx.init, abstract_params)
 
   def step(params, state, grads):
+    if one_pass:
+      return optix.apply_step(tx, grads, state, params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
@@ -138,7 +142,7 @@ def main():
   args = ap.parse_args()
   if args.one:
     spec, name, lib = args.one
-    result = measure(_transform(name, lib), _tree(spec))
+    result = measure(_transform(name, lib), _tree(spec), one_pass=lib != "optax")
     result["rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(result))
     return

@@ -82,3 +82,7 @@ from optix.transforms.linesearch import (
 from optix import testing  # noqa: E402  (the contract checks, for users)
 
 __version__ = "0.1.0"
+
+# -- single-pass steps (issue 6) --
+from optix import fused  # noqa: E402
+from optix.fused import FusedTransformation, apply_step  # noqa: E402

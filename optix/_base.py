@@ -18,6 +18,7 @@ from optix import _tree
 
 GradientTransformation = optax.GradientTransformationExtraArgs
 GradientTransformationBase = optax.GradientTransformation
+with_extra_args_support = optax.with_extra_args_support
 EmptyState = optax.EmptyState
 Params = Any
 Updates = Any
@@ -25,15 +26,49 @@ OptState = Any
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
+class FusedTransformation(optax.GradientTransformationExtraArgs):
+  """An optax transform (``init``, ``update``) that can also do its whole step --
+  update and ``apply_updates`` -- at once: ``tx.fused_step(grads, state, params,
+  fused=None) -> (params, state)`` (see :mod:`optix.fused`). It is the same
+  NamedTuple to optax, flax and orbax; only :func:`optix.apply_step` (and
+  :func:`optix.train_step`) look for ``fused_step``."""
+
+
+def with_fused_step(tx: optax.GradientTransformation, step: Callable) -> FusedTransformation:
+  """``tx`` with ``step(grads, state, params, fused=None) -> (params, state)``
+  attached as its ``fused_step``."""
+  out = FusedTransformation(tx.init, with_extra_args_support(tx).update)
+  out.fused_step = step
+  return out
+
+
+def chain(*transforms: optax.GradientTransformation) -> GradientTransformation:
+  """``optax.chain``. When the last link has a single-pass step (e.g.
+  ``chain(clip_by_global_norm(1.0), adamw(...))``), so does the chain: the
+  links before it run their ``update``, then the last link's ``fused_step``."""
+  tx = optax.chain(*transforms)
+  last = transforms[-1] if transforms else None
+  if not hasattr(last, "fused_step"):
+    return tx
+
+  def fused_step(grads, state, params, fused=None):
+    states = []
+    for link, link_state in zip(transforms[:-1], state[:-1]):
+      grads, link_state = link.update(grads, link_state, params)
+      states.append(link_state)
+    params, last_state = last.fused_step(grads, state[-1], params, fused=fused)
+    return params, (*states, last_state)
+
+  return with_fused_step(tx, fused_step)
+
+
 # Combinators that already do the job: reused, not rewritten.
-chain = optax.chain
 named_chain = optax.named_chain
 apply_updates = optax.apply_updates
 partition = optax.partition
 multi_transform = optax.multi_transform
 identity = optax.identity
 set_to_zero = optax.set_to_zero
-with_extra_args_support = optax.with_extra_args_support
 
 
 # Arguments of optix factories that are never schedules, though their values may

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
+from optix import fused as _fused
 
 DEFAULT_MAX_LEAF_SIZE = 1 << 16
 # XLA's compile time grows with the square of the number of slices taken from one
@@ -330,7 +331,20 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
                            None if params is None else layout.pack(params), **extra_args)
     return _tree.cast_like(unpack(out), updates), PackedState(inner)
 
-  return _base.GradientTransformation(init, update)
+  out = _base.GradientTransformation(init, update)
+  if not hasattr(tx, "fused_step"):
+    return out
+
+  def fused_step(grads, state, params, fused=None):  # tx's single pass, on the buffers
+    if isinstance(grads, Packed):
+      params, inner = tx.fused_step(grads, state.inner, params, fused=fused)
+      return params, PackedState(inner)
+    _tree.check_match("grads", grads, "params", params)
+    layout = layout_of(params, **options)
+    new, inner = tx.fused_step(layout.pack(grads), state.inner, layout.pack(params), fused=fused)
+    return _tree.cast_like(unpack(new), params), PackedState(inner)
+
+  return _fused.with_fused_step(out, fused_step)
 
 
 def _probe_layout(layout: PackLayout) -> PackLayout:

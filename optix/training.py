@@ -9,11 +9,16 @@ donation). ``donate_argnums`` lets XLA update them in place. The pattern::
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optix.apply_updates(params, updates), opt_state, loss
+    params, opt_state = optix.fused.apply_step(tx, grads, opt_state, params)
+    return params, opt_state, loss
 
   params, opt_state, loss = step(params, opt_state, batch)   # rebind: the old
                                                              # buffers are gone
+
+``optix.fused.apply_step`` is ``tx.update`` followed by ``apply_updates``, done
+in one pass over memory for the optimizers with a single-pass kernel (AdamW,
+Adam, Lion, SGD with momentum on a CPU: :mod:`optix.fused`); for any other
+``tx`` it is exactly those two calls.
 
 :func:`train_step` builds exactly this, compiled with :func:`compiler_options`
 (on a CPU: XLA's region-based copy insertion, which lets a donated buffer be
@@ -32,11 +37,12 @@ tree: the step unpacks it inside the differentiated function, so gradients come
 out packed and the optimizer runs on a few buffers.
 """
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import jax
 
 from optix import _base
+from optix import fused as optix_fused
 from optix import packing
 
 
@@ -58,7 +64,8 @@ def compiler_options(backend: str = None) -> Dict[str, Any]:
 
 
 def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase, *,
-               has_aux: bool = False, donate: bool = True, jit: bool = True) -> Callable:
+               has_aux: bool = False, donate: bool = True, jit: bool = True,
+               fused: Optional[bool] = None) -> Callable:
   """A training step ``(params, opt_state, *batch) -> (params, opt_state, loss[, aux])``.
 
   Args:
@@ -72,9 +79,17 @@ def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase
       outside the step).  The jitted step also uses :func:`compiler_options`.
     jit: return the jitted step (False: the plain function, to be composed
       into a larger jitted function, e.g. under ``lax.scan``).
+    fused: run the optimizer's single-pass kernel (:mod:`optix.fused`: AdamW,
+      Adam, Lion, SGD with momentum): None (default) where it applies -- one
+      CPU device, buffers donated --, True always (e.g. inside ``shard_map``),
+      False never. Without donation the kernel would work on copies of params
+      and state (XLA copies an operand a custom call overwrites): 13 passes over
+      memory instead of the chain's 10, so None then means False.
   """
   if not callable(loss_fn):
     raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
+  if fused is None and not (donate and jit):
+    fused = False
 
   def objective(params, *batch):
     return loss_fn(packing.unpack(params) if isinstance(params, packing.Packed) else params,
@@ -82,8 +97,7 @@ def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase
 
   def step(params, opt_state, *batch):
     out, grads = jax.value_and_grad(objective, has_aux=has_aux)(params, *batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = _base.apply_updates(params, updates)
+    params, opt_state = optix_fused.apply_step(tx, grads, opt_state, params, fused=fused)
     if has_aux:
       loss, aux = out
       return params, opt_state, loss, aux

@@ -37,6 +37,7 @@ MATRIX_CELLS = {
     "test_state_can_be_donated": "donate",
     "test_matches_optax": "optax-parity",
     "test_counter_saturates": "count-2^31",
+    "test_fused_step_matches_update": "fused",
 }
 # Cells run for a light subset by default, for every entry under `make test-all` (slow).
 _SLOW_CELLS = {"test_sharded_matches_unsharded", "test_sharded_bf16", "test_extra_args_accepted",

@@ -57,6 +57,7 @@ def render() -> str:
          'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")', "",
          'package(default_visibility = ["//visibility:public"])', "",
          f'py_library(\n    name = "optix",\n    srcs = [\n{listing(lib)}\n    ],\n'
+         f'    data = [\n{listing(_on_disk("optix/**/*.cc"))}\n    ],\n'
          '    imports = ["."],\n)', "",
          f'py_library(\n    name = "test_support",\n    testonly = True,\n    srcs = [\n'
          f'{listing(support)}\n    ],\n    imports = ["tests"],\n    deps = [":optix"],\n)']

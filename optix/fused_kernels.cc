@@ -1,0 +1,240 @@
+// Single-pass optimizer steps for XLA's CPU backend, called through the XLA FFI
+// (see optix/fused.py, which compiles this file on first use).
+//
+// XLA's CPU backend emits one kernel per output array, so an AdamW step is three
+// loops (m, v, then p), each streaming the gradient and the arrays it needs:
+// ten arrays' worth of memory traffic where reading p, g, m, v once and writing
+// p, m, v once (seven) suffices. Each handler here does the whole step in one
+// loop over every leaf it is given, in place (the outputs alias the inputs), on
+// XLA's intra-op thread pool.
+//
+// The arithmetic is the XLA path's, operation for operation, so results are bit
+// for bit those of the unfused chain: XLA multiplies by the reciprocal of a
+// scalar divisor (the bias corrections arrive as reciprocals) and its LLVM
+// backend contracts `a * b + c` into a fused multiply-add where the target has
+// one; the std::fma calls below sit exactly where it does (FMA() falls back to
+// a * b + c on targets without FMA, as XLA does). Built with
+// -ffp-contract=off so that the compiler adds no contraction of its own.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#ifdef __FMA__
+inline float FMA(float a, float b, float c) { return std::fma(a, b, c); }
+#else
+inline float FMA(float a, float b, float c) { return a * b + c; }
+#endif
+
+inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+
+// The leaves of one call: leaf k has n[k] elements; arrays[j][k] is its j-th
+// array (inputs first, then outputs).
+struct Leaves {
+  std::vector<int64_t> n, start;  // sizes and prefix sums
+  std::vector<std::vector<float*>> arrays;
+  int64_t total = 0;
+};
+
+// Runs body(leaf, lo, hi) over every element of every leaf, split into
+// contiguous ranges of the concatenated index space, one per thread.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
+  constexpr int64_t kMinPerTask = 1 << 15;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t tasks = std::clamp<int64_t>(leaves.total / kMinPerTask, 1, threads);
+  auto run = [&](int64_t lo, int64_t hi) {
+    auto k = std::upper_bound(leaves.start.begin(), leaves.start.end(), lo) -
+             leaves.start.begin() - 1;
+    for (; lo < hi; ++k) {
+      const int64_t end = std::min(hi, leaves.start[k] + leaves.n[k]);
+      if (end > lo) body(k, lo - leaves.start[k], end - leaves.start[k]);
+      lo = std::max(lo, end);
+    }
+  };
+  if (tasks == 1) {
+    run(0, leaves.total);
+    return;
+  }
+  const int64_t chunk = ((leaves.total + tasks - 1) / tasks + 15) & ~int64_t{15};
+  std::atomic<int64_t> pending(tasks - 1);
+  for (int64_t t = 1; t < tasks; ++t) {
+    const int64_t lo = std::min(leaves.total, t * chunk);
+    const int64_t hi = std::min(leaves.total, lo + chunk);
+    pool.Schedule([&, lo, hi] {
+      run(lo, hi);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  run(0, std::min(leaves.total, chunk));
+  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+}
+
+// Decodes `per_leaf` inputs and `per_leaf_out` outputs for each leaf. The
+// inputs come leaf by leaf (p, g, state...), the outputs likewise (p, state...).
+ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets, size_t first_arg,
+                            size_t per_leaf, size_t per_leaf_out) {
+  Leaves leaves;
+  const size_t count = (args.size() - first_arg) / per_leaf;
+  if ((args.size() - first_arg) % per_leaf || rets.size() != count * per_leaf_out)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("optix fused step: wrong number of operands"));
+  leaves.arrays.assign(per_leaf + per_leaf_out, std::vector<float*>(count));
+  for (size_t k = 0; k < count; ++k) {
+    int64_t n = -1;
+    for (size_t j = 0; j < per_leaf; ++j) {
+      auto buf = args.get<ffi::Buffer<ffi::F32>>(first_arg + k * per_leaf + j);
+      if (buf.has_error()) return ffi::Unexpected(buf.error());
+      if (n >= 0 && static_cast<int64_t>(buf->element_count()) != n)
+        return ffi::Unexpected(ffi::Error::InvalidArgument("optix fused step: leaf sizes differ"));
+      n = buf->element_count();
+      leaves.arrays[j][k] = buf->typed_data();
+    }
+    for (size_t j = 0; j < per_leaf_out; ++j) {
+      auto buf = rets.get<ffi::Buffer<ffi::F32>>(k * per_leaf_out + j);
+      if (buf.has_error()) return ffi::Unexpected(buf.error());
+      leaves.arrays[per_leaf + j][k] = (*buf)->typed_data();
+    }
+    leaves.start.push_back(leaves.total);
+    leaves.n.push_back(n);
+    leaves.total += n;
+  }
+  return leaves;
+}
+
+// Operands of every handler: scalars f32[S] (step-dependent values), decay
+// f32[L, 2] (per leaf: weight decay, and 1 where the leaf decays), then the
+// leaves' arrays; static hyperparameters are attributes.
+
+// AdamW (Adam when no leaf decays):
+//   m = (1-b1) g + b1 m;  v = (1-b2) g^2 + b2 v
+//   u = m/(1-b1^t) / (sqrt(v/(1-b2^t) + eps_root) + eps) [+ wd p];  p = p - lr u
+// scalars: 1/(1-b1^t), 1/(1-b2^t), -lr.
+ffi::Error Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                float b1, float b2, float c1, float c2, float eps, float eps_root) {
+  auto leaves = Decode(args, rets, 0, 4, 3);
+  if (leaves.has_error()) return leaves.error();
+  const float* s = scalars.typed_data();
+  const float inv_bc1 = s[0], inv_bc2 = s[1], neg_lr = s[2];
+  const float* d = decay.typed_data();
+  const auto& a = leaves->arrays;
+  ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
+    const float *P = a[0][k], *G = a[1][k], *M = a[2][k], *V = a[3][k];
+    float *PO = a[4][k], *MO = a[5][k], *VO = a[6][k];
+    const float wd = d[2 * k];
+    const bool decays = d[2 * k + 1] != 0.0f;
+    auto step = [&](auto with_decay) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {
+        const float g = G[i], p = P[i];
+        const float m = FMA(g, c1, b1 * M[i]);
+        const float v = FMA(g * g, c2, b2 * V[i]);
+        float u = (m * inv_bc1) / (std::sqrt(FMA(v, inv_bc2, eps_root)) + eps);
+        if constexpr (decltype(with_decay)::value) u = FMA(p, wd, u);
+        PO[i] = FMA(u, neg_lr, p);
+        MO[i] = m;
+        VO[i] = v;
+      }
+    };
+    decays ? step(std::true_type{}) : step(std::false_type{});
+  });
+  return ffi::Error::Success();
+}
+
+// Lion: u = sign((1-b1) g + b1 m) [+ wd p];  m = (1-b2) g + b2 m;  p = p - lr u.
+// scalars: -lr.
+ffi::Error Lion(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                float b1, float b2, float c1, float c2) {
+  auto leaves = Decode(args, rets, 0, 3, 2);
+  if (leaves.has_error()) return leaves.error();
+  const float neg_lr = scalars.typed_data()[0];
+  const float* d = decay.typed_data();
+  const auto& a = leaves->arrays;
+  ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
+    const float *P = a[0][k], *G = a[1][k], *M = a[2][k];
+    float *PO = a[3][k], *MO = a[4][k];
+    const float wd = d[2 * k];
+    const bool decays = d[2 * k + 1] != 0.0f;
+    auto step = [&](auto with_decay) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {
+        const float g = G[i], p = P[i], m = M[i];
+        float u = Sign(FMA(g, c1, b1 * m));
+        if constexpr (decltype(with_decay)::value) u = FMA(p, wd, u);
+        PO[i] = FMA(u, neg_lr, p);
+        MO[i] = FMA(g, c2, b2 * m);
+      }
+    };
+    decays ? step(std::true_type{}) : step(std::false_type{});
+  });
+  return ffi::Error::Success();
+}
+
+// SGD with momentum: t = g + mu t;  u = t (Nesterov: g + mu t);  p = p - lr u.
+// scalars: -lr. (No weight decay in the chain: `decay` is ignored.)
+ffi::Error Momentum(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                    ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets, float mu, bool nesterov) {
+  auto leaves = Decode(args, rets, 0, 3, 2);
+  if (leaves.has_error()) return leaves.error();
+  const float neg_lr = scalars.typed_data()[0];
+  const auto& a = leaves->arrays;
+  ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
+    const float *P = a[0][k], *G = a[1][k], *T = a[2][k];
+    float *PO = a[3][k], *TO = a[4][k];
+    auto step = [&](auto look_ahead) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {
+        const float g = G[i];
+        const float t = FMA(mu, T[i], g);
+        float u = t;
+        if constexpr (decltype(look_ahead)::value) u = FMA(mu, t, g);
+        PO[i] = FMA(u, neg_lr, P[i]);
+        TO[i] = t;
+      }
+    };
+    nesterov ? step(std::true_type{}) : step(std::false_type{});
+  });
+  return ffi::Error::Success();
+}
+
+// Every handler: the thread pool, scalars, decay, then the leaves' arrays in and out.
+auto StepBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .RemainingArgs()
+      .RemainingRets();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(optix_fused_adam, Adam,
+                              StepBinding()
+                                  .Attr<float>("b1")
+                                  .Attr<float>("b2")
+                                  .Attr<float>("c1")
+                                  .Attr<float>("c2")
+                                  .Attr<float>("eps")
+                                  .Attr<float>("eps_root"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(optix_fused_lion, Lion,
+                              StepBinding()
+                                  .Attr<float>("b1")
+                                  .Attr<float>("b2")
+                                  .Attr<float>("c1")
+                                  .Attr<float>("c2"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(optix_fused_momentum, Momentum,
+                              StepBinding().Attr<float>("mu").Attr<bool>("nesterov"));

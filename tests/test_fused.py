@@ -1,0 +1,197 @@
+"""optix.fused: the single-pass step (a C++ kernel through the XLA FFI) computes
+what ``tx.update`` + ``apply_updates`` compute, for every registry optimizer that
+has one, on every leaf kind, with schedules, masks, mixed dtypes and packing."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optix
+from optix import fused
+from registry import ENTRIES, make_params, params_for
+
+FUSED = [e for e in ENTRIES if hasattr(e.make(), "fused_step")]
+
+
+def _grads(params, k):
+  return jax.tree.map(lambda p: jax.random.normal(jax.random.key(100 + k), jnp.shape(p),
+                                                  jnp.result_type(p)), params)
+
+
+def _run(tx, params, steps, one_pass, fused_arg=True, extra=None):
+  if one_pass:
+    step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=fused_arg))
+  else:
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+        *tx.update(g, s, p)))
+  state = tx.init(params)
+  for k in range(steps):
+    params, state = step(params, state, _grads(params, k) if extra is None else extra(k))
+  return params, state
+
+
+def _assert_close(a, b, rtol=1e-6, atol=1e-7):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert jnp.result_type(x) == jnp.result_type(y)
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               rtol=rtol, atol=atol)
+
+
+def _assert_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_the_kernels_were_built_with_the_package():
+  assert fused._registered() is None  # setup.py builds optix/_fused_kernels*.so
+
+
+def test_the_registry_has_fused_optimizers():
+  names = {e.name for e in FUSED}
+  assert {"adam", "adamw", "adamw_masked", "adamw_scheduled", "lion", "sgd_momentum",
+          "sgd_nesterov", "packed_adamw"} <= names
+  assert "nadam" not in names and "sgd" not in names  # no kernel: the plain chain
+
+
+@pytest.mark.parametrize("entry", FUSED, ids=str)
+def test_fused_step_matches_update(entry):
+  """30 steps on the registry's mixed tree (matrices, conv kernel, vectors, a
+  scalar): params and state as the chain computes them, to a few float32 ulps
+  (XLA may fold a scalar divisor differently from one graph to another)."""
+  tx, params = entry.make(), params_for(entry)
+  _assert_close(_run(tx, params, 30, True), _run(tx, params, 30, False))
+
+
+_ONE_LEAF = lambda: {"w": jax.random.normal(jax.random.key(0), (3000,))}
+
+
+@pytest.mark.parametrize("make, make_tree", [
+    (lambda: optix.lion(1e-3, weight_decay=0.5), make_params),
+    (lambda: optix.sgd(0.05, momentum=0.9), make_params),
+    (lambda: optix.sgd(optix.linear_schedule(0.1, 0.01, 5), momentum=0.8, nesterov=True),
+     make_params),
+    (lambda: optix.adamw(1e-2, weight_decay=0.3), _ONE_LEAF)],
+    ids=["lion", "sgd_momentum", "nesterov_scheduled", "adamw_one_leaf"])
+def test_bit_identical_to_the_jitted_chain(make, make_tree):
+  """Same operations in the same order, fused multiply-adds where XLA's LLVM
+  backend contracts: bit for bit (AdamW on one leaf, where XLA keeps the bias
+  corrections as reciprocals)."""
+  tx, params = make(), make_tree()
+  _assert_equal(_run(tx, params, 20, True), _run(tx, params, 20, False))
+
+
+def test_state_structure_dtypes_and_checkpointed_state_are_the_chains():
+  tx = optix.adamw(1e-2)
+  params = make_params()
+  p1, s1 = _run(tx, params, 3, True)
+  p2, s2 = _run(tx, params, 3, False)
+  assert jax.tree.structure(s1) == jax.tree.structure(s2)
+  assert isinstance(tx, optax.GradientTransformationExtraArgs)
+  assert isinstance(s1[0], optix.ScaleByAdamState) and int(s1[0].count) == 3
+  # the fused step resumes from the chain's state and vice versa
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True))
+  _assert_close(step(p2, s2, _grads(params, 3)), step(p1, s1, _grads(params, 3)))
+
+
+def test_ineligible_leaves_take_the_chains_path_in_the_same_step():
+  """bf16 params (fp32 state) are not float32 throughout: the chain computes
+  them, the float32 leaves go through the kernel, and both are right."""
+  params = {"fp32": jnp.ones((64, 8)), "bf16": jnp.ones((16,), jnp.bfloat16)}
+  tx = optix.adamw(1e-2, weight_decay=0.1)
+  a, b = _run(tx, params, 5, True), _run(tx, params, 5, False)
+  _assert_close(a, b)
+  np.testing.assert_array_equal(np.asarray(a[0]["bf16"], np.float32),
+                                np.asarray(b[0]["bf16"], np.float32))
+  hlo = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True)).lower(
+      params, tx.init(params), params).as_text()
+  assert hlo.count("optix_fused_adam") == 1
+
+
+def test_one_custom_call_per_max_call_leaves_and_nothing_else_left():
+  """2000 leaves: ceil(2000 / MAX_CALL_LEAVES) calls; XLA drops the chain's
+  per-leaf kernels (a handful of scalar fusions remain), no copies."""
+  params = {f"p{i}": jnp.ones((16,)) for i in range(200)}
+  tx = optix.adamw(1e-3)
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True), donate_argnums=(0, 1))
+  text = step.lower(params, tx.init(params), params).compile().as_text()
+  calls = -(-200 // fused.MAX_CALL_LEAVES)
+  assert text.count('custom_call_target="optix_fused_adam"') == calls
+  assert not re.search(r"= f32\[16\]\S* fusion\(", text)
+  assert " copy(" not in text
+
+
+@pytest.mark.parametrize("tx, pack", [(optix.lion(1e-3), False),
+                                      (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), False),
+                                      (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), True)],
+                         ids=["lion", "drop_in_packed", "packed_params"])
+def test_train_step_runs_the_kernel(tx, pack):
+  params = optix.pack(make_params()) if pack else make_params()
+  loss = lambda p, x: sum(jnp.sum((leaf * x) ** 2) for leaf in jax.tree.leaves(p))
+  results = []
+  for one_pass in (True, False):
+    step = optix.train_step(loss, tx, fused=one_pass, donate=False)
+    p, s = params, tx.init(params)
+    for _ in range(5):
+      p, s, _ = step(p, s, 0.5)
+    results.append((p, s))
+  assert ("optix_fused" in step.lower(params, tx.init(params), 0.5).as_text()) is False
+  assert "optix_fused" in optix.train_step(loss, tx, fused=True).lower(
+      params, tx.init(params), 0.5).as_text()
+  _assert_close(results[0], results[1])
+
+
+def test_masked_packed_decay_matches():
+  groups = optix.matrices_only
+  tx = optix.packed(optix.adamw(1e-2, weight_decay=0.1, mask=optix.packed_mask(groups)),
+                    groups=groups)
+  params = optix.pack(make_params(), groups=groups)
+  _assert_close(_run(tx, params, 10, True), _run(tx, params, 10, False))
+
+
+def test_fused_false_and_other_transforms_are_the_chain_exactly():
+  params = make_params()
+  for tx in (optix.adamw(1e-2), optix.nadam(1e-2), optax.adam(1e-2)):
+    _assert_equal(_run(tx, params, 5, True, fused_arg=False), _run(tx, params, 5, False))
+
+
+def test_auto_mode_is_off_with_several_devices_and_fused_true_raises_without_kernel(monkeypatch):
+  assert jax.device_count() == 8  # tests simulate 8 devices: auto (None) keeps the chain
+  assert not fused.use_kernel(None)
+  assert fused.use_kernel(True)
+  monkeypatch.setattr(fused, "_registered", lambda: "optix's fused kernels are unavailable: x")
+  assert not fused.use_kernel(None)
+  with pytest.raises(RuntimeError, match="unavailable"):
+    fused.use_kernel(True)
+
+
+def test_donated_in_place_and_works_in_optax_chain_and_nnx():
+  """The kernel writes params and state into the donated buffers; the transform
+  is still an ordinary optax transform for optax.chain and flax.nnx.Optimizer."""
+  from flax import nnx
+  tx = optix.adamw(1e-2)
+  params = {"w": jnp.ones((4096,))}
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True), donate_argnums=(0, 1))
+  compiled = step.lower(params, tx.init(params), params).compile()
+  analysis = compiled.memory_analysis()
+  assert analysis.alias_size_in_bytes >= 3 * 4096 * 4
+  chained = optax.chain(optax.clip(1.0), tx)
+  u, _ = chained.update(params, chained.init(params), params)
+  assert jax.tree.structure(u) == jax.tree.structure(params)
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  grads = nnx.state(model, nnx.Param)
+  opt.update(model, grads)
+
+
+def test_a_chain_ending_in_a_fused_optimizer_has_a_fused_step():
+  tx = optix.chain(optix.clip_by_global_norm(1.0), optix.adamw(1e-2, weight_decay=0.1))
+  assert hasattr(tx, "fused_step")
+  assert not hasattr(optix.chain(optix.adamw(1e-2), optix.clip(1.0)), "fused_step")
+  params = make_params()
+  _assert_close(_run(tx, params, 10, True), _run(tx, params, 10, False))
