@@ -94,8 +94,8 @@ def check(name, ckpt_root):
 
   def _step(p, s, idx):
     loss, g = jax.value_and_grad(loss_fn)(p, idx)
-    u, s = tx.update(g, s, p)
-    return optix.apply_updates(p, u), s, loss
+    p, s = optix.apply_step(tx, g, s, p)
+    return p, s, loss
 
   step = jax.jit(_step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   copy = lambda t: jax.tree.map(jnp.copy, t)

@@ -172,8 +172,8 @@ def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets
 
   def step(params, opt_state, data, starts):  # data: the training bytes, an argument (no
     loss, grads = jax.value_and_grad(loss_fn)(params, batch(data, starts))  # baked constant)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optix.apply_updates(params, updates), opt_state, loss
+    params, opt_state = optix.apply_step(tx, grads, opt_state, params)  # one pass on a CPU
+    return params, opt_state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   evaluate = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t))(val_batches)))

@@ -81,8 +81,8 @@ def train(name, data, model):
 
   def step(p, s, idx):
     loss, g = jax.value_and_grad(loss_fn)(p, x_tr[idx], y_tr[idx])
-    u, s = tx.update(g, s, p)
-    return optix.apply_updates(p, u), s, loss
+    p, s = optix.apply_step(tx, g, s, p)
+    return p, s, loss
 
   step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
   accuracy = jax.jit(lambda p, x, y: jnp.mean(jnp.argmax(logits_fn(p, x), -1) == y))

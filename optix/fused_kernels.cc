@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -45,13 +46,16 @@ struct Leaves {
   int64_t total = 0;
 };
 
-// Runs body(leaf, lo, hi) over every element of every leaf, split into
-// contiguous ranges of the concatenated index space, one per thread.
+// Runs body(leaf, lo, hi) over every element of every leaf, in contiguous
+// chunks of the concatenated index space. Chunks are claimed from a shared
+// counter by the calling thread and by tasks put on XLA's thread pool, so the
+// caller never waits on a task that has no thread to run it (another custom
+// call may hold the pool's other threads): whatever is left, it runs itself.
 template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
-  constexpr int64_t kMinPerTask = 1 << 15;
+  constexpr int64_t kMinPerChunk = 1 << 15;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t tasks = std::clamp<int64_t>(leaves.total / kMinPerTask, 1, threads);
+  const int64_t chunks = std::clamp<int64_t>(leaves.total / kMinPerChunk, 1, 2 * threads);
   auto run = [&](int64_t lo, int64_t hi) {
     auto k = std::upper_bound(leaves.start.begin(), leaves.start.end(), lo) -
              leaves.start.begin() - 1;
@@ -61,22 +65,27 @@ void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
       lo = std::max(lo, end);
     }
   };
-  if (tasks == 1) {
+  if (chunks == 1) {
     run(0, leaves.total);
     return;
   }
-  const int64_t chunk = ((leaves.total + tasks - 1) / tasks + 15) & ~int64_t{15};
-  std::atomic<int64_t> pending(tasks - 1);
-  for (int64_t t = 1; t < tasks; ++t) {
-    const int64_t lo = std::min(leaves.total, t * chunk);
-    const int64_t hi = std::min(leaves.total, lo + chunk);
-    pool.Schedule([&, lo, hi] {
-      run(lo, hi);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  run(0, std::min(leaves.total, chunk));
-  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  const int64_t size = ((leaves.total + chunks - 1) / chunks + 15) & ~int64_t{15};
+  struct Progress {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto progress = std::make_shared<Progress>();
+  // Claims and runs chunks until none is left. `run` (the caller's frame) is
+  // touched only while a claimed chunk is not done, so the caller is waiting;
+  // a task that starts late finds nothing left and touches only its captures.
+  auto drain = [progress, chunks, size, total = leaves.total](const decltype(run)* run) {
+    for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
+      (*run)(std::min(total, c * size), std::min(total, (c + 1) * size));
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < std::min(threads, chunks); ++t) pool.Schedule([drain, &run] { drain(&run); });
+  drain(&run);
+  while (progress->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
 
 // Decodes `per_leaf` inputs and `per_leaf_out` outputs for each leaf. The

@@ -2,7 +2,10 @@
 what ``tx.update`` + ``apply_updates`` compute, for every registry optimizer that
 has one, on every leaf kind, with schedules, masks, mixed dtypes and packing."""
 
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -195,3 +198,27 @@ def test_a_chain_ending_in_a_fused_optimizer_has_a_fused_step():
   assert not hasattr(optix.chain(optix.adamw(1e-2), optix.clip(1.0)), "fused_step")
   params = make_params()
   _assert_close(_run(tx, params, 10, True), _run(tx, params, 10, False))
+
+
+_CONCURRENT_CALLS = """
+import jax, jax.numpy as jnp, optix
+params = {f"p{i}": jnp.full((4000,), 0.01) for i in range(1000)}
+tx = optix.adamw(1e-3)
+step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True))
+p, s = params, tx.init(params)
+for _ in range(10):
+  p, s = step(p, s, params)
+jax.block_until_ready(p)
+"""
+
+
+def test_concurrent_calls_do_not_deadlock_the_thread_pool():
+  """1000 leaves: 32 independent custom calls, each big enough to split over
+  threads, which XLA runs concurrently on its pool. A call must never wait on a
+  task that no pool thread is free to run (it did, before chunks were claimed:
+  this script hung). One CPU device, as users run it (the tests' 8 simulated
+  devices do not reproduce the hang), in its own process with a time limit."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  done = subprocess.run([sys.executable, "-c", _CONCURRENT_CALLS], env=env, timeout=300,
+                        capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
