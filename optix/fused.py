@@ -4,15 +4,15 @@ An elementwise optimizer step is memory-bound. AdamW reads
 :math:`\theta, g, m, v` and writes :math:`\theta, m, v`: seven arrays' worth of
 traffic. XLA's CPU backend emits one kernel per output array (it has no
 multi-output loop fusion), so the jitted chain runs three loops -- m, v, then
-:math:`\theta` -- that move ten arrays' worth, ~1.45x the memory roofline on a
+:math:`\theta` -- that move ten arrays' worth, ~1.5x the memory roofline on a
 24M-parameter leaf (``benchmarks/elementwise.py``). PyTorch's fused CPU AdamW
 does the step in one pass.
 
 Here the whole step of AdamW/Adam, Lion and SGD with momentum is one C++ loop
 per call (``optix/fused_kernels.cc``, an XLA FFI custom call on XLA's intra-op
 thread pool, writing params and state in place through donated buffers), over
-*every* eligible leaf at once, so a tree of 2000 small leaves costs one call,
-not 6000 kernels. The arithmetic is the jitted chain's, operation for operation
+every eligible leaf at once (up to :data:`MAX_CALL_LEAVES` leaves a call), so
+2000 leaves cost 63 calls, not 6000 kernels. The arithmetic is the jitted chain's, operation for operation
 (including where XLA contracts into fused multiply-adds and multiplies by the
 reciprocal of a bias correction), so results match ``tx.update`` +
 ``optax.apply_updates`` under ``jax.jit``: bit for bit for Lion, SGD and AdamW on
@@ -28,6 +28,11 @@ cannot (it returns updates, so applying them is a second pass by definition).
 Inside ``fused_step`` the chain's own ``update`` still runs, for the small parts
 of the new state (step counts, schedule counts); XLA drops the elementwise work
 the kernel replaced.
+
+What it cannot remove: JAX dispatches each argument array of a jitted call
+separately (~4 us per donated array here), so a tree of thousands of small
+leaves still pays that per step; keep such params packed (:func:`optix.pack`),
+which leaves a few buffers -- the kernel then runs on those.
 
 Where the kernel is used (``fused=None``, the default): a CPU backend, one
 device (with several, XLA's SPMD partitioner would gather sharded operands of a
@@ -52,7 +57,7 @@ from optix import _base
 
 _TARGETS = ("optix_fused_adam", "optix_fused_lion", "optix_fused_momentum")
 # Leaves per custom call: XLA's compile time grows faster than linearly with the
-# operands one call aliases (2000 leaves: 400 per call 4.6 s per 400; 32 per call 3.2 s in all).
+# operands one call aliases (one call over 400 leaves: 4.6 s; 2000 leaves in calls of 32: 3.2 s).
 MAX_CALL_LEAVES = 32
 
 
@@ -110,7 +115,7 @@ def with_kernel(tx: _base.GradientTransformationBase, kernel: Kernel) -> FusedTr
 
 def use_kernel(fused: Optional[bool] = None) -> bool:
   """Whether a step traced now runs the kernel: ``fused`` True/False forces it
-  (True raises if the kernel cannot be built); None picks it on one CPU device."""
+  (True raises if the kernels are not available); None picks it on one CPU device."""
   if fused is False:
     return False
   if fused is None:

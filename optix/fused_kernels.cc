@@ -55,7 +55,7 @@ template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
   constexpr int64_t kMinPerChunk = 1 << 15;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t chunks = std::clamp<int64_t>(leaves.total / kMinPerChunk, 1, 2 * threads);
+  const int64_t chunks = std::clamp<int64_t>(leaves.total / kMinPerChunk, 1, threads);
   auto run = [&](int64_t lo, int64_t hi) {
     auto k = std::upper_bound(leaves.start.begin(), leaves.start.end(), lo) -
              leaves.start.begin() - 1;
