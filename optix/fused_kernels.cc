@@ -53,7 +53,7 @@ struct Leaves {
 // call may hold the pool's other threads): whatever is left, it runs itself.
 template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
-  constexpr int64_t kMinPerChunk = 1 << 15;
+  constexpr int64_t kMinPerChunk = 1 << 18;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t chunks = std::clamp<int64_t>(leaves.total / kMinPerChunk, 1, threads);
   auto run = [&](int64_t lo, int64_t hi) {
