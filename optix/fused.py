@@ -166,10 +166,11 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None):
   if not use_kernel(fused):
     return _base.apply_updates(params, updates), new_state
   leaves, treedef = jax.tree.flatten(params)
-  g_leaves, u_leaves = treedef.flatten_up_to(grads), treedef.flatten_up_to(updates)
+  g_leaves = treedef.flatten_up_to(grads)
   old = [treedef.flatten_up_to(t) for t in kernel.moments(state)]
   new = [treedef.flatten_up_to(t) for t in kernel.moments(new_state)]
-  out_p = [None] * len(leaves)
+  # The chain's params and state; XLA drops what the kernel's outputs replace.
+  out_p = treedef.flatten_up_to(_base.apply_updates(params, updates))
   eligible = [k for k, (p, g) in enumerate(zip(leaves, g_leaves))
               if all(jnp.result_type(x) == jnp.float32 and jnp.shape(x) == jnp.shape(p)
                      for x in (p, g, *(m[k] for m in old)))]
@@ -190,7 +191,5 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None):
         out_p[k] = p
         for j, m in enumerate(moments):
           new[j][k] = m
-  out_p = [jnp.asarray(p + u).astype(jnp.result_type(p)) if out is None else out  # the chain's
-           for out, p, u in zip(out_p, leaves, u_leaves)]
   return (treedef.unflatten(out_p),
           kernel.with_moments(new_state, [treedef.unflatten(m) for m in new]))
