@@ -98,12 +98,9 @@ def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
   del tree
 
   def step_for(tx, one_pass):
-    def step(p, s, g):
-      if one_pass:  # as optix.train_step runs it: the single-pass kernel on a CPU
-        return optix.apply_step(tx, g, s, p)
-      u, s = tx.update(g, s, p)
-      return optax.apply_updates(p, u), s
-    return step
+    # one_pass: as optix.train_step runs it (the single-pass kernel on a CPU); else
+    # exactly tx.update + apply_updates
+    return lambda p, s, g: optix.apply_step(tx, g, s, p, fused=None if one_pass else False)
 
   def args_for(tx, packed_params=False):
     def make():

@@ -8,7 +8,8 @@ biases, per-head tensors), and a ~200M-parameter transformer-like tree (24 block
 4 matrices 1024x2048 plus norms and a 32000x1024 embedding). Only the step is compiled
 (``jit(update + apply_updates).lower(abstract).compile()`` on ``ShapeDtypeStruct``s; the
 optix rows step with ``optix.apply_step`` as ``optix.train_step`` does, so on a CPU AdamW,
-Lion and SGD-momentum compile to ``optix.fused``'s single-pass calls; params and state donated): nothing of size 200M is allocated. Columns: compile seconds
+Lion and SGD-momentum compile to ``optix.fused``'s single-pass calls; params and state
+donated): nothing of size 200M is allocated. Columns: compile seconds
 (lower + compile, wall clock, one run: a shared machine adds noise), fusions in the compiled
 step (kernels), optimized HLO size in kB, peak GiB of the step from
 ``compiled.memory_analysis()`` (arguments + non-aliased outputs + temporaries: params, grads,
@@ -70,11 +71,8 @@ def measure(tx, abstract_params, one_pass=False):
   ``optix.train_step`` runs it); returns a dict of the numbers."""
   state = jax.eval_shape(tx.init, abstract_params)
 
-  def step(params, state, grads):
-    if one_pass:
-      return optix.apply_step(tx, grads, state, params)
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
+  def step(params, state, grads):  # without one_pass: exactly update + apply_updates
+    return optix.apply_step(tx, grads, state, params, fused=None if one_pass else False)
 
   t = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(abstract_params, state,
