@@ -51,9 +51,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
-from optix import _base
+from optix import _base, _tree
 
 _TARGETS = ("optix_fused_adam", "optix_fused_lion", "optix_fused_momentum")
 # Leaves per custom call: XLA's compile time grows faster than linearly with the
@@ -138,58 +139,116 @@ def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
   return _base.apply_updates(params, updates), state
 
 
-def _call(target, attrs, scalars, decay, leaves):
-  """One custom call over ``leaves`` = [(p, g, *state)]: [(p', *state')], each
-  output written in place of its input (aliased)."""
-  per_in = len(leaves[0])
-  aliases = {2 + i * per_in + j: i * (per_in - 1) + (j - 1 if j else 0)
-             for i in range(len(leaves)) for j in range(per_in) if j != 1}
-  flat = jax.ffi.ffi_call(
-      target, [jax.ShapeDtypeStruct(jnp.shape(leaf[0]), jnp.float32)
-               for leaf in leaves for _ in range(per_in - 1)],
-      input_output_aliases=aliases)(scalars, decay, *(x for leaf in leaves for x in leaf), **attrs)
-  return [flat[i:i + per_in - 1] for i in range(0, len(flat), per_in - 1)]
+def _call(target, attrs, scalars, decay, operands, rows, sizes):
+  """One custom call. ``rows[k]`` = [(operand, offset)] for leaf k's p, g, state...
+  (``sizes[k]`` elements each; leaves may share an operand, e.g. a packed state
+  buffer, at their offsets). Every operand but the gradients is written in
+  place (aliased) and returned; gradients give None."""
+  grads = {row[1][0] for row in rows}
+  written = [i for i in range(len(operands)) if i not in grads]
+  result_of = np.full(len(operands), -1, np.int64)
+  result_of[written] = np.arange(len(written))
+  outs = jax.ffi.ffi_call(
+      target, [jax.ShapeDtypeStruct(jnp.shape(operands[i]), jnp.float32) for i in written],
+      input_output_aliases={2 + i: r for r, i in enumerate(written)})(
+          scalars, decay, *operands, sizes=np.asarray(sizes, np.int64),
+          where=np.asarray(rows, np.int64).ravel(), result_of=result_of, **attrs)
+  out = [None] * len(operands)
+  for r, i in enumerate(written):
+    out[i] = outs[r]
+  return out
 
 
-def _leaf_flags(mask, params, treedef) -> list:
+def _costed(scalars, calls: int):
+  """``scalars`` followed by ``1024 + calls`` values that the kernels never read.
+
+  XLA's CPU client runs a program inline, on the calling Python thread, when its
+  cost analysis estimates under 1000 flops, and it counts each custom call as -1
+  (unknown). A step made of these calls looked free, so the jitted call did not
+  return before the step was done and JAX's bookkeeping of the output arrays
+  (~2 us each: 1.2 ms for AdamW on 200 leaves) came after it instead of
+  alongside it. The padding costs one multiply per element (by a step-dependent
+  scalar, so XLA cannot fold it away): the estimate says what the step is,
+  expensive, and it runs asynchronously like any real step.
+  """
+  return jnp.concatenate([scalars, lax.iota(jnp.float32, 1024 + calls) * scalars[-1]])
+
+
+def _leaf_flags(mask, params) -> list:
   """Per leaf of ``params``: does it decay (``mask`` None: all; a prefix tree
   or a callable of the params otherwise)."""
+  leaves = jax.tree.leaves(params)
   if mask is None:
-    return [True] * treedef.num_leaves
+    return [True] * len(leaves)
   tree = mask(params) if callable(mask) else mask
   full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), tree, params)
-  return treedef.flatten_up_to(full)
+  return jax.tree.structure(params).flatten_up_to(full)
 
 
-def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None):
-  updates, new_state = tx.update(grads, state, params)
+def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=None):
+  """``tx``'s step through ``kernel``. ``packing``: the ``PackLayout`` by which the
+  chain's state is packed while grads and params are ordinary trees
+  (``optix.packed``'s drop-in step): each leaf's state is then read and written
+  in its buffer, at its offset, and nothing is packed or unpacked."""
+  pack = (lambda tree: tree) if packing is None else packing.pack
+  packed_params = pack(params)
+  updates, new_state = tx.update(pack(grads), state, packed_params)
+  if packing is not None:
+    updates = _tree.cast_like(packing.unpack(updates), grads)
+  # The chain's params; XLA drops what the kernel's outputs replace.
+  out_p, treedef = jax.tree.flatten(_base.apply_updates(params, updates))
   if not use_kernel(fused):
-    return _base.apply_updates(params, updates), new_state
-  leaves, treedef = jax.tree.flatten(params)
-  g_leaves = treedef.flatten_up_to(grads)
-  old = [treedef.flatten_up_to(t) for t in kernel.moments(state)]
-  new = [treedef.flatten_up_to(t) for t in kernel.moments(new_state)]
-  # The chain's params and state; XLA drops what the kernel's outputs replace.
-  out_p = treedef.flatten_up_to(_base.apply_updates(params, updates))
-  eligible = [k for k, (p, g) in enumerate(zip(leaves, g_leaves))
-              if all(jnp.result_type(x) == jnp.float32 and jnp.shape(x) == jnp.shape(p)
-                     for x in (p, g, *(m[k] for m in old)))]
-  if eligible:
-    has_decay = kernel.weight_decay is not None
-    decays = _leaf_flags(kernel.mask if has_decay else None, params, treedef)
-    wd = jnp.asarray(kernel.weight_decay(state) if has_decay else 0.0, jnp.float32)
-    scalars = jnp.stack([jnp.asarray(s, jnp.float32) for s in kernel.scalars(state)])
-    attrs = {name: (v if isinstance(v, bool) else np.float32(v))
-             for name, v in kernel.attrs.items()}
-    for start in range(0, len(eligible), MAX_CALL_LEAVES):
-      chunk = eligible[start:start + MAX_CALL_LEAVES]
-      flags = np.asarray([has_decay and decays[k] for k in chunk], np.float32)
-      decay = jnp.stack([jnp.broadcast_to(wd, flags.shape), flags], axis=1)
-      results = _call(kernel.target, attrs, scalars, decay,
-                      [(leaves[k], g_leaves[k], *(m[k] for m in old)) for k in chunk])
-      for k, (p, *moments) in zip(chunk, results):
-        out_p[k] = p
-        for j, m in enumerate(moments):
-          new[j][k] = m
+    return treedef.unflatten(out_p), new_state
+  leaves, g_leaves = treedef.flatten_up_to(params), treedef.flatten_up_to(grads)
+  old = [jax.tree.leaves(t) for t in kernel.moments(state)]
+  new = [jax.tree.flatten(t) for t in kernel.moments(new_state)]
+  nbuf = 0 if packing is None else len(packing.buffers)
+
+  def home(k):  # leaf k's state: (child of the state trees, element offset)
+    if packing is None:
+      return k, 0
+    slot = packing.slots[k]
+    return (slot.buffer, slot.offset) if slot.buffer >= 0 else (nbuf + slot.offset, 0)
+
+  def fits(k):
+    p, g = leaves[k], g_leaves[k]
+    child, _ = home(k)
+    return (all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old)))
+            and jnp.shape(g) == jnp.shape(p)
+            and all(packing is not None or jnp.shape(m[k]) == jnp.shape(p) for m in old))
+
+  eligible = [k for k in range(len(leaves)) if fits(k)]
+  if not eligible:
+    return treedef.unflatten(out_p), new_state
+  has_decay = kernel.weight_decay is not None
+  decays = _leaf_flags(kernel.mask if has_decay else None, packed_params)
+  wd = jnp.asarray(kernel.weight_decay(state) if has_decay else 0.0, jnp.float32)
+  calls = range(0, len(eligible), MAX_CALL_LEAVES)
+  scalars = _costed(jnp.stack([jnp.asarray(s, jnp.float32) for s in kernel.scalars(state)]),
+                    len(calls))
+  attrs = {name: (v if isinstance(v, bool) else np.float32(v))
+           for name, v in kernel.attrs.items()}
+  # Every array the kernel touches, by key, in its latest version: a state buffer
+  # shared by leaves in several calls passes from one call to the next in place.
+  current = {("p", k): leaves[k] for k in eligible}
+  current.update({("g", k): g_leaves[k] for k in eligible})
+  current.update({("m", j, home(k)[0]): m[home(k)[0]] for k in eligible for j, m in enumerate(old)})
+  for start in calls:
+    chunk = eligible[start:start + MAX_CALL_LEAVES]
+    keys, rows = {}, []
+    for k in chunk:
+      child, offset = home(k)
+      roles = [(("p", k), 0), (("g", k), 0)] + [(("m", j, child), offset) for j in range(len(old))]
+      rows.append([(keys.setdefault(key, len(keys)), at) for key, at in roles])
+    flags = np.asarray([has_decay and decays[home(k)[0]] for k in chunk], np.float32)
+    decay = jnp.stack([jnp.broadcast_to(wd, flags.shape), flags], axis=1)
+    outs = _call(kernel.target, attrs, scalars, decay, [current[key] for key in keys], rows,
+                 [int(np.prod(jnp.shape(leaves[k]), dtype=np.int64)) for k in chunk])
+    current.update({key: out for key, out in zip(keys, outs) if out is not None})
+  for key, array in current.items():
+    if key[0] == "p":
+      out_p[key[1]] = array
+    elif key[0] == "m":
+      new[key[1]][0][key[2]] = array
   return (treedef.unflatten(out_p),
-          kernel.with_moments(new_state, [treedef.unflatten(m) for m in new]))
+          kernel.with_moments(new_state, [d.unflatten(m) for m, d in new]))

@@ -1,5 +1,5 @@
 // Single-pass optimizer steps for XLA's CPU backend, called through the XLA FFI
-// (see optix/fused.py, which compiles this file on first use).
+// (see optix/fused.py; setup.py builds this file when optix is installed).
 //
 // XLA's CPU backend emits one kernel per output array, so an AdamW step is three
 // loops (m, v, then p), each streaming the gradient and the arrays it needs:
@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -51,11 +52,20 @@ struct Leaves {
 // counter by the calling thread and by tasks put on XLA's thread pool, so the
 // caller never waits on a task that has no thread to run it (another custom
 // call may hold the pool's other threads): whatever is left, it runs itself.
+// A thread gets at least 2^18 elements (below that the handoff costs more than
+// it saves), and each takes chunks of it one at a time (up to 8 a thread, of at
+// least 2^16 elements), so a thread that starts late or is preempted (on a
+// machine with as many cores as pool threads, by the Python thread) takes
+// fewer chunks instead of keeping the others waiting.
 template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
-  constexpr int64_t kMinPerChunk = 1 << 18;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t chunks = std::clamp<int64_t>(leaves.total / kMinPerChunk, 1, threads);
+  constexpr int64_t kMinPerThread = 1 << 18, kMinPerChunk = 1 << 16, kChunksPerThread = 8;
+  const int64_t threads = std::clamp<int64_t>(leaves.total / kMinPerThread, 1,
+                                              std::max<int64_t>(1, pool.num_threads()));
+  const int64_t chunks =
+      threads == 1 ? 1
+                   : std::clamp<int64_t>(leaves.total / kMinPerChunk, threads,
+                                         kChunksPerThread * threads);
   auto run = [&](int64_t lo, int64_t hi) {
     auto k = std::upper_bound(leaves.start.begin(), leaves.start.end(), lo) -
              leaves.start.begin() - 1;
@@ -88,29 +98,40 @@ void ParallelFor(ffi::ThreadPool& pool, const Leaves& leaves, Body body) {
   while (progress->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
 
-// Decodes `per_leaf` inputs and `per_leaf_out` outputs for each leaf. The
-// inputs come leaf by leaf (p, g, state...), the outputs likewise (p, state...).
-ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets, size_t first_arg,
-                            size_t per_leaf, size_t per_leaf_out) {
+// Finds every leaf's arrays. Leaf k has sizes[k] elements; its array in role j
+// (inputs: p, g, state...) starts at element where[2 (k roles + j) + 1] of
+// operand where[2 (k roles + j)], so several leaves may share one operand (a
+// packed state buffer) at their offsets. Every role but the gradient (j == 1) is
+// written to the result that its operand aliases, result_of[operand], at the same
+// offset. Every range is checked against its buffer.
+ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets,
+                            ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> where,
+                            ffi::Span<const int64_t> result_of, size_t roles) {
+  auto fail = [](const char* what) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument(std::string("optix fused step: ") + what));
+  };
+  const size_t count = sizes.size();
+  if (where.size() != 2 * roles * count || result_of.size() != args.size())
+    return fail("wrong number of operand locations");
   Leaves leaves;
-  const size_t count = (args.size() - first_arg) / per_leaf;
-  if ((args.size() - first_arg) % per_leaf || rets.size() != count * per_leaf_out)
-    return ffi::Unexpected(ffi::Error::InvalidArgument("optix fused step: wrong number of operands"));
-  leaves.arrays.assign(per_leaf + per_leaf_out, std::vector<float*>(count));
+  leaves.arrays.assign(2 * roles - 1, std::vector<float*>(count));
   for (size_t k = 0; k < count; ++k) {
-    int64_t n = -1;
-    for (size_t j = 0; j < per_leaf; ++j) {
-      auto buf = args.get<ffi::Buffer<ffi::F32>>(first_arg + k * per_leaf + j);
-      if (buf.has_error()) return ffi::Unexpected(buf.error());
-      if (n >= 0 && static_cast<int64_t>(buf->element_count()) != n)
-        return ffi::Unexpected(ffi::Error::InvalidArgument("optix fused step: leaf sizes differ"));
-      n = buf->element_count();
-      leaves.arrays[j][k] = buf->typed_data();
-    }
-    for (size_t j = 0; j < per_leaf_out; ++j) {
-      auto buf = rets.get<ffi::Buffer<ffi::F32>>(k * per_leaf_out + j);
-      if (buf.has_error()) return ffi::Unexpected(buf.error());
-      leaves.arrays[per_leaf + j][k] = (*buf)->typed_data();
+    const int64_t n = sizes[k];
+    for (size_t j = 0; j < roles; ++j) {
+      const int64_t op = where[2 * (k * roles + j)], at = where[2 * (k * roles + j) + 1];
+      if (op < 0 || op >= static_cast<int64_t>(args.size())) return fail("operand out of range");
+      auto in = args.get<ffi::Buffer<ffi::F32>>(op);
+      if (in.has_error()) return ffi::Unexpected(in.error());
+      if (n < 0 || at < 0 || at + n > static_cast<int64_t>(in->element_count()))
+        return fail("leaf outside its operand");
+      leaves.arrays[j][k] = in->typed_data() + at;
+      if (j == 1) continue;  // the gradient is read only
+      const int64_t res = result_of[op];
+      if (res < 0 || res >= static_cast<int64_t>(rets.size())) return fail("no result for operand");
+      auto out = rets.get<ffi::Buffer<ffi::F32>>(res);
+      if (out.has_error()) return ffi::Unexpected(out.error());
+      if ((*out)->element_count() != in->element_count()) return fail("result size differs");
+      leaves.arrays[roles + j - (j > 1)][k] = (*out)->typed_data() + at;
     }
     leaves.start.push_back(leaves.total);
     leaves.n.push_back(n);
@@ -121,7 +142,7 @@ ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets, si
 
 // Operands of every handler: scalars f32[S] (step-dependent values), decay
 // f32[L, 2] (per leaf: weight decay, and 1 where the leaf decays), then the
-// leaves' arrays; static hyperparameters are attributes.
+// arrays that hold the leaves (see Decode); static hyperparameters are attributes.
 
 // AdamW (Adam when no leaf decays):
 //   m = (1-b1) g + b1 m;  v = (1-b2) g^2 + b2 v
@@ -129,8 +150,10 @@ ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets, si
 // scalars: 1/(1-b1^t), 1/(1-b2^t), -lr.
 ffi::Error Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                 ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
-                float b1, float b2, float c1, float c2, float eps, float eps_root) {
-  auto leaves = Decode(args, rets, 0, 4, 3);
+                ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> where,
+                ffi::Span<const int64_t> result_of, float b1, float b2, float c1, float c2,
+                float eps, float eps_root) {
+  auto leaves = Decode(args, rets, sizes, where, result_of, 4);
   if (leaves.has_error()) return leaves.error();
   const float* s = scalars.typed_data();
   const float inv_bc1 = s[0], inv_bc2 = s[1], neg_lr = s[2];
@@ -163,8 +186,9 @@ ffi::Error Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
 // scalars: -lr.
 ffi::Error Lion(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                 ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
-                float b1, float b2, float c1, float c2) {
-  auto leaves = Decode(args, rets, 0, 3, 2);
+                ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> where,
+                ffi::Span<const int64_t> result_of, float b1, float b2, float c1, float c2) {
+  auto leaves = Decode(args, rets, sizes, where, result_of, 3);
   if (leaves.has_error()) return leaves.error();
   const float neg_lr = scalars.typed_data()[0];
   const float* d = decay.typed_data();
@@ -193,8 +217,10 @@ ffi::Error Lion(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
 // scalars: -lr. (No weight decay in the chain: `decay` is ignored.)
 ffi::Error Momentum(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                     ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets, float mu, bool nesterov) {
-  auto leaves = Decode(args, rets, 0, 3, 2);
+                    ffi::RemainingRets rets, ffi::Span<const int64_t> sizes,
+                    ffi::Span<const int64_t> where, ffi::Span<const int64_t> result_of,
+                    float mu, bool nesterov) {
+  auto leaves = Decode(args, rets, sizes, where, result_of, 3);
   if (leaves.has_error()) return leaves.error();
   const float neg_lr = scalars.typed_data()[0];
   const auto& a = leaves->arrays;
@@ -217,14 +243,18 @@ ffi::Error Momentum(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   return ffi::Error::Success();
 }
 
-// Every handler: the thread pool, scalars, decay, then the leaves' arrays in and out.
+// Every handler: the thread pool, scalars, decay, the arrays in and out, and
+// where each leaf lives in them (see Decode).
 auto StepBinding() {
   return ffi::Ffi::Bind()
       .Ctx<ffi::ThreadPool>()
       .Arg<ffi::Buffer<ffi::F32>>()
       .Arg<ffi::Buffer<ffi::F32>>()
       .RemainingArgs()
-      .RemainingRets();
+      .RemainingRets()
+      .Attr<ffi::Span<const int64_t>>("sizes")
+      .Attr<ffi::Span<const int64_t>>("where")
+      .Attr<ffi::Span<const int64_t>>("result_of");
 }
 
 }  // namespace

@@ -112,6 +112,23 @@ class PackLayout:
     bufs = [p[0] if len(p) == 1 else jnp.concatenate(p) for p in parts]
     return Packed(tuple(bufs) + tuple(large), self)
 
+  def unpack(self, packed: "Packed"):
+    """The original tree from ``packed`` (see :func:`unpack`)."""
+    nbuf = len(self.buffers)
+    bufs, large = packed.children[:nbuf], packed.children[nbuf:]
+    members = [[] for _ in self.buffers]
+    for i, s in enumerate(self.slots):
+      if s.buffer >= 0:
+        members[s.buffer].append(i)
+    pieces = {}
+    for b, idx in enumerate(members):
+      sizes = [int(np.prod(self.slots[i].shape, dtype=np.int64)) for i in idx]
+      parts = jax.lax.split(bufs[b], sizes) if len(idx) > 1 else [bufs[b]]
+      for i, part in zip(idx, parts):
+        pieces[i] = part.reshape(self.slots[i].shape).astype(self.slots[i].dtype)
+    leaves = [large[s.offset] if s.buffer < 0 else pieces[i] for i, s in enumerate(self.slots)]
+    return self.treedef.unflatten(leaves)
+
   def abstract_tree(self):
     """The original tree as ``ShapeDtypeStruct`` leaves (for mask functions)."""
     return self.treedef.unflatten(
@@ -222,21 +239,7 @@ def unpack(packed: Packed):
   ``jax.grad`` of a loss of ``unpack(p)`` returns a :class:`Packed` gradient
   built in a few kernels, not one per leaf.
   """
-  layout = packed.layout
-  nbuf = len(layout.buffers)
-  bufs, large = packed.children[:nbuf], packed.children[nbuf:]
-  members = [[] for _ in layout.buffers]
-  for i, s in enumerate(layout.slots):
-    if s.buffer >= 0:
-      members[s.buffer].append(i)
-  pieces = {}
-  for b, idx in enumerate(members):
-    sizes = [int(np.prod(layout.slots[i].shape, dtype=np.int64)) for i in idx]
-    parts = jax.lax.split(bufs[b], sizes) if len(idx) > 1 else [bufs[b]]
-    for i, part in zip(idx, parts):
-      pieces[i] = part.reshape(layout.slots[i].shape).astype(layout.slots[i].dtype)
-  leaves = [large[s.offset] if s.buffer < 0 else pieces[i] for i, s in enumerate(layout.slots)]
-  return layout.treedef.unflatten(leaves)
+  return packed.layout.unpack(packed)
 
 
 def packed_mask(mask: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -335,14 +338,16 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
   if not hasattr(tx, "fused_step"):
     return out
 
-  def fused_step(grads, state, params, fused=None):  # tx's single pass, on the buffers
+  def fused_step(grads, state, params, fused=None):  # tx's single pass
     if isinstance(grads, Packed):
       params, inner = tx.fused_step(grads, state.inner, params, fused=fused)
       return params, PackedState(inner)
     _tree.check_match("grads", grads, "params", params)
-    layout = layout_of(params, **options)
-    new, inner = tx.fused_step(layout.pack(grads), state.inner, layout.pack(params), fused=fused)
-    return _tree.cast_like(unpack(new), params), PackedState(inner)
+    # Params and grads stay as they are: the kernel finds each leaf's state in
+    # its buffer (nothing is packed or unpacked; the chain's path packs).
+    new, inner = tx.fused_step(grads, state.inner, params, fused=fused,
+                               packing=layout_of(params, **options))
+    return new, PackedState(inner)
 
   return _fused.with_fused_step(out, fused_step)
 

@@ -132,6 +132,22 @@ def test_one_custom_call_per_max_call_leaves_and_nothing_else_left():
   assert " copy(" not in text
 
 
+@pytest.mark.parametrize("make", [lambda: optix.adamw(1e-3), lambda: optix.lion(1e-4),
+                                  lambda: optix.sgd(1e-2, momentum=0.9)])
+def test_the_step_is_not_estimated_cheap(make, monkeypatch):
+  """XLA's CPU client runs a program whose cost analysis says < 1000 flops inline
+  on the calling thread, and counts each custom call as -1: the one-pass step must
+  not look cheap (it did, and blocked Python for the whole step). 300 calls of one
+  leaf each: the padding must outweigh every call."""
+  monkeypatch.setattr(fused, "MAX_CALL_LEAVES", 1)
+  params = {f"p{i}": jnp.ones((4,)) for i in range(300)}
+  tx = make()
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True), donate_argnums=(0, 1))
+  compiled = step.lower(params, tx.init(params), params).compile()
+  assert compiled.as_text().count("custom_call_target") == 300
+  assert compiled.cost_analysis()["flops"] >= 1000
+
+
 @pytest.mark.parametrize("tx, pack", [(optix.lion(1e-3), False),
                                       (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), False),
                                       (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), True)],
@@ -148,6 +164,51 @@ def test_train_step_runs_the_kernel(tx, pack):
       p, s, _ = step(p, s, 0.5)
     results.append((p, s))
   _assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("make, exact", [
+    (lambda: optix.packed(optix.adamw(1e-2, weight_decay=0.1)), False),
+    (lambda: optix.packed(optix.sgd(1e-2, momentum=0.9)), True),
+    (lambda: optix.packed(optix.lion(1e-3, weight_decay=0.1)), True)], ids=["adamw", "sgd", "lion"])
+def test_drop_in_packed_step_packs_nothing(make, exact):
+  """The drop-in ``packed(tx)`` on an ordinary tree: the kernel reads and writes
+  each small leaf's state in its buffer at its offset (300 leaves: 3 buffers,
+  each passed in place through several calls) and a large leaf's in its own
+  array; params and grads are used where they are: no concatenate but the cost
+  padding, no slice, no copy. The packed chain's numbers (bit for bit where the
+  plain step is, see test_bit_identical_to_the_jitted_chain)."""
+  params = {f"p{i:03d}": jnp.full((100,), 0.5 + i / 300) for i in range(300)}
+  params["large"] = jnp.full((70_000,), 0.5)
+  tx = make()
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True), donate_argnums=(0, 1))
+  text = step.lower(params, tx.init(params), params).compile().as_text()
+  assert text.count("custom_call_target") == -(-301 // fused.MAX_CALL_LEAVES)
+  assert len(re.findall(r"\s(?:concatenate|slice|copy)\(", text)) == 1, text  # the padding
+  grads = lambda k: jax.tree.map(lambda p: jnp.sin(p * (k + 3.0)), params)
+  a, b = _run(tx, params, 5, True, extra=grads), _run(tx, params, 5, False, extra=grads)
+  _assert_equal(a, b) if exact else _assert_close(a, b)
+
+
+def test_a_chain_in_packed_runs_its_first_links_packed():
+  tx = optix.packed(optix.chain(optix.clip_by_global_norm(1e-3), optix.adamw(1e-2)))
+  params = {f"p{i}": jnp.full((64,), 0.5 + i / 40) for i in range(40)}
+  params["large"] = jnp.full((70_000,), 0.5)
+  grads = lambda k: jax.tree.map(lambda p: jnp.sin(p * (k + 3.0)), params)
+  _assert_close(_run(tx, params, 5, True, extra=grads), _run(tx, params, 5, False, extra=grads))
+
+
+def test_the_kernel_checks_every_leaf_range():
+  """A leaf reaching past its operand is refused, not read out of bounds."""
+  attrs = {k: np.float32(v) for k, v in dict(b1=0.9, b2=0.999, c1=0.1, c2=0.001, eps=1e-8,
+                                             eps_root=0.0).items()}
+  x = jnp.ones((8,))
+  call = jax.jit(lambda at: fused._call("optix_fused_adam", attrs, jnp.ones((3,)),
+                                        jnp.zeros((1, 2)), [x, x + 1, x + 2, x + 3],
+                                        [[(0, 0), (1, 0), (2, at), (3, 0)]], [8]),
+                 static_argnums=0)
+  assert len(call(0)) == 4
+  with pytest.raises(Exception, match="leaf outside its operand"):
+    jax.block_until_ready(call(1))
 
 
 def test_masked_packed_decay_matches():
