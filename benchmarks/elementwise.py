@@ -13,10 +13,14 @@ it, ``optix.apply_step``: on a CPU, AdamW/Adam/Lion/SGD-momentum in one pass
 (``optix.fused``, a C++ kernel over all leaves); "optix update" is the chain's
 ``update`` then ``apply_updates``, as ``flax.nnx.Optimizer`` runs it (XLA's
 kernels: m, v and p separately). "optix packed" is the drop-in
-``optix.packed(tx)`` on an ordinary tree (it packs the gradients and params and
-splits the updates inside the step); "optix packed params" keeps the params
-packed between steps (``optix.pack``), so gradients arrive packed, as in
-``optix.train_step`` with packed params. Gradients are read-only inputs; params
+``optix.packed(tx)`` on an ordinary tree: its state lives packed (leaves up to
+65,536 elements in a few buffers), and the one-pass step reads and writes each
+leaf's state in its buffer (nothing is packed or unpacked; the chain's path
+packs the gradients and params and splits the updates); "optix packed 2^20"
+packs the state of leaves up to 2^20 elements; "optix packed params" keeps the
+params packed between steps (``optix.pack``), so gradients arrive packed, as in
+``optix.train_step`` with packed params. "dispatch floor" computes nothing: it
+is what JAX's dispatch of the step's arrays costs. Gradients are read-only inputs; params
 and state are donated. The optix rows are compiled as ``optix.train_step``
 compiles them, with ``optix.training.compiler_options()`` (on a CPU: region-based
 copy insertion, so a donated buffer read by one kernel and overwritten by
@@ -48,7 +52,7 @@ OPTIMIZERS = {  # name: (optix, optax, state arrays incl. params for the rooflin
                      lambda: optax.sgd(1e-2, momentum=0.9), 2),
 }
 LIBRARIES = ("optax", "optax+options", "optix update", "optix", "optix packed",
-             "optix packed params")
+             "optix packed 2^20", "optix packed params", "dispatch floor")
 SCALING = ("optax", "optix", "optix packed", "optix packed params")
 
 
@@ -117,8 +121,13 @@ def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
          "optix update": (make_optix, False, options),
          "optix": (make_optix, False, options),
          "optix packed": (lambda: optix.packed(make_optix()), False, options),
+         "optix packed 2^20": (lambda: optix.packed(make_optix(), max_leaf_size=1 << 20), False,
+                               options),
          "optix packed params": (lambda: optix.packed(make_optix()), True, options)}
   for name in libraries:
+    if name == "dispatch floor":
+      out.append(dispatch_floor(args_for(make_optix())))
+      continue
     make_tx, packed_params, opts = txs[name]
     tx = make_tx()
     one_pass = name.startswith("optix") and name != "optix update"
@@ -127,6 +136,15 @@ def candidates(opt, make_tree, libraries=LIBRARIES, torch_rows=False):
   if torch_rows:
     out += torch_candidates(opt, make_tree)
   return out, n, leaves
+
+
+def dispatch_floor(make_args):
+  """A step that computes nothing on the same tree: params and state (optix's
+  unpacked optimizer's) donated and returned, gradients read. Its time is what JAX's
+  dispatch of the step's arrays costs (~2-3 us an array here), which any jitted
+  step on this tree pays on top of its memory traffic; the packed rows pass
+  fewer arrays."""
+  return common.Candidate("dispatch floor", lambda p, s, g: (p, s), make_args, n_const=1)
 
 
 # What PyTorch users pick instead: torch.optim's fused (one multi-tensor kernel set)

@@ -12,8 +12,8 @@ Here the whole step of AdamW/Adam, Lion and SGD with momentum is one C++ loop
 per call (``optix/fused_kernels.cc``, an XLA FFI custom call on XLA's intra-op
 thread pool, writing params and state in place through donated buffers), over
 every eligible leaf at once (up to :data:`MAX_CALL_LEAVES` leaves a call), so
-2000 leaves cost 63 calls, not 6000 kernels. The arithmetic is the jitted chain's, operation for operation
-(including where XLA contracts into fused multiply-adds and multiplies by the
+2000 leaves cost 63 calls, not 6000 kernels. The arithmetic is the jitted
+chain's, operation for operation (including where XLA contracts into fused multiply-adds and multiplies by the
 reciprocal of a bias correction), so results match ``tx.update`` +
 ``optax.apply_updates`` under ``jax.jit``: bit for bit for Lion, SGD and AdamW on
 one leaf here, to a few float32 ulps where XLA rewrites the chain's scalar
@@ -29,10 +29,13 @@ Inside ``fused_step`` the chain's own ``update`` still runs, for the small parts
 of the new state (step counts, schedule counts); XLA drops the elementwise work
 the kernel replaced.
 
-What it cannot remove: JAX dispatches each argument array of a jitted call
-separately (~4 us per donated array here), so a tree of thousands of small
-leaves still pays that per step; keep such params packed (:func:`optix.pack`),
-which leaves a few buffers -- the kernel then runs on those.
+What it cannot remove: JAX dispatches each argument and result array of a
+jitted call separately (~2-3 us an array here), so a tree of many leaves pays
+that per step (AdamW on 200 leaves: params, gradients, m, v). Fewer arrays is
+the cure: ``optix.packed(tx)`` keeps the state in a few buffers, and its
+one-pass step reads and writes each leaf's state there at its offset (the
+kernels take (operand, offset) locations), packing nothing; keeping the params
+packed too (:func:`optix.pack`) leaves a few buffers in all.
 
 Where the kernel is used (``fused=None``, the default): a CPU backend, one
 device (with several, XLA's SPMD partitioner would gather sharded operands of a
@@ -185,6 +188,16 @@ def _leaf_flags(mask, params) -> list:
   return jax.tree.structure(params).flatten_up_to(full)
 
 
+def _state_homes(packing, count: int) -> list:
+  """Per leaf: where its state lives, (child of the state trees, element offset):
+  its own array, or with ``packing`` its buffer at its offset (a large leaf: its
+  own array, after the buffers)."""
+  if packing is None:
+    return [(k, 0) for k in range(count)]
+  nbuf = len(packing.buffers)
+  return [(s.buffer, s.offset) if s.buffer >= 0 else (nbuf + s.offset, 0) for s in packing.slots]
+
+
 def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=None):
   """``tx``'s step through ``kernel``. ``packing``: the ``PackLayout`` by which the
   chain's state is packed while grads and params are ordinary trees
@@ -202,17 +215,11 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
   leaves, g_leaves = treedef.flatten_up_to(params), treedef.flatten_up_to(grads)
   old = [jax.tree.leaves(t) for t in kernel.moments(state)]
   new = [jax.tree.flatten(t) for t in kernel.moments(new_state)]
-  nbuf = 0 if packing is None else len(packing.buffers)
-
-  def home(k):  # leaf k's state: (child of the state trees, element offset)
-    if packing is None:
-      return k, 0
-    slot = packing.slots[k]
-    return (slot.buffer, slot.offset) if slot.buffer >= 0 else (nbuf + slot.offset, 0)
+  homes = _state_homes(packing, len(leaves))
 
   def fits(k):
     p, g = leaves[k], g_leaves[k]
-    child, _ = home(k)
+    child, _ = homes[k]
     return (all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old)))
             and jnp.shape(g) == jnp.shape(p)
             and all(packing is not None or jnp.shape(m[k]) == jnp.shape(p) for m in old))
@@ -232,15 +239,16 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
   # shared by leaves in several calls passes from one call to the next in place.
   current = {("p", k): leaves[k] for k in eligible}
   current.update({("g", k): g_leaves[k] for k in eligible})
-  current.update({("m", j, home(k)[0]): m[home(k)[0]] for k in eligible for j, m in enumerate(old)})
+  current.update({("m", j, homes[k][0]): m[homes[k][0]]
+                  for k in eligible for j, m in enumerate(old)})
   for start in calls:
     chunk = eligible[start:start + MAX_CALL_LEAVES]
     keys, rows = {}, []
     for k in chunk:
-      child, offset = home(k)
+      child, offset = homes[k]
       roles = [(("p", k), 0), (("g", k), 0)] + [(("m", j, child), offset) for j in range(len(old))]
       rows.append([(keys.setdefault(key, len(keys)), at) for key, at in roles])
-    flags = np.asarray([has_decay and decays[home(k)[0]] for k in chunk], np.float32)
+    flags = np.asarray([has_decay and decays[homes[k][0]] for k in chunk], np.float32)
     decay = jnp.stack([jnp.broadcast_to(wd, flags.shape), flags], axis=1)
     outs = _call(kernel.target, attrs, scalars, decay, [current[key] for key in keys], rows,
                  [int(np.prod(jnp.shape(leaves[k]), dtype=np.int64)) for k in chunk])
