@@ -13,11 +13,12 @@ per call (``optix/fused_kernels.cc``, an XLA FFI custom call on XLA's intra-op
 thread pool, writing params and state in place through donated buffers), over
 every eligible leaf at once (up to :data:`MAX_CALL_LEAVES` leaves a call), so
 2000 leaves cost 63 calls, not 6000 kernels. The arithmetic is the jitted
-chain's, operation for operation (including where XLA contracts into fused multiply-adds and multiplies by the
-reciprocal of a bias correction), so results match ``tx.update`` +
-``optax.apply_updates`` under ``jax.jit``: bit for bit for Lion, SGD and AdamW on
-one leaf here, to a few float32 ulps where XLA rewrites the chain's scalar
-factors differently in a bigger graph (tests/test_fused.py).
+chain's, operation for operation (including where XLA contracts into fused
+multiply-adds and multiplies by the reciprocal of a bias correction), so
+results match ``tx.update`` + ``optax.apply_updates`` under ``jax.jit``: bit
+for bit for Lion, SGD and AdamW on one leaf here, to a few float32 ulps where
+XLA rewrites the chain's scalar factors differently in a bigger graph
+(tests/test_fused.py).
 
 How it fits the Optax protocol: ``optix.adam``, ``adamw``, ``lion`` and ``sgd``
 (with momentum) return their usual ``chain`` -- ``init``/``update`` unchanged,
@@ -220,9 +221,10 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
   def fits(k):
     p, g = leaves[k], g_leaves[k]
     child, _ = homes[k]
-    return (all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old)))
-            and jnp.shape(g) == jnp.shape(p)
-            and all(packing is not None or jnp.shape(m[k]) == jnp.shape(p) for m in old))
+    # packed state: the layout was made from these params, so sizes agree
+    shapes = packing is not None or all(jnp.shape(m[k]) == jnp.shape(p) for m in old)
+    return (shapes and jnp.shape(g) == jnp.shape(p)
+            and all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old))))
 
   eligible = [k for k in range(len(leaves)) if fits(k)]
   if not eligible:
