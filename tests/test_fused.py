@@ -264,7 +264,7 @@ def test_a_chain_ending_in_a_fused_optimizer_has_a_fused_step():
 
 _CONCURRENT_CALLS = """
 import jax, jax.numpy as jnp, optix
-params = {f"p{i}": jnp.full((4000,), 0.01) for i in range(1000)}
+params = {f"p{i}": jnp.full((16384,), 0.01) for i in range(1000)}
 tx = optix.adamw(1e-3)
 step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True))
 p, s = params, tx.init(params)
@@ -276,7 +276,8 @@ jax.block_until_ready(p)
 
 def test_concurrent_calls_do_not_deadlock_the_thread_pool():
   """1000 leaves: 32 independent custom calls, each big enough to split over
-  threads, which XLA runs concurrently on its pool. A call must never wait on a
+  threads (32 x 16384 = 2^19 elements: two threads' worth, see ParallelFor),
+  which XLA runs concurrently on its pool. A call must never wait on a
   task that no pool thread is free to run (it did, before chunks were claimed:
   this script hung). One CPU device, as users run it (the tests' 8 simulated
   devices do not reproduce the hang), in its own process with a time limit."""
