@@ -6,6 +6,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import optix
@@ -87,6 +88,44 @@ def test_apply_if_finite_gives_up_after_max_consecutive_errors():
   assert np.isnan(updates["w"][1]) and int(state.notfinite_count) == 3
 
 
+def _nan_equal(a, b):
+  """Same leaves, NaN equal to NaN (the given-up step lets NaNs into the state); the state
+  classes differ (optix's and optax's NamedTuples), their leaves in order do not."""
+  a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert np.shape(x) == np.shape(y)
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("inner, ref, pattern", [
+    # Adam's moments take the NaN on the given-up step, so its later updates are non-finite and
+    # only optix (which checks the inner updates too) would skip them: compare up to that step.
+    (lambda: optix.adam(0.1), lambda: optax.adam(0.1), "FNNN"),
+    # A count-only state stays finite through a given-up step: compare a long pattern.
+    (lambda: optix.scale_by_schedule(optix.linear_schedule(1.0, 0.1, 8)),
+     lambda: optax.scale_by_schedule(optax.linear_schedule(1.0, 0.1, 8)), "FNNNFNFNNNNF")],
+    ids=["adam", "count_only"])
+def test_apply_if_finite_advances_the_inner_state_as_optax_does(inner, ref, pattern):
+  """max_consecutive_errors=2: a third non-finite step in a row goes through, and so does the
+  inner state's step (its count and moments advance, NaNs included), as in optax."""
+  params = {"w": jnp.ones(3), "b": jnp.full(2, 0.5)}
+  ours, theirs = optix.apply_if_finite(inner(), 2), optax.apply_if_finite(ref(), 2)
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  keys = jax.random.split(jax.random.key(3), len(pattern))
+  for t, (kind, k) in enumerate(zip(pattern, keys)):
+    grads = optix.testing.random_like(k, params)
+    grads = _poison(grads, jnp.nan) if kind == "N" else grads
+    u_ours, s_ours = jax.jit(ours.update)(grads, s_ours, params)
+    u_theirs, s_theirs = jax.jit(theirs.update)(grads, s_theirs, params)
+    _nan_equal(u_ours, u_theirs)
+    _nan_equal(s_ours.inner_state, s_theirs.inner_state)
+    assert int(s_ours.notfinite_count) == int(s_theirs.notfinite_count), t
+    assert int(s_ours.total_notfinite) == int(s_theirs.total_notfinite), t
+    assert bool(s_ours.last_finite) == bool(s_theirs.last_finite), t
+
+
 def test_apply_if_finite_catches_overflow_inside_the_inner_transform():
   params = {"w": jnp.ones(2, jnp.float16)}
   tx = optix.apply_if_finite(optix.scale(1e5), 3)  # 1 * 1e5 overflows float16
@@ -129,6 +168,30 @@ def test_spike_guard_clip_rescales_to_threshold_times_running_average():
   g = jax.tree.map(lambda u, m: -u - 0.5 * m, updates, state.inner_state[0].trace)
   np.testing.assert_allclose(optix.global_norm(g), 3.0 * avg, rtol=1e-5)
   assert int(new_state.spike_count) == 1 and int(new_state.count) == int(state.count) + 1
+
+
+def test_spike_guard_clip_feeds_the_clipped_norm_to_the_average_by_hand():
+  """The running average takes min(|g|, k n̄) once the guard is active (the clipped norm,
+  not the spike's), debiased by 1 - δ^c; computed here in float64 from the definition."""
+  k, delta, warmup = 3.0, 0.5, 2
+  tx = optix.spike_guard(optix.sgd(1.0), threshold=k, decay=delta, warmup_steps=warmup,
+                         mode="clip")
+  params = {"w": jnp.zeros(2)}
+  state, update = tx.init(params), jax.jit(tx.update)
+  a, c, spikes = 0.0, 0, 0
+  for n in (1.0, 2.0, 1.0, 50.0, 1.0, 30.0, 2.0):
+    grads = {"w": jnp.asarray([0.6 * n, 0.8 * n], jnp.float32)}
+    mean = a / (1.0 - delta ** c) if c else a
+    spike = c >= warmup and n > k * mean
+    fed = min(n, k * mean) if c >= warmup else n
+    a, c, spikes = delta * a + (1 - delta) * fed, c + 1, spikes + spike
+    updates, state = update(grads, state, params)
+    np.testing.assert_allclose(float(state.avg_norm), a, rtol=1e-6)
+    assert int(state.count) == c and int(state.spike_count) == spikes
+    np.testing.assert_allclose(float(state.last_norm), n, rtol=1e-6)
+    # sgd(1.0): the update is minus the (clipped) gradient, of norm min(n, k n̄) when active.
+    np.testing.assert_allclose(float(optix.global_norm(updates)), fed, rtol=1e-5)
+  assert spikes == 2
 
 
 def test_spike_guard_skips_non_finite_even_in_clip_mode():
