@@ -87,6 +87,107 @@ def test_wsd_values(shape, at_90k):
   np.testing.assert_allclose(s(120_000), 3e-5, rtol=1e-5)
 
 
+_WSD_SHAPES = {"linear": lambda x: 1.0 - x, "cosine": lambda x: 0.5 * (1.0 + np.cos(np.pi * x)),
+               "sqrt": lambda x: 1.0 - np.sqrt(x)}
+
+
+@pytest.mark.parametrize("shape", sorted(_WSD_SHAPES))
+def test_wsd_closed_form_at_many_points(shape):
+  """Warmup 10 from 0.1, stable at 2 until step 60, decay over 40 to 0.2: every phase, and
+  points of the decay (not only its midpoint, where linear and cosine agree)."""
+  p, i, e, w, n, d = 2.0, 0.1, 0.2, 10, 100, 40
+  f = _WSD_SHAPES[shape]
+
+  def by_hand(t):
+    if t < w:
+      return i + (p - i) * t / w
+    if t < n - d:
+      return p
+    return e + (p - e) * f((t - (n - d)) / d) if t < n else e
+
+  steps = [0, 3, 9, 10, 59, 60, 61, 65, 70, 80, 90, 95, 99, 100, 150]
+  s = optix.wsd_schedule(p, w, n, d, end_value=e, init_value=i, decay_shape=shape)
+  np.testing.assert_allclose([float(s(t)) for t in steps], [by_hand(t) for t in steps],
+                             rtol=2e-6)
+  b = optix.wsd_decay_branch(p, w, branch_step=n - d, decay_steps=d, end_value=e,
+                             init_value=i, decay_shape=shape)
+  np.testing.assert_allclose([float(b(t)) for t in steps], [by_hand(t) for t in steps],
+                             rtol=2e-6)
+
+
+def _np_cosine(t, init, steps, alpha=0.0, exponent=1.0):
+  x = min(t, steps) / steps
+  return init * ((1 - alpha) * (0.5 * (1 + np.cos(np.pi * x))) ** exponent + alpha)
+
+
+_CLOSED_FORMS = {
+    # name -> (optix schedule, its formula written out here)
+    "constant": (lambda: optix.constant_schedule(0.3), lambda t: 0.3),
+    "linear": (lambda: optix.linear_schedule(1.0, 0.1, 40, transition_begin=10),
+               lambda t: 1.0 + (0.1 - 1.0) * min(max(t - 10, 0), 40) / 40),
+    "polynomial": (lambda: optix.polynomial_schedule(1.0, 0.1, 2.0, 40, transition_begin=5),
+                   lambda t: (1.0 - 0.1) * (1 - min(max(t - 5, 0), 40) / 40) ** 2 + 0.1),
+    "cosine_decay": (lambda: optix.cosine_decay_schedule(1.0, 50, alpha=0.1, exponent=1.5),
+                     lambda t: _np_cosine(t, 1.0, 50, 0.1, 1.5)),
+    "warmup_cosine_decay": (
+        lambda: optix.warmup_cosine_decay_schedule(0.0, 3e-4, 10, 60, 3e-5),
+        lambda t: 3e-4 * t / 10 if t < 10 else
+        3e-5 + (3e-4 - 3e-5) * 0.5 * (1 + np.cos(np.pi * min(t - 10, 50) / 50))),
+    "exponential_decay": (lambda: optix.exponential_decay(1.0, 7, 0.5, 3, False, 0.05),
+                          lambda t: max(0.5 ** (max(t - 3, 0) / 7), 0.05)),
+    "step_decay": (lambda: optix.exponential_decay(1.0, 10, 0.1, staircase=True),
+                   lambda t: 0.1 ** (t // 10)),
+    "piecewise_constant": (lambda: optix.piecewise_constant_schedule(1.0, {10: 0.5, 30: 0.1}),
+                           lambda t: 1.0 * (0.5 if t >= 10 else 1) * (0.1 if t >= 30 else 1)),
+    "join": (lambda: optix.join_schedules(
+        [optix.constant_schedule(1.0), optix.linear_schedule(1.0, 0.0, 20)], [15]),
+             lambda t: 1.0 if t < 15 else 1.0 - min(t - 15, 20) / 20),
+    "inverse_sqrt": (lambda: optix.inverse_sqrt_schedule(2.0, 10, init_value=0.5, timescale=4),
+                     lambda t: 0.5 + 1.5 * t / 10 if t < 10 else 2.0 * np.sqrt(4 / (t - 10 + 4))),
+    "cyclical_exp_range": (
+        lambda: optix.cyclical_schedule(0.1, 1.1, 5, "exp_range", 0.9),
+        lambda t: 0.1 + 1.0 * max(0.0, 1 - abs(t / 5 - 2 * np.floor(1 + t / 10) + 1)) * 0.9 ** t),
+}
+
+
+def _onecycle_cos(t, n, peak, pct, div, final):
+  """Two cosine phases: peak/div -> peak over pct·n steps, then -> peak/(div·final)."""
+  up, lo, end = int(pct * n), peak / div, peak / (div * final)
+  if t < up:
+    return peak + (lo - peak) * 0.5 * (1 + np.cos(np.pi * t / up))
+  x = min(t - up, n - up) / (n - up)
+  return end + (peak - end) * 0.5 * (1 + np.cos(np.pi * x))
+
+
+def _onecycle_lin(t, n, peak, pct, pct_final, div, final):
+  lo, end = peak / div, peak / (div * final)
+  knots = [(0, lo), (int(pct * n), peak), (int(pct_final * n), lo), (n, end)]
+  return float(np.interp(t, [k for k, _ in knots], [v for _, v in knots]))
+
+
+_CLOSED_FORMS["cosine_onecycle"] = (
+    lambda: optix.cosine_onecycle_schedule(60, 1.0, 0.25, 20.0, 100.0),
+    lambda t: _onecycle_cos(t, 60, 1.0, 0.25, 20.0, 100.0))
+_CLOSED_FORMS["linear_onecycle"] = (
+    lambda: optix.linear_onecycle_schedule(60, 1.0, 0.25, 0.8, 20.0, 100.0),
+    lambda t: _onecycle_lin(t, 60, 1.0, 0.25, 0.8, 20.0, 100.0))
+
+
+@pytest.mark.parametrize("name", sorted(_CLOSED_FORMS))
+def test_schedule_closed_forms(name):
+  """Each schedule against its formula written out in numpy, at the phase boundaries and
+  points inside each phase (optix's wrapped schedules included: the values are the contract,
+  whoever computes them)."""
+  make, by_hand = _CLOSED_FORMS[name]
+  s = make()
+  steps = [0, 1, 2, 5, 7, 9, 10, 11, 14, 15, 16, 20, 25, 29, 30, 31, 37, 45, 50, 55, 59, 60, 61,
+           80, 100]
+  got = jax.jit(jax.vmap(s))(jnp.asarray(steps, jnp.int32))
+  want = np.asarray([by_hand(t) for t in steps])
+  # atol: float32 rounding of the schedule's scale (a value that should be 0 comes out ~1e-8).
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
+
+
 def test_wsd_decay_branch_follows_the_stable_run_then_decays():
   stable = optix.wsd_schedule(1.0, 10, 10_000, 1)  # decays only at the very end
   branch = optix.wsd_decay_branch(1.0, 10, branch_step=500, decay_steps=100, end_value=0.1)

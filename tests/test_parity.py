@@ -29,7 +29,7 @@ def _trajectory(tx, params, grads_seq):
 def test_matches_optax(entry, seed):
   params = make_params(seed)
   keys = jax.random.split(jax.random.key(100 + seed), STEPS)
-  # Gradients that move the params around: the params themselves (a quadratic) plus noise.
+  # Random gradients, independent of the params: the same sequence feeds both optimizers.
   grads_seq = [optix.testing.random_like(k, params) for k in keys]
   ours = _trajectory(entry.make(), params, grads_seq)
   theirs = _trajectory(entry.optax_ref(), params, grads_seq)
@@ -38,28 +38,8 @@ def test_matches_optax(entry, seed):
     assert diff <= entry.tol, f"{entry.name}: step {t}: max relative difference {diff:.2e}"
 
 
-SCHEDULE_PAIRS = {
-    "constant": (lambda m: m.constant_schedule(0.3)),
-    "linear": (lambda m: m.linear_schedule(1.0, 0.1, 40, transition_begin=10)),
-    "polynomial": (lambda m: m.polynomial_schedule(1.0, 0.1, 2.0, 40, transition_begin=5)),
-    "cosine_decay": (lambda m: m.cosine_decay_schedule(1.0, 50, alpha=0.1, exponent=1.5)),
-    "warmup_cosine_decay": (lambda m: m.warmup_cosine_decay_schedule(0.0, 3e-4, 10, 60, 3e-5)),
-    "exponential_decay": (lambda m: m.exponential_decay(1.0, 7, 0.5, 3, False, 0.05)),
-    "step_decay": (lambda m: m.exponential_decay(1.0, 10, 0.1, staircase=True)),
-    "piecewise_constant": (lambda m: m.piecewise_constant_schedule(1.0, {10: 0.5, 30: 0.1})),
-    "cosine_onecycle": (lambda m: m.cosine_onecycle_schedule(60, 1.0, 0.25, 20.0, 100.0)),
-    "linear_onecycle": (lambda m: m.linear_onecycle_schedule(60, 1.0, 0.25, 0.8, 20.0, 100.0)),
-    "join": (lambda m: m.join_schedules([m.constant_schedule(1.0), m.linear_schedule(1.0, 0.0, 20)],
-                                        [15])),
-}
-
-
-@pytest.mark.parametrize("name", SCHEDULE_PAIRS)
-def test_schedule_matches_optax(name):
-  ours, theirs = SCHEDULE_PAIRS[name](optix), SCHEDULE_PAIRS[name](optax)
-  steps = jnp.arange(0, 100, dtype=jnp.int32)
-  a, b = jax.jit(jax.vmap(ours))(steps), jax.vmap(theirs)(steps)
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+# The schedules optix wraps from optax are checked against their formulas in test_formulas.py
+# (comparing them with optax would compare optax with itself); SGDR is optix's own composition.
 
 
 def test_sgdr_matches_optax_cycles():
