@@ -47,7 +47,15 @@ def check_state_stable(tx: _base.GradientTransformation, params, grads=None, **e
 
   def cond_step(pred, g, s, p):
     return jax.lax.cond(pred, lambda: tx.update(g, s, p, **extra_args)[1], lambda: s)
-  jax.jit(cond_step)(True, grads, state, params)
+
+  # One compiled cond, run with each predicate: the taken branch's state keeps the types, the
+  # skipped branch's state is the input state, bit for bit.
+  cond_step = jax.jit(cond_step)
+  for pred in (True, False):
+    out = cond_step(jnp.asarray(pred), grads, state, params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(out, state)
+    if not pred:
+      chex.assert_trees_all_equal(out, state)
   return state
 
 

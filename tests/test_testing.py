@@ -58,3 +58,12 @@ def test_max_relative_difference():
   assert optix.testing.max_relative_difference({"a": jnp.array([1.0, 2.0])},
                                                {"a": jnp.array([1.0, 2.2])}) == pytest.approx(
                                                    0.2 / 2.2, rel=1e-6)
+
+
+def test_check_state_stable_rejects_a_state_that_changes_shape_under_cond():
+  """A state that grows each step cannot be a lax.cond branch result (nor a scan carry)."""
+  grow = optix.GradientTransformation(
+      lambda p: jnp.zeros(1), lambda u, s, p=None, **kw: (u, jnp.concatenate([s, s])))
+  with pytest.raises((AssertionError, TypeError)):
+    optix.testing.check_state_stable(grow, PARAMS)
+
