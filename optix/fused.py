@@ -226,7 +226,12 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
     return (shapes and jnp.shape(g) == jnp.shape(p)
             and all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old))))
 
-  eligible = [k for k in range(len(leaves)) if fits(k)]
+  # A state array (a leaf's own, or a packed buffer shared by several leaves) is
+  # written either by the kernel or by the chain, never both: the kernel's output
+  # replaces the whole array, so a leaf it cannot take (another dtype, shape) keeps
+  # every leaf that shares its state array on the chain's path.
+  rejected = {homes[k][0] for k in range(len(leaves)) if not fits(k)}
+  eligible = [k for k in range(len(leaves)) if homes[k][0] not in rejected]
   if not eligible:
     return treedef.unflatten(out_p), new_state
   has_decay = kernel.weight_decay is not None

@@ -347,7 +347,9 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
   if not hasattr(tx, "fused_step"):
     return out
 
-  def fused_step(grads, state, params, fused=None):  # tx's single pass
+  def fused_step(grads, state, params, fused=None, packing=None):  # tx's single pass
+    if packing is not None:
+      raise ValueError("optix.packed: a packed transformation cannot be packed again")
     if isinstance(grads, Packed):
       params, inner = tx.fused_step(grads, state.inner, params, fused=fused)
       return params, PackedState(inner)

@@ -285,3 +285,31 @@ def test_concurrent_calls_do_not_deadlock_the_thread_pool():
   done = subprocess.run([sys.executable, "-c", _CONCURRENT_CALLS], env=env, timeout=300,
                         capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("make", [lambda: optix.adam(1e-2), lambda: optix.adamw(1e-2, weight_decay=0.1),
+                                  lambda: optix.lion(1e-3), lambda: optix.sgd(1e-2, momentum=0.9)])
+def test_a_leaf_the_kernel_cannot_take_keeps_its_packed_buffer_on_the_chains_path(make):
+  """One bf16 gradient among float32 leaves that share a packed state buffer:
+  the kernel must not write that buffer (it would put back the leaf's old state),
+  so the buffer's leaves take the chain's path, and every leaf's state moves."""
+  params = {f"p{i}": jnp.linspace(-1.0, 1.0, 8) + i for i in range(3)}
+  grads = lambda k: {name: g.astype(jnp.bfloat16) if name == "p1" else g
+                     for name, g in _grads(params, k).items()}
+  tx = optix.packed(make())
+  a, b = _run(tx, params, 5, True, extra=grads), _run(tx, params, 5, False, extra=grads)
+  _assert_close(a, b)
+  moved = [np.asarray(x) for x in jax.tree.leaves(a[1]) if np.ndim(x) > 0]
+  assert moved and all(np.all(x != 0) for x in moved)
+
+
+@pytest.mark.parametrize("fused_arg", [None, True, False])
+def test_a_chain_ending_in_packed_has_a_working_one_pass_step(fused_arg):
+  """``chain(clip, packed(adamw))``: the chain's step calls the packed step with
+  the arguments every one-pass step takes."""
+  params = {"w": jnp.ones((4, 3)), "b": jnp.zeros((3,))}
+  tx = optix.chain(optix.clip(1.0), optix.packed(optix.adamw(1e-2)))
+  _assert_close(_run(tx, params, 3, True, fused_arg), _run(tx, params, 3, False))
+  step = optix.train_step(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"]), tx, fused=fused_arg)
+  new, _, _ = step(dict(params), tx.init(params))
+  assert float(new["w"][0, 0]) < 1.0
