@@ -9,18 +9,53 @@ import optax
 safe_increment = optax.safe_int32_increment
 
 
-def zeros_like(tree, dtype=jnp.float32):
-  """Zeros shaped like ``tree``; ``dtype=None`` keeps each leaf's dtype.
+def state_dtype_for(param, requested=None):
+  """The dtype a transform keeps its statistics of ``param`` in: at least float32, same kind.
 
-  Moments are float32 by default whatever the param dtype (DESIGN §4): bf16
-  params with bf16 second moments lose small updates to rounding.
+  ``requested=None`` is the policy: bf16/fp16 params get float32 statistics
+  (moments in bf16 lose small updates to rounding), float32 and float64 keep
+  their dtype, complex64 and complex128 keep theirs (a real moment of a complex
+  gradient would drop its imaginary part), and other params (integers) get
+  float32. A requested dtype is taken as is, except that a real one for complex
+  params becomes the complex dtype of that precision (float32 -> complex64).
   """
+  dtype = jnp.result_type(param)
+  if requested is None:
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+      return dtype
+    if jnp.issubdtype(dtype, jnp.floating):
+      return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float32)
+  requested = jnp.dtype(requested)
+  if (jnp.issubdtype(dtype, jnp.complexfloating)
+      and not jnp.issubdtype(requested, jnp.complexfloating)):
+    return jnp.promote_types(requested, jnp.complex64)
+  return requested
+
+
+def zeros_like(tree, dtype=None):
+  """Zeros shaped like ``tree``, each leaf in ``state_dtype_for(leaf, dtype)``."""
   # zeros_like (not zeros(shape)) so state follows the params' sharding on Explicit meshes.
-  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype or jnp.result_type(p)), tree)
+  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=state_dtype_for(p, dtype)), tree)
 
 
-def full_like(tree, value, dtype=jnp.float32):
-  return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=dtype or jnp.result_type(p)), tree)
+def full_like(tree, value, dtype=None):
+  """``value`` everywhere, shaped like ``tree``, each leaf in ``state_dtype_for(leaf, dtype)``."""
+  return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=state_dtype_for(p, dtype)), tree)
+
+
+def is_complex(x) -> bool:
+  return jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
+
+
+def check_real(name, tree):
+  """Raises ``ValueError`` naming the complex leaves of ``tree``, for transforms
+  whose math is defined for real params only. Runs at trace time."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  bad = [jax.tree_util.keystr(path) or "<root>" for path, leaf in leaves if is_complex(leaf)]
+  if bad:
+    raise ValueError(f"{name} supports real params only; complex leaves at: "
+                     + ", ".join(bad[:5]))
 
 
 def cast_like(tree, reference):

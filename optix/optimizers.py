@@ -93,7 +93,7 @@ def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: floa
   (+4 centered, +4 momentum).
   """
   return chain(
-      scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered,
+      scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=centered,
                    state_dtype=state_dtype),
       scale_by_learning_rate(learning_rate),
       trace(momentum, nesterov, state_dtype=state_dtype) if momentum is not None

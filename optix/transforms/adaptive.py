@@ -6,17 +6,14 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
+from optix.transforms import moments
+from optix.transforms.moments import debias, ema  # noqa: F401  (re-exported)
 
 
-def ema(decay, moment, value):
-  """``decay · moment + (1 - decay) · value`` in the moment's dtype."""
-  return jax.tree.map(lambda m, x: (1 - decay) * x.astype(m.dtype) + decay * m, moment, value)
-
-
-def debias(moment, decay, count):
-  """``moment / (1 - decay**count)``: undoes the zero initialisation of an EMA."""
-  correction = 1 - decay ** count.astype(jnp.float32)
-  return jax.tree.map(lambda m: m / correction.astype(m.dtype), moment)
+def _real(x):
+  """The real part of a second-moment statistic (complex moments hold |g|² with zero
+  imaginary part), so roots and comparisons see a real number."""
+  return x.real if jnp.issubdtype(x.dtype, jnp.complexfloating) else x
 
 
 class ScaleByRssState(NamedTuple):
@@ -24,13 +21,14 @@ class ScaleByRssState(NamedTuple):
 
 
 def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
-                 state_dtype=jnp.float32) -> _base.GradientTransformation:
+                 state_dtype=None) -> _base.GradientTransformation:
   r"""AdaGrad's scaling (Duchi et al. 2011, JMLR 12).
 
-  .. math:: s_t = s_{t-1} + g_t^2, \qquad u_t = g_t / \sqrt{s_t + \epsilon}
+  .. math:: s_t = s_{t-1} + |g_t|^2, \qquad u_t = g_t / \sqrt{s_t + \epsilon}
 
   (and 0 where ``s_t = 0``). ``initial_accumulator_value=0.1`` keeps the first
-  steps bounded, as in optax and TensorFlow.
+  steps bounded, as in optax and TensorFlow. ``state_dtype``: the dtype of ``s``
+  (``None``: at least float32, the params' kind; see ``optix._tree.state_dtype_for``).
   """
   _validate.nonnegative("initial_accumulator_value", initial_accumulator_value)
   _validate.nonnegative("eps", eps)
@@ -41,10 +39,11 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_match("updates", updates, "state.sum_of_squares", state.sum_of_squares)
-    sos = jax.tree.map(lambda g, s: jnp.square(g.astype(s.dtype)) + s, updates,
-                       state.sum_of_squares)
+    sos = jax.tree.map(lambda g, s: (moments.abs_sq(g.astype(s.dtype)) + s).astype(s.dtype),
+                       updates, state.sum_of_squares)
     out = jax.tree.map(
-        lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g.astype(s.dtype),
+        lambda g, s: (jnp.where(_real(s) > 0, jax.lax.rsqrt(_real(s) + eps), 0.0)
+                      * g.astype(s.dtype)),
         updates, sos)
     return _tree.cast_like(out, updates), ScaleByRssState(sos)
 
@@ -58,8 +57,8 @@ class ScaleByRmsState(NamedTuple):
 
 
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
-                 eps_in_sqrt: bool = True, bias_correction: bool = False,
-                 centered: bool = False, *, state_dtype=jnp.float32
+                 eps_in_sqrt: bool = True, bias_correction: bool = False, *,
+                 centered: bool = False, state_dtype=None
                  ) -> _base.GradientTransformation:
   r"""RMSProp's scaling (Hinton, Coursera lecture 6e, 2012; centered: Graves 2013,
   arXiv 1308.0850).
@@ -70,7 +69,10 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
 
   where the bracketed term is present only when ``centered`` (``μ_t`` the EMA
   of g). ``eps_in_sqrt=False`` puts ε outside the root. ``bias_correction``
-  divides ν by ``1 - ρ^t`` (off by default, as in optax).
+  divides ν by ``1 - ρ^t`` (off by default, as in optax). For complex gradients
+  :math:`g^2` is :math:`|g|^2` and :math:`\mu^2` is :math:`|\mu|^2`. ``centered`` is
+  optax's ``scale_by_stddev``. ``state_dtype``: the moments' dtype (``None``: at
+  least float32, the params' kind).
   """
   _validate.unit_interval("decay", decay)
   _validate.nonnegative("eps", eps)
@@ -86,10 +88,11 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     _tree.check_match("updates", updates, "state.nu", state.nu)
     count = _tree.safe_increment(state.count)
     g = _tree.cast_like(updates, state.nu)  # compute in the state dtype
-    nu = ema(decay, state.nu, jax.tree.map(jnp.square, g))
-    mu = ema(decay, state.mu, g) if centered else None
-    nu_hat = debias(nu, decay, count) if bias_correction else nu
-    var = jax.tree.map(lambda n, m: n - jnp.square(m), nu_hat, mu) if centered else nu_hat
+    nu = moments.ema_sq(decay, state.nu, g)
+    mu = moments.ema(decay, state.mu, g) if centered else None
+    nu_hat = moments.debias(nu, decay, count) if bias_correction else nu
+    var = (jax.tree.map(lambda n, m: _real(n) - moments.abs_sq(m), nu_hat, mu) if centered
+           else jax.tree.map(_real, nu_hat))
 
     def scale_one(g, v):
       return g * jax.lax.rsqrt(v + eps) if eps_in_sqrt else g / (jnp.sqrt(v) + eps)
@@ -108,7 +111,7 @@ class ScaleByAdamState(NamedTuple):
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, mu_dtype=None, *, nesterov: bool = False,
-                  state_dtype=jnp.float32) -> _base.GradientTransformation:
+                  state_dtype=None) -> _base.GradientTransformation:
   r"""Adam's scaling (Kingma & Ba 2015, arXiv 1412.6980; Nesterov form:
   Dozat 2016, "Incorporating Nesterov Momentum into Adam").
 
@@ -128,7 +131,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     eps, eps_root: >= 0.
     mu_dtype: optax-compatible dtype for m only (overrides ``state_dtype`` for m).
     nesterov: NAdam.
-    state_dtype: dtype of m and v, float32 by default whatever the params.
+    state_dtype: dtype of m and v; ``None``: at least float32, the params' kind
+      (complex params keep complex moments; :math:`g_t^2` is then :math:`|g_t|^2`).
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
@@ -144,16 +148,13 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     del params, extra_args
     _tree.check_match("updates", updates, "state.mu", state.mu)
     g = _tree.cast_like(updates, state.nu)  # compute in the state dtype
-    mu = ema(b1, state.mu, g)
-    nu = ema(b2, state.nu, jax.tree.map(jnp.square, g))
+    mu = moments.ema(b1, state.mu, g)
+    nu = moments.ema_sq(b2, state.nu, g)
     count = _tree.safe_increment(state.count)
-    if nesterov:
-      mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g,
-                            debias(mu, b1, _tree.safe_increment(count)), debias(g, b1, count))
-    else:
-      mu_hat = debias(mu, b1, count)
-    nu_hat = debias(nu, b2, count)
-    out = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
+    mu_hat = (moments.nesterov(mu, g, b1, count) if nesterov
+              else moments.debias(mu, b1, count))
+    nu_hat = moments.debias(nu, b2, count)
+    out = jax.tree.map(lambda m, v: m / (jnp.sqrt(_real(v) + eps_root) + eps), mu_hat, nu_hat)
     return _tree.cast_like(out, updates), ScaleByAdamState(count, mu, nu)
 
   return _base.GradientTransformation(init, update)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
+from optix.transforms import moments
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,7 +150,7 @@ class ScaleByAdam8bitState(NamedTuple):
 def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                       eps_root: float = 0.0, *, block_size: int = 256,
                       min_8bit_size: int = 4096, stochastic_rounding: bool = True,
-                      seed: int = 0, state_dtype=jnp.float32
+                      seed: int = 0, state_dtype=None
                       ) -> _base.GradientTransformation:
   r"""Adam's scaling with 8-bit block-wise quantized moments (arXiv 2110.02861).
 
@@ -175,7 +176,9 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   ``m`` measured -0.15%). Leaves with fewer than ``min_8bit_size`` (4096) elements
   (biases, norm scales) stay in ``state_dtype``: quantizing them saves little and
   the paper keeps them in 32 bits. State: 2 bytes + 8/block_size per quantized
-  parameter (≈2.03), 8 for the small leaves.
+  parameter (≈2.03), 8 for the small leaves. ``state_dtype=None``: small leaves at
+  least float32, the params' float kind. Complex params raise ``ValueError`` (the
+  codecs are real).
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
@@ -189,8 +192,10 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     return np.size(p) >= min_8bit_size and np.size(p) > 0
 
   def init(params):
+    _tree.check_real("scale_by_adam8bit", params)
+
     def init_moment(p, signed):
-      z = jnp.zeros(jnp.shape(p), state_dtype)
+      z = jnp.zeros(jnp.shape(p), _tree.state_dtype_for(p, state_dtype))
       return quantize(z, signed, block_size) if big(p) else z
     return ScaleByAdam8bitState(jnp.zeros([], jnp.int32),
                                 jax.tree.map(lambda p: init_moment(p, True), params),
@@ -199,9 +204,9 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_match("updates", _structure(updates), "state.mu", _structure(state.mu))
+    _tree.check_real("scale_by_adam8bit", updates)
     count = _tree.safe_increment(state.count)
-    c1 = 1 - b1 ** count.astype(jnp.float32)
-    c2 = 1 - b2 ** count.astype(jnp.float32)
+    c1, c2 = moments.correction(b1, count), moments.correction(b2, count)
 
     step_key = jax.random.fold_in(jax.random.key(seed), count)
 
@@ -209,10 +214,9 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
       quantized = is_quantized(mu)
       m = dequantize(mu, True, block_size) if quantized else mu
       v = jnp.square(dequantize(nu, False, block_size)) if quantized else nu
-      g = g.astype(m.dtype)
-      m = b1 * m + (1 - b1) * g
-      v = b2 * v + (1 - b2) * jnp.square(g)
-      u = (m / c1) / (jnp.sqrt(v / c2 + eps_root) + eps)
+      m = moments.ema_leaf(b1, m, g)
+      v = moments.ema_sq_leaf(b2, v, g)
+      u = moments.debias_leaf(m, c1) / (jnp.sqrt(moments.debias_leaf(v, c2) + eps_root) + eps)
       if quantized:
         key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
         m, v = quantize(m, True, block_size), quantize(jnp.sqrt(v), False, block_size, key)
