@@ -88,10 +88,10 @@ def _apply_step(tx, params, grads, fused):
   return params, state
 
 
-def _packed_params(tx, params, grads):
+def _packed_params(tx, params, grads, fused):
   """Params kept packed between steps; gradients arrive packed."""
   layout = optix.layout_of(params)
-  step = jax.jit(lambda p, s, g: optix.apply_step(tx, layout.pack(g), s, p))
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, layout.pack(g), s, p, fused=fused))
   p, state = layout.pack(params), tx.init(layout.pack(params))
   for g in grads:
     p, state = step(p, state, g)
@@ -128,14 +128,15 @@ def _check(tree, chain):
   if any(jnp.result_type(params[k]) != grad_dtypes[k] for k in params):
     return  # packed paths: see test_packed_casts_a_gradient_to_its_params_dtype
   ptx = optix.packed(tx)
-  for fused in (None, False):
+  for fused in (None, True, False):
     got, s = _apply_step(ptx, params, grads, fused)
     _assert_close(f"{name}: packed, apply_step(fused={fused})", got, want)
     _state_moved(f"{name}: packed, apply_step(fused={fused})", s, ptx.init(params))
   got, s = _reference(ptx, params, grads)
   _assert_close(f"{name}: packed, update", got, want)
-  got, s = _packed_params(ptx, params, grads)
-  _assert_close(f"{name}: packed params", got, want)
+  for fused in (True, False):
+    got, s = _packed_params(ptx, params, grads, fused)
+    _assert_close(f"{name}: packed params, apply_step(fused={fused})", got, want)
 
 
 @pytest.mark.xfail(strict=True, reason="packing casts each gradient to its params' dtype, "
