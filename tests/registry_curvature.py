@@ -3,6 +3,7 @@ so every shared contract test applies)."""
 
 import jax
 import jax.numpy as jnp
+import optax
 
 import optix
 from registry import Entry
@@ -21,12 +22,15 @@ def _dense_stats():
 
 
 ENTRIES = [
-    Entry("lbfgs", lambda: optix.lbfgs(), extra_args={"value_fn": _quadratic},
+    Entry("lbfgs", lambda: optix.lbfgs(), lambda: optax.lbfgs(),
+          extra_args={"value_fn": _quadratic},
           bad=[("memory_size", lambda: optix.lbfgs(memory_size=0)),
                ("linesearch", lambda: optix.lbfgs(linesearch="armijo")),
                ("curv_rtol", lambda: optix.scale_by_zoom_linesearch(curv_rtol=1.5)),
                ("slope_rtol", lambda: optix.scale_by_zoom_linesearch(slope_rtol=0.0))]),
     Entry("lbfgs_backtracking", lambda: optix.lbfgs(linesearch="backtracking"),
+          lambda: optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(
+              max_backtracking_steps=15, store_grad=True)),
           extra_args={"value_fn": _quadratic},
           bad=[("decrease_factor",
                 lambda: optix.scale_by_backtracking_linesearch(decrease_factor=1.0))]),

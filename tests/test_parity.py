@@ -13,9 +13,16 @@ STEPS = 25
 PARITY = [e for e in ENTRIES if e.optax_ref is not None]
 
 
-def _trajectory(tx, params, grads_seq):
+def _trajectory(tx, params, grads_seq, value_fn=None):
   state = tx.init(params)
   update = jax.jit(tx.update)
+  if value_fn is not None:  # a line search: gradients and values are value_fn's, not grads_seq's
+    value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+    @jax.jit
+    def update(_, state, params):
+      value, grad = value_and_grad(params, state=state)
+      return tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn)
   out = []
   for grads in grads_seq:
     updates, state = update(grads, state, params)
@@ -31,8 +38,9 @@ def test_matches_optax(entry, seed):
   keys = jax.random.split(jax.random.key(100 + seed), STEPS)
   # Random gradients, independent of the params: the same sequence feeds both optimizers.
   grads_seq = [optix.testing.random_like(k, params) for k in keys]
-  ours = _trajectory(entry.make(), params, grads_seq)
-  theirs = _trajectory(entry.optax_ref(), params, grads_seq)
+  value_fn = entry.extra_args.get("value_fn")
+  ours = _trajectory(entry.make(), params, grads_seq, value_fn)
+  theirs = _trajectory(entry.optax_ref(), params, grads_seq, value_fn)
   for t, (a, b) in enumerate(zip(ours, theirs)):
     diff = optix.testing.max_relative_difference(a, b)
     assert diff <= entry.tol, f"{entry.name}: step {t}: max relative difference {diff:.2e}"
