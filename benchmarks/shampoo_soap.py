@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import optix  # noqa: E402
-from optix.transforms import kronecker  # noqa: E402
+from optix.transforms import roots  # noqa: E402
 
 INTERVAL = 10
 ONE_SIDED = {2: {0: 0.5, 1: 0.0}}  # L^{-1/2} G: one statistic, one root, two matmuls a step
@@ -126,10 +126,10 @@ def floor_table(times, layers, size, reps):
 
 def refresh_table(sizes, batch, reps):
   fns = {
-      "shampoo root, eigh": lambda a, q: kronecker.inverse_pth_root_eigh(a, 4),
-      "shampoo root, newton": lambda a, q: kronecker.inverse_pth_root_newton(a, 4),
-      "soap basis, eigh": lambda a, q: kronecker.eigenbasis_eigh(a),
-      "soap basis, power+QR": lambda a, q: kronecker.eigenbasis_power_qr(a, q),
+      "shampoo root, eigh": lambda a, q: roots.inverse_pth_root_eigh(a, 4),
+      "shampoo root, newton": lambda a, q: roots.inverse_pth_root_newton(a, 4),
+      "soap basis, eigh": lambda a, q: roots.eigenbasis_eigh(a),
+      "soap basis, power+QR": lambda a, q: roots.eigenbasis_power_qr(a, q),
   }
   rows = []
   for n in sizes:
@@ -138,7 +138,7 @@ def refresh_table(sizes, batch, reps):
       def make(n=n):
         g = jax.random.normal(jax.random.key(n), (batch, n, 2 * n)) / np.sqrt(2 * n)
         a = g @ jnp.swapaxes(g, -1, -2)           # a Gram matrix, like a statistic
-        q = kronecker.eigenbasis_eigh(a + 0.01 * jnp.eye(n))
+        q = roots.eigenbasis_eigh(a + 0.01 * jnp.eye(n))
         return a, q
       cands.append(common.Candidate(name, lambda a, q, f=f: (a, f(a, q)), make, donate=()))
     common.run(cands, reps=reps, warmup=1)

@@ -1,5 +1,6 @@
 """Aliases for the matrix optimizers: short, visible chains of the pieces in
-``optix.transforms.orthogonal`` (and, below, the Kronecker-factored ones)."""
+``optix.transforms.muon`` (and, below, the Kronecker-factored ones of
+``optix.transforms.shampoo`` and ``optix.transforms.soap``)."""
 
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 from optix import _base, _tree, _validate
 from optix.optimizers import adamw
 from optix.transforms.decay import MaskOrFn, add_decayed_weights
-from optix.transforms.orthogonal import (
+from optix.transforms.muon import (
     DEFAULT_COEFFICIENTS, StackedAxes, broadcast_leaves, resolve_stacked_axes, scale_by_muon)
 from optix.transforms.scaling import scale_by_learning_rate
 
@@ -58,7 +59,7 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
          adam_nesterov: bool = False, state_dtype=jnp.float32, mesh=None, axis="data"):
   r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else.
 
-  Matrix params (see :func:`optix.transforms.orthogonal.matrix_view`; conv
+  Matrix params (see :func:`optix.transforms.muon.matrix_view`; conv
   kernels are flattened to ``(prod(kernel)·in, out)``, ``stacked_axes`` leading
   axes are independent layers):
 
@@ -109,9 +110,10 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
   return _base.GradientTransformation(tx.init, update)
 
 
-# -- Kronecker-factored optimizers: Shampoo and SOAP (optix.transforms.kronecker) --
+# -- Kronecker-factored optimizers: Shampoo and SOAP --
 
-from optix.transforms.kronecker import scale_by_shampoo, scale_by_soap  # noqa: E402
+from optix.transforms.shampoo import scale_by_shampoo  # noqa: E402
+from optix.transforms.soap import scale_by_soap  # noqa: E402
 
 
 def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,

@@ -272,12 +272,16 @@ def packed_mask(mask: Callable[[Any], Any]) -> Callable[[Any], Any]:
         per_buffer[s.buffer].add(bool(value))
     for (dtype, group, _), vals in zip(layout.buffers, per_buffer):
       if len(vals) > 1:
-        raise ValueError(
+        raise MixedBufferError(
             f"packed_mask: buffer {dtype}:{group} mixes masked and unmasked leaves; build "
             "the packing with groups= the same mask (optix.packed(tx, groups=mask))")
     return Packed([vals.pop() for vals in per_buffer] + large, layout)
 
   return apply
+
+
+class MixedBufferError(ValueError):
+  """A leaf mask that differs between leaves of one buffer (see :func:`packed_mask`)."""
 
 
 class PackedState(NamedTuple):
@@ -447,9 +451,9 @@ def _check_elementwise(tx, layout: PackLayout, steps: int = 2):
                        "only elementwise transforms (shape-dependent ones such as Adafactor, "
                        "Muon, Shampoo, SOAP, 8-bit Adam cannot be packed); wrap leaf masks with "
                        "optix.packed_mask and pass groups=") from None
+    except MixedBufferError:
+      raise
     except Exception as e:  # noqa: BLE001  (the chain failed on a flat buffer)
-      if str(e).startswith("packed_mask"):
-        raise
       raise ValueError(f"optix.packed: the chain fails on packed 1-D buffers "
                        f"({type(e).__name__}: {e}); pack only elementwise transforms "
                        "(not Adafactor, Muon, Shampoo, SOAP)") from e

@@ -67,7 +67,7 @@ ENTRIES = [
     Entry("muon_stacked_rms",
           lambda: optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,
                              shape_scaling="match_adamw_rms"),
-          params=_stacked_params),  # optax parity on these params: tests/test_orthogonal.py
+          params=_stacked_params),  # optax parity on these params: tests/test_muon.py
     Entry("muon_heavy_ball_embed_on_adam",
           lambda: optix.muon(0.02, 1e-3, nesterov=False, adam_mask=("embed",)),
           lambda: optax.contrib.muon(

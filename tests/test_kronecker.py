@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import optix
-from optix.transforms import kronecker as K
+from optix.transforms import blocking, roots
+from optix.transforms.soap import rotate_second_moment
 
 U32 = 2.0 ** -24
 
@@ -24,7 +25,7 @@ def _np_root(a, p, ridge):
   return (v * w ** (-1.0 / p)) @ v.T
 
 
-ROOTS = {"eigh": K.inverse_pth_root_eigh, "newton": K.inverse_pth_root_newton}
+ROOTS = {"eigh": roots.inverse_pth_root_eigh, "newton": roots.inverse_pth_root_newton}
 
 
 @pytest.mark.parametrize("method", ROOTS)
@@ -57,7 +58,7 @@ def test_inverse_root_graceful_on_singular_input(method):
 def test_apply_by_shape_groups_by_shape_and_keeps_order():
   mats = [jnp.full((2, 3, 3), 1.0), jnp.full((1, 4, 4), 2.0), jnp.full((3, 3, 3), 3.0)]
   calls = []
-  out = K.apply_by_shape(lambda s: calls.append(s.shape) or s * 10, mats)
+  out = blocking.apply_by_shape(lambda s: calls.append(s.shape) or s * 10, mats)
   # One trace per shape: the whole (B, n, n) stack, or one matrix of it on CPU (lax.map).
   assert sorted(c[1:] for c in calls) == [(3, 3), (4, 4)]
   assert all(c[0] in (1, 5) for c in calls)
@@ -66,17 +67,17 @@ def test_apply_by_shape_groups_by_shape_and_keeps_order():
 
 
 def test_plans_merge_block_and_leave_large_dims_diagonal():
-  plan = K._make_plan((3, 3, 64, 128), 1024, True, 8192)
+  plan = blocking.make_plan((3, 3, 64, 128), 1024, True, 8192)
   assert plan.merged == (576, 128) and plan.precond == (True, True)
-  assert K._make_plan((3, 3, 2, 4), 1024, True, 8192).merged == (18, 4)
-  assert K._make_plan((32, 16), 1024, True, 8192).merged == (32, 16)   # a matrix stays one
-  plan = K._make_plan((1025, 64), 512, True, 8192)
+  assert blocking.make_plan((3, 3, 2, 4), 1024, True, 8192).merged == (18, 4)
+  assert blocking.make_plan((32, 16), 1024, True, 8192).merged == (32, 16)   # a matrix stays one
+  plan = blocking.make_plan((1025, 64), 512, True, 8192)
   assert plan.blocks == (3, 1) and plan.block == (342, 64)             # balanced blocks
-  plan = K._make_plan((50000, 64), 512, True, 8192)
+  plan = blocking.make_plan((50000, 64), 512, True, 8192)
   assert plan.precond == (False, True) and plan.blocks == (1, 1)
   x = jnp.arange(10 * 7.0).reshape(10, 7)
-  plan = K._make_plan((10, 7), 4, False, 100)
-  np.testing.assert_array_equal(K._from_blocks(K._to_blocks(x, plan), plan), x)
+  plan = blocking.make_plan((10, 7), 4, False, 100)
+  np.testing.assert_array_equal(blocking.from_blocks(blocking.to_blocks(x, plan), plan), x)
 
 
 def _one_step(tx, g):
@@ -209,9 +210,9 @@ def test_soap_first_basis_diagonalizes_stats_and_power_qr_tracks_it():
     assert np.all(np.diff(np.diag(d)) <= 1e-5 * np.abs(d).max())     # decreasing
   # Power iteration + QR from a perturbed basis converges to the eigenbasis.
   a = jnp.asarray(_spd(8, 1e2, seed=4), jnp.float32)[None]
-  q = jnp.linalg.qr(K.eigenbasis_eigh(a) + 0.3 * jax.random.normal(jax.random.key(0), (1, 8, 8)))[0]
+  q = jnp.linalg.qr(roots.eigenbasis_eigh(a) + 0.3 * jax.random.normal(jax.random.key(0), (1, 8, 8)))[0]
   for _ in range(60):
-    q = K.eigenbasis_power_qr(a, q)
+    q = roots.eigenbasis_power_qr(a, q)
   d = np.asarray(q[0].T @ a[0] @ q[0])
   assert np.abs(d - np.diag(np.diag(d))).max() <= 1e-4
 
@@ -221,14 +222,14 @@ def test_soap_second_moment_rotation():
   nu = jnp.asarray(rng.random((2, 3, 4)), jnp.float32)
   old = [jnp.asarray(np.linalg.qr(rng.standard_normal((2, n, n)))[0], jnp.float32) for n in (3, 4)]
   new = [jnp.asarray(np.linalg.qr(rng.standard_normal((2, n, n)))[0], jnp.float32) for n in (3, 4)]
-  got = K.rotate_second_moment(nu, old, new, (True, True))
+  got = rotate_second_moment(nu, old, new, (True, True))
   p = [np.square(np.einsum("nac,nad->ncd", o, n)) for o, n in zip(old, new)]
   np.testing.assert_allclose(got, np.einsum("nab,nac,nbd->ncd", nu, *p), rtol=1e-5)
   # A permutation of the basis permutes v; the same basis leaves it unchanged.
   perm = [o[:, :, ::-1] for o in old]
-  np.testing.assert_allclose(K.rotate_second_moment(nu, old, perm, (True, True)),
+  np.testing.assert_allclose(rotate_second_moment(nu, old, perm, (True, True)),
                              nu[:, ::-1, ::-1], rtol=1e-5)
-  np.testing.assert_allclose(K.rotate_second_moment(nu, old, old, (True, True)), nu, rtol=1e-5)
+  np.testing.assert_allclose(rotate_second_moment(nu, old, old, (True, True)), nu, rtol=1e-5)
 
 
 def test_soap_refresh_rotates_moments_consistently():
@@ -242,7 +243,7 @@ def test_soap_refresh_rotates_moments_consistently():
   g = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
   _, new = update(g, state)                                    # step 2: refresh
   ql, qr = new.bases
-  rotated = K.rotate_second_moment(state.nu[None] if state.nu.ndim == 2 else state.nu,
+  rotated = rotate_second_moment(state.nu[None] if state.nu.ndim == 2 else state.nu,
                                    state.bases, new.bases, (True, True))
   g_rot = ql[0].T @ g @ qr[0]
   np.testing.assert_allclose(new.nu, 0.9 * rotated + 0.1 * g_rot ** 2, rtol=1e-4, atol=1e-6)
@@ -383,16 +384,16 @@ def test_refresh_by_shape_splits_the_stack_over_devices():
   one matrix at a time under lax.map)."""
   import re
   stats = [jnp.ones((6, 8, 8)), jnp.ones((7, 8, 8)), jnp.ones((2, 4, 4))]
-  fn = lambda a: K.inverse_pth_root_eigh(a, 4)
+  fn = lambda a: roots.inverse_pth_root_eigh(a, 4)
   for mode in ("Auto", "Explicit"):
     mesh = _mesh(mode)
-    lowered = jax.jit(lambda s: K.refresh_by_shape(fn, *[s], mesh=mesh)).lower(stats)
+    lowered = jax.jit(lambda s: blocking.refresh_by_shape(fn, *[s], mesh=mesh)).lower(stats)
     hlo = lowered.compile().as_text()
     shapes = sorted(re.search(r"= \(?f32\[([\d,]+)\]", l).group(1) for l in hlo.splitlines()
                     if 'custom_call_target="lapack_ssyevd_ffi"' in l)
     assert shapes == ["1,1,4,4", "2,1,8,8"], shapes
-    got = K.refresh_by_shape(fn, stats, mesh=mesh)
-    want = K.refresh_by_shape(fn, stats)
+    got = blocking.refresh_by_shape(fn, stats, mesh=mesh)
+    want = blocking.refresh_by_shape(fn, stats)
     for g, w in zip(got, want):
       np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 

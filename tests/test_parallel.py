@@ -28,7 +28,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import optix
-from optix import parallel
+from optix import _sharding, parallel
 from registry import ENTRIES, params_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ def _assert_one_over_n(state, expected, mesh, explicit):
   n_data = mesh.shape["data"]
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
   for (path, x), sharding in zip(leaves, jax.tree.leaves(expected)):
-    axes = [a for e in sharding.spec for a in parallel._names(e)]
+    axes = [a for e in sharding.spec for a in _sharding.axes_of_entry(e)]
     parts = math.prod(mesh.shape[a] for a in axes)
     assert len(x.addressable_shards) == mesh.size
     for shard in x.addressable_shards:

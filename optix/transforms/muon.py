@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
-from optix.parallel import check_axis, explicit_spec, map_stacked, replicated
+from optix._sharding import check_axis, explicit_spec, map_stacked, replicated
 
 DEFAULT_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 SHAPE_SCALINGS = ("width", "match_adamw_rms", "none")
@@ -193,7 +193,7 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   grouped by ``(m, n)``, concatenated to ``(B, m, n)``, orthogonalized in one
   call, then split and put back in each leaf's shape. Returns float32 leaves.
   Leaves sharded on an Explicit mesh are gathered first and the results
-  resharded like the leaf (DESIGN §8), so sharded params do not fail here.
+  resharded like the leaf, so sharded params do not fail here.
   """
   groups = {}
   for i, view in enumerate(views):

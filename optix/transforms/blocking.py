@@ -1,0 +1,210 @@
+"""Block views of a tensor for Kronecker-factored preconditioners (Shampoo, SOAP).
+
+A tensor gradient ``G`` of rank ``k`` keeps one statistic per axis,
+``L_i = Σ_t G_(i) G_(i)ᵀ`` (``G_(i)``: ``G`` unfolded along axis ``i``), and is
+preconditioned axis by axis. Three shape rules keep the statistics small:
+
+* size-1 axes are dropped and, with ``merge_small_dims``, adjacent axes are merged
+  while their product stays ``<= block_size`` and at least two axes remain (a
+  3×3×64×128 conv kernel becomes 576×128; a matrix stays a matrix);
+* an axis longer than ``block_size`` is cut into equal blocks (zero-padded), each
+  block getting its own statistics -- a block-diagonal approximation;
+* an axis longer than ``max_preconditioner_dim`` gets no statistic (identity,
+  "left diagonal"); a tensor with no preconditioned axis is updated by the graft
+  alone (Shampoo) or by plain Adam (SOAP).
+
+A leaf's gradient is viewed as a stack of blocks ``(N, b_1, ..., b_k)`` (:class:`Plan`,
+:func:`to_blocks`); all statistics of one size (across blocks, axes and leaves) are
+concatenated and the expensive per-matrix work -- inverse roots, ``eigh``, ``QR`` --
+runs once per size on a ``(B, n, n)`` stack (:func:`apply_by_shape`); with ``mesh=`` the
+``B`` matrices are split over the devices of a mesh axis instead
+(:func:`refresh_by_shape`, :func:`optix.map_stacked`).
+
+On an Explicit-mode mesh, sharded gradient leaves are gathered before they are cut
+into blocks (the Kronecker statistics are small and replicated) and each update is
+resharded like its leaf.
+"""
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optix import _validate
+from optix._sharding import explicit_spec, map_stacked, replicated
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+class Plan(NamedTuple):
+  """How one leaf is viewed as a stack of blocks (all static Python ints)."""
+  shape: tuple     # the leaf's shape
+  merged: tuple    # after dropping size-1 axes and merging small neighbours
+  blocks: tuple    # number of blocks along each merged axis
+  block: tuple     # block length along each merged axis
+  precond: tuple   # per merged axis: True if it has a Kronecker factor
+
+  @property
+  def num_blocks(self):
+    return int(np.prod(self.blocks, dtype=np.int64))
+
+  @property
+  def rank(self):  # number of Kronecker factors
+    return sum(self.precond)
+
+
+def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True) -> Plan:
+  """The block view of a leaf of ``shape`` under the three rules of the module docstring;
+  a 1-D leaf gets no factor unless ``precondition_1d``."""
+  dims = [d for d in shape if d != 1]
+  if merge_small_dims:  # greedy, but a tensor with >= 2 axes keeps >= 2 (a matrix stays one)
+    merged, keep = [], min(2, len(dims))
+    for i, d in enumerate(dims):
+      if merged and merged[-1] * d <= block_size and len(merged) + len(dims) - i - 1 >= keep:
+        merged[-1] *= d
+      else:
+        merged.append(d)
+    dims = merged
+  blocks, block, precond = [], [], []
+  for d in dims:
+    n = -(-d // block_size) if block_size < d <= max_dim else 1
+    blocks.append(n)
+    block.append(-(-d // n))  # balanced blocks: 1025 -> 2 × 513
+    precond.append(d <= max_dim)
+  if len(dims) == 1 and not precondition_1d:
+    precond = [False]
+  return Plan(tuple(shape), tuple(dims), tuple(blocks), tuple(block), tuple(precond))
+
+
+def to_blocks(x, plan):
+  """``x`` (plan.shape) -> ``(N, b_1, ..., b_k)``, zero-padded. A leaf sharded on
+  an Explicit mesh is gathered first: the blocks and their (small) statistics are
+  replicated, and :func:`from_blocks` puts the result back in the leaf's layout."""
+  k = len(plan.merged)
+  x = replicated(x).reshape(plan.merged)
+  pad = [(0, n * b - d) for d, n, b in zip(plan.merged, plan.blocks, plan.block)]
+  if any(hi for _, hi in pad):
+    x = jnp.pad(x, pad)
+  x = x.reshape([v for nb in zip(plan.blocks, plan.block) for v in nb])
+  x = x.transpose(list(range(0, 2 * k, 2)) + list(range(1, 2 * k, 2)))
+  return x.reshape((plan.num_blocks,) + plan.block)
+
+
+def from_blocks(x, plan, like=None):
+  """Inverse of :func:`to_blocks` (drops the padding), in the Explicit-mesh
+  layout of ``like`` (the leaf) if it has one."""
+  k = len(plan.merged)
+  x = x.reshape(plan.blocks + plan.block)
+  x = x.transpose([i for j in range(k) for i in (j, k + j)])
+  x = x.reshape([n * b for n, b in zip(plan.blocks, plan.block)])
+  x = x[tuple(slice(0, d) for d in plan.merged)]
+  x = x.reshape(plan.shape)
+  spec = None if like is None else explicit_spec(like)
+  return x if spec is None else jax.sharding.reshard(x, spec)
+
+
+def gram(x, i):
+  """Statistic of axis ``i`` of a block stack: ``(N, b_i, b_i)``."""
+  axes = tuple(a for a in range(1, x.ndim) if a != i + 1)
+  return jax.lax.dot_general(x, x, ((axes, axes), ((0,), (0,))), precision=_HI)
+
+
+def contract_axes(x, mats, precond):
+  """``x[n, a_1..a_k] -> Σ x[n, a] Π_i M_i[n, a_i, c_i]`` over the preconditioned
+  axes (``M_i`` from ``mats`` in order; other axes untouched). Contracting axis 1
+  and appending the result last, k times, brings the axes back in order."""
+  mats = iter(mats)
+  for use in precond:
+    if use:
+      x = jax.lax.dot_general(x, next(mats), (((1,), (1,)), ((0,), (0,))), precision=_HI)
+    else:
+      x = jnp.moveaxis(x, 1, -1)
+  return x
+
+
+def stat_update(stat, g_blocks, i, beta):
+  """EMA (``beta < 1``) or running sum (``beta == 1``) of the axis-``i`` statistic."""
+  new = gram(g_blocks, i).astype(stat.dtype)
+  return new + stat if beta == 1 else beta * stat + (1 - beta) * new
+
+
+def block_size_of(block_size):
+  if block_size is None:  # one 1024-block costs ~10 s of eigh on a 2-core CPU
+    return 512 if jax.default_backend() == "cpu" else 1024
+  return block_size
+
+
+def check_shapes(block_size, max_preconditioner_dim, preconditioning_interval):
+  _validate.integer("preconditioning_interval", preconditioning_interval, low=1)
+  if block_size is not None:
+    _validate.integer("block_size", block_size, low=1)
+  _validate.integer("max_preconditioner_dim", max_preconditioner_dim, low=0)
+
+
+def init_stats(plans, dtype, eye_roots):
+  stats, roots = [], []
+  for plan in plans:
+    for use, b in zip(plan.precond, plan.block):
+      if use:
+        stats.append(jnp.zeros((plan.num_blocks, b, b), dtype))
+        eye = jnp.broadcast_to(jnp.eye(b, dtype=dtype), (plan.num_blocks, b, b))
+        roots.append(eye if eye_roots else jnp.zeros((plan.num_blocks, b, b), dtype))
+  return tuple(stats), tuple(roots)
+
+
+def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None) -> list:
+  """Applies ``fn`` once per shape to concatenated stacks, one shape after another.
+
+  ``stacks``: one or more lists of arrays ``(N_j, n, n)`` (same shapes at the
+  same index). Arrays of one shape are concatenated along axis 0, ``fn`` maps
+  the ``(B, n, n)`` concatenations to one ``(B, ...)`` array, and the result is
+  split back: one array per input index, in order.
+
+  The groups run in sequence, the first after ``after`` (any pytree) is ready
+  (``lax.optimization_barrier``), and on CPU ``fn`` runs on one matrix at a time
+  (``lax.map``): XLA's CPU runtime deadlocks (every thread idle) on batched eigh
+  and matmuls of several shapes inside a ``lax.cond`` branch (jax 0.10.2;
+  Shampoo and SOAP hung at their first refresh in the GPT of
+  examples/compare_optimizers.py; tests/test_kronecker.py keeps a regression
+  test). CPU LAPACK loops over a batch anyway; accelerators keep the batch.
+  """
+  first = stacks[0]
+  groups = {}
+  for j, x in enumerate(first):
+    groups.setdefault(tuple(x.shape[1:]), []).append(j)
+  out, res = [None] * len(first), after
+  for idx in groups.values():
+    args = [jnp.concatenate([s[j] for j in idx]) if len(idx) > 1 else s[idx[0]] for s in stacks]
+    if res is not None:
+      args, _ = jax.lax.optimization_barrier((args, res))
+    res = _map_on_cpu(fn, args)
+    cuts = list(np.cumsum([first[j].shape[0] for j in idx])[:-1])
+    for j, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
+      out[j] = r
+  return out
+
+
+def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis="data",
+                     after: Any = None) -> list:
+  """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``.
+
+  With a ``mesh``, every matrix of every stack becomes one work item; items of one
+  shape are stacked, padded to a multiple of the ``axis`` size, sharded over it,
+  mapped with ``vmap`` and gathered (:func:`optix.map_stacked`): each device
+  computes ``1/n`` of the inverse roots / eigenbases and one all-gather per shape
+  brings them back (Anil et al. 2020, arXiv 2002.09018, section 5).
+  """
+  if mesh is None:
+    return apply_by_shape(fn, *stacks, after=after)
+  first, k = stacks[0], len(stacks)
+  items = [jnp.stack([s[j][i] for s in stacks]) for j in range(len(first))
+           for i in range(first[j].shape[0])]
+  res = iter(map_stacked(lambda x: fn(*[x[c][None] for c in range(k)])[0], items, mesh, axis))
+  return [jnp.stack([next(res) for _ in range(x.shape[0])]) for x in first]
+
+
+def _map_on_cpu(fn, args):
+  if jax.default_backend() != "cpu":
+    return fn(*args)
+  return jax.lax.map(lambda xs: fn(*[x[None] for x in xs])[0], args)
