@@ -51,11 +51,11 @@ from optix.transforms.safety import (
 
 # -- matrix optimizers (issue 4) --
 from optix.matrix_optimizers import shampoo, soap
-from optix.transforms.kronecker import (
-    ScaleByShampooState, ScaleBySoapState, inverse_pth_root_eigh, inverse_pth_root_newton,
-    scale_by_shampoo, scale_by_soap)
+from optix.transforms.roots import inverse_pth_root_eigh, inverse_pth_root_newton
+from optix.transforms.shampoo import ScaleByShampooState, scale_by_shampoo
+from optix.transforms.soap import ScaleBySoapState, scale_by_soap
 from optix.matrix_optimizers import muon, muon_labels
-from optix.transforms.orthogonal import (
+from optix.transforms.muon import (
     ScaleByMuonState, matrix_view, newton_schulz, scale_by_muon)
 
 # -- distributed (issue 5) --

@@ -1,17 +1,20 @@
 r"""Schedules: functions of the integer step that return a hyperparameter value.
 
 Where optax already has the schedule (constant, linear, polynomial, cosine,
-warmup-cosine, exponential/step, piecewise, one-cycle, join) optix wraps it and
-adds what optax leaves out: every argument is checked when the schedule is
-built (``ValueError`` naming the argument and its range, where optax warns and
-silently returns a constant). The schedules optax lacks are written here:
+warmup-cosine, warmup-constant, exponential/step, warmup-exponential, piecewise,
+one-cycle, join, SGDR) optix takes its signature and returns optax's schedule, and
+adds what optax leaves out: every argument is checked when the schedule is built
+(``ValueError`` naming the argument and its range, where optax logs and silently
+returns a constant or clamps). Zero-length phases keep optax's meaning (a
+``transition_steps`` or ``warmup_steps`` of 0 holds the initial value, or skips
+the warmup). The schedules optax lacks are written here:
 
 * ``wsd_schedule`` — warmup, stable, decay (Hu et al. 2024, MiniCPM,
   arXiv 2404.06395; Hägele et al. 2024, arXiv 2405.18392), with linear, cosine
   or 1-sqrt decay, and ``wsd_decay_branch`` to start the decay from any
   checkpoint of a stable run.
-* ``sgdr_schedule`` — cosine with warm restarts and a cycle-length multiplier
-  (Loshchilov & Hutter 2017, arXiv 1608.03983).
+* ``sgdr_schedule`` also takes a cycle form: cosine with warm restarts and a
+  cycle-length multiplier (Loshchilov & Hutter 2017, arXiv 1608.03983).
 * ``inverse_sqrt_schedule`` — linear warmup then 1/√t (Vaswani et al. 2017,
   arXiv 1706.03762).
 * ``cyclical_schedule`` — triangular cyclical learning rates (Smith 2017,
@@ -21,6 +24,7 @@ Every schedule is jit-safe: it takes an int (or int32 array) step and uses only
 ``jnp`` operations.
 """
 
+import numbers
 from typing import Callable, Mapping, Optional, Sequence
 
 import jax.numpy as jnp
@@ -40,11 +44,15 @@ def constant_schedule(value: float) -> Schedule:
 def polynomial_schedule(init_value: float, end_value: float, power: float,
                         transition_steps: int, transition_begin: int = 0) -> Schedule:
   r"""``(I - E)(1 - \min(t-B, T)_+/T)^p + E``: ``init_value`` until ``transition_begin``
-  (B), then a power-``p`` interpolation to ``end_value`` over ``transition_steps`` (T)."""
+  (B), then a power-``p`` interpolation to ``end_value`` over ``transition_steps`` (T).
+
+  ``transition_steps=0`` is the constant ``init_value``, as in optax (a warmup of
+  zero steps). Negative step counts raise (optax logs and clamps them).
+  """
   validate.finite("init_value", init_value)
   validate.finite("end_value", end_value)
   validate.positive("power", power)
-  validate.integer("transition_steps", transition_steps, 1)
+  validate.integer("transition_steps", transition_steps, 0)
   validate.integer("transition_begin", transition_begin, 0)
   return optax.polynomial_schedule(init_value, end_value, power, transition_steps,
                                    transition_begin)
@@ -52,19 +60,29 @@ def polynomial_schedule(init_value: float, end_value: float, power: float,
 
 def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
-  """Linear interpolation from ``init_value`` to ``end_value`` (power 1)."""
+  """Linear interpolation from ``init_value`` to ``end_value`` (power 1);
+  ``transition_steps=0`` is the constant ``init_value``."""
   return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
+
+
+def warmup_constant_schedule(init_value: float, peak_value: float,
+                             warmup_steps: int) -> Schedule:
+  """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
+  ``peak_value``; ``warmup_steps=0`` is ``init_value`` throughout, as in optax."""
+  validate.finite("peak_value", peak_value)
+  return polynomial_schedule(init_value, peak_value, 1.0, warmup_steps)
 
 
 def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0,
                           exponent: float = 1.0) -> Schedule:
   r"""``I·[(1-α)·(½(1 + cos(π·min(t,T)/T)))^p + α]`` (Loshchilov & Hutter, arXiv 1608.03983).
 
-  ``alpha`` is the final value as a fraction of ``init_value``.
+  ``alpha`` is the final value as a fraction of ``init_value`` (any finite value:
+  a negative one ends below zero). ``decay_steps`` must be positive, as in optax.
   """
   validate.finite("init_value", init_value)
   validate.integer("decay_steps", decay_steps, 1)
-  validate.nonnegative("alpha", alpha)
+  validate.finite("alpha", alpha)
   validate.positive("exponent", exponent)
   return optax.cosine_decay_schedule(init_value, decay_steps, alpha, exponent)
 
@@ -95,15 +113,32 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
                       end_value: Optional[float] = None) -> Schedule:
   r"""``I · r^{(t-B)/T}`` after ``transition_begin`` (B); ``staircase=True`` floors the
   exponent, which is step decay (multiply by ``decay_rate`` every T steps).
-  ``end_value`` bounds the value (below when r < 1, above when r > 1)."""
+  ``end_value`` bounds the value (below when r < 1, above when r > 1).
+
+  ``transition_steps=0`` is the constant ``init_value``, as in optax. A
+  ``decay_rate`` of 0 or below raises (optax logs and returns a constant for 0).
+  """
   validate.finite("init_value", init_value)
-  validate.integer("transition_steps", transition_steps, 1)
+  validate.integer("transition_steps", transition_steps, 0)
   validate.positive("decay_rate", decay_rate)
   validate.integer("transition_begin", transition_begin, 0)
   if end_value is not None:
     validate.finite("end_value", end_value)
   return optax.exponential_decay(init_value, transition_steps, decay_rate, transition_begin,
                                  staircase, end_value)
+
+
+def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
+                                      transition_steps: int, decay_rate: float,
+                                      transition_begin: int = 0, staircase: bool = False,
+                                      end_value: Optional[float] = None) -> Schedule:
+  """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
+  :func:`exponential_decay` from ``peak_value`` (counting from the end of the warmup)."""
+  validate.integer("warmup_steps", warmup_steps, 0)
+  return join_schedules(
+      [linear_schedule(init_value, peak_value, warmup_steps),
+       exponential_decay(peak_value, transition_steps, decay_rate, transition_begin, staircase,
+                         end_value)], [warmup_steps])
 
 
 def piecewise_constant_schedule(init_value: float,
@@ -115,6 +150,20 @@ def piecewise_constant_schedule(init_value: float,
     validate.integer("boundaries_and_scales boundary", boundary, 0)
     validate.nonnegative(f"boundaries_and_scales[{boundary}]", scale)
   return optax.piecewise_constant_schedule(init_value, boundaries_and_scales)
+
+
+def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
+                                   boundaries_and_scales: Optional[Mapping[int, float]] = None
+                                   ) -> Schedule:
+  """Like :func:`piecewise_constant_schedule`, but each change is reached by
+  ``"linear"`` or ``"cosine"`` interpolation from the previous boundary."""
+  validate.one_of("interpolate_type", interpolate_type, ("linear", "cosine"))
+  validate.finite("init_value", init_value)
+  for boundary, scale in (boundaries_and_scales or {}).items():
+    validate.integer("boundaries_and_scales boundary", boundary, 0)
+    validate.nonnegative(f"boundaries_and_scales[{boundary}]", scale)
+  return optax.piecewise_interpolate_schedule(interpolate_type, init_value,
+                                              boundaries_and_scales)
 
 
 def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor):
@@ -223,16 +272,47 @@ def wsd_decay_branch(peak_value: float, warmup_steps: int, branch_step: int, dec
                       end_value, init_value, decay_shape)
 
 
-def sgdr_schedule(peak_value: float, first_cycle_steps: int, num_cycles: int,
-                  cycle_mult: float = 1.0, end_value: float = 0.0, warmup_steps: int = 0,
+def _sgdr_from_cosine_kwargs(cosine_kwargs) -> Schedule:
+  """optax's form: one ``warmup_cosine_decay_schedule`` per dict, each lasting its
+  ``decay_steps``."""
+  cycles = [dict(kwargs) for kwargs in cosine_kwargs]
+  if not cycles:
+    raise ValueError("cosine_kwargs must hold at least one cycle, got none")
+  schedules, boundaries, step = [], [], 0
+  for i, kwargs in enumerate(cycles):
+    if "decay_steps" not in kwargs:
+      raise ValueError(f"cosine_kwargs[{i}] must give decay_steps, got {sorted(kwargs)}")
+    schedules.append(warmup_cosine_decay_schedule(**kwargs))
+    step += kwargs["decay_steps"]
+    boundaries.append(step)
+  return optax.join_schedules(schedules, boundaries[:-1])
+
+
+def sgdr_schedule(cosine_kwargs, first_cycle_steps: Optional[int] = None,
+                  num_cycles: Optional[int] = None, cycle_mult: float = 1.0,
+                  end_value: float = 0.0, warmup_steps: int = 0,
                   init_value: Optional[float] = None, peak_decay: float = 1.0) -> Schedule:
   r"""SGDR: cosine decay with warm restarts (Loshchilov & Hutter 2017, arXiv 1608.03983).
 
-  Cycle k (k = 0 … ``num_cycles``−1) lasts ``round(first_cycle_steps · cycle_mult^k)``
-  steps, warms up linearly from ``init_value`` (default ``end_value``) over
-  ``warmup_steps``, and cosine-decays from ``peak_value · peak_decay^k`` to
-  ``end_value``. After the last cycle the value stays at ``end_value``.
+  Two forms. optax's, ``sgdr_schedule(cosine_kwargs)``: an iterable of dicts, each
+  the arguments of one :func:`warmup_cosine_decay_schedule` cycle, which lasts its
+  ``decay_steps``; the cycles run one after the other.
+
+  The cycle form, ``sgdr_schedule(peak_value, first_cycle_steps, num_cycles, ...)``
+  (the first argument is then a number): cycle k (k = 0 … ``num_cycles``−1) lasts
+  ``round(first_cycle_steps · cycle_mult^k)`` steps, warms up linearly from
+  ``init_value`` (default ``end_value``) over ``warmup_steps``, and cosine-decays
+  from ``peak_value · peak_decay^k`` to ``end_value``. After the last cycle the
+  value stays at ``end_value``.
   """
+  cycle_form = (first_cycle_steps is not None or num_cycles is not None
+                or isinstance(cosine_kwargs, numbers.Number) or hasattr(cosine_kwargs, "shape"))
+  if not cycle_form:
+    return _sgdr_from_cosine_kwargs(cosine_kwargs)
+  peak_value = cosine_kwargs
+  if first_cycle_steps is None or num_cycles is None:
+    raise ValueError("sgdr_schedule(peak_value, ...) needs first_cycle_steps and num_cycles; "
+                     "pass a list of warmup_cosine_decay_schedule arguments for optax's form")
   validate.finite("peak_value", peak_value)
   validate.integer("first_cycle_steps", first_cycle_steps, 1)
   validate.integer("num_cycles", num_cycles, 1)
@@ -245,12 +325,10 @@ def sgdr_schedule(peak_value: float, first_cycle_steps: int, num_cycles: int,
                      f"got {warmup_steps}")
   init_value = end_value if init_value is None else init_value
   cycles = [max(int(round(first_cycle_steps * cycle_mult ** k)), 1) for k in range(num_cycles)]
-  schedules = [
-      optax.warmup_cosine_decay_schedule(init_value, peak_value * peak_decay ** k, warmup_steps,
-                                         steps, end_value)
-      for k, steps in enumerate(cycles)]
-  boundaries = [sum(cycles[:k + 1]) for k in range(num_cycles - 1)]
-  return optax.join_schedules(schedules, boundaries)
+  return _sgdr_from_cosine_kwargs(
+      dict(init_value=init_value, peak_value=peak_value * peak_decay ** k,
+           warmup_steps=warmup_steps, decay_steps=steps, end_value=end_value)
+      for k, steps in enumerate(cycles))
 
 
 def inverse_sqrt_schedule(peak_value: float, warmup_steps: int, init_value: float = 0.0,
@@ -302,8 +380,10 @@ def cyclical_schedule(base_value: float, max_value: float, step_size: int,
 
 
 __all__ = [
-    "constant_schedule", "polynomial_schedule", "linear_schedule", "cosine_decay_schedule",
-    "warmup_cosine_decay_schedule", "exponential_decay", "piecewise_constant_schedule",
+    "constant_schedule", "polynomial_schedule", "linear_schedule", "warmup_constant_schedule",
+    "cosine_decay_schedule", "warmup_cosine_decay_schedule", "exponential_decay",
+    "warmup_exponential_decay_schedule", "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
     "cosine_onecycle_schedule", "linear_onecycle_schedule", "join_schedules", "wsd_schedule",
     "wsd_decay_branch", "sgdr_schedule", "inverse_sqrt_schedule", "cyclical_schedule",
 ]

@@ -109,7 +109,7 @@ def test_hand_computed_first_step_and_memory():
   h = (eye - rho * jnp.outer(s, y)) @ ((s @ y) / (y @ y) * eye) @ (eye - rho * jnp.outer(y, s)) \
       + rho * jnp.outer(s, s)
   np.testing.assert_allclose(u, h @ g1, rtol=1e-5)
-  np.testing.assert_allclose(state.rho_memory[0], rho, rtol=1e-6)
+  np.testing.assert_allclose(state.weights_memory[0], rho, rtol=1e-6)
 
 
 @pytest.mark.parametrize("linesearch", ["zoom", "backtracking"])
@@ -131,7 +131,7 @@ def test_non_finite_value_in_linesearch_shrinks_step_and_keeps_state_finite(line
       updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=fn)
       return optax.apply_updates(x, updates), state
 
-    for _ in range(15):
+    for _ in range(30):
       x, state = step(x, state)
       assert np.isfinite(fn(x)), x
       for leaf in jax.tree.leaves(state):
@@ -140,13 +140,19 @@ def test_non_finite_value_in_linesearch_shrinks_step_and_keeps_state_finite(line
     assert fn(x) < 1e-4
 
 
-def test_ascent_direction_fails_safely_without_moving():
+def test_ascent_direction_is_flagged_and_barely_moves():
+  """An uphill direction: the search reports a decrease error and takes the tiny
+  step optax takes after halving 20 times."""
   fn = lambda x: jnp.sum(x ** 2)
-  tx = optix.scale_by_zoom_linesearch()
+  tx = optix.scale_by_zoom_linesearch(20)
   x = jnp.array([1.0, 1.0])
   updates, state = tx.update(jnp.array([1.0, 1.0]), tx.init(x), x, value_fn=fn)  # uphill
-  np.testing.assert_array_equal(updates, 0.0)
-  assert bool(state.info.failed)
+  assert float(state.info.decrease_error) > 0
+  assert float(jnp.max(jnp.abs(updates))) <= 2.0 ** -19
+  ref = optax.scale_by_zoom_linesearch(20)
+  expected, _ = ref.update(jnp.array([1.0, 1.0]), ref.init(x), x, value=fn(x),
+                           grad=jax.grad(fn)(x), value_fn=fn)
+  np.testing.assert_array_equal(updates, expected)
 
 
 def test_value_fn_keyword_arguments_are_passed_through():

@@ -1,65 +1,75 @@
 """L-BFGS and the line searches that choose its step: strong-Wolfe zoom and backtracking.
 
-The protocol is optax's (``optax.lbfgs``): the direction is computed by
-:func:`scale_by_lbfgs` from the gradient passed as ``updates``, and the line search
-receives ``value`` (the objective at ``params``), ``grad`` (its gradient) and
-``value_fn`` (the objective) as keyword extra arguments; further keyword arguments
-whose names appear in ``value_fn``'s signature are passed on to it (data, say).
-``value`` and ``grad`` may be left out: they are then computed from ``value_fn``.
-The line-search state keeps the ``value`` and ``grad`` at the accepted point, so
-``optax.value_and_grad_from_state(value_fn)`` reuses them for the next step.
+The protocol and the numbers are optax's (``optax.lbfgs``): the direction is
+computed by :func:`scale_by_lbfgs` from the gradient passed as ``updates``, and the
+line search receives ``value`` (the objective at ``params``), ``grad`` (its
+gradient) and ``value_fn`` (the objective) as keyword extra arguments; further
+keyword arguments whose names appear in ``value_fn``'s signature are passed on to
+it (data, say). The searches and the two-loop recursion are optax's own, so every
+trial step, every accepted step and every stored pair is the one optax takes.
+optix adds around them:
 
-Written here rather than reused from optax so that state stays float32 whatever
-the param dtype, tree mismatches are named, and non-finite trial values shrink
-the step instead of being accepted.
+* hyperparameters are checked when the transform is built (``ValueError`` naming
+  the argument), where optax accepts any value and fails or loops later;
+* ``value`` and ``grad`` may be left out: they are then computed from
+  ``value_fn`` at ``params``; extra keyword arguments that ``value_fn`` does not
+  take are ignored (other links of a chain may need them), where optax raises;
+* state follows the dtype policy "at least float32, same kind": bf16/fp16 params
+  keep float32 memories, values and step sizes (optax keeps them in bf16),
+  float64 and complex params keep their dtype; updates come back in the param
+  dtype; every state leaf is its own buffer, so the state can be donated;
+* a tree mismatch between ``updates``, ``params`` and the state is named.
 """
 
 import inspect
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from optix import _base, _tree, _validate
 from optix.transforms.scaling import scale, scale_by_learning_rate
 
-_f32 = jnp.float32
+# The state types are optax's: a checkpoint moves between the two libraries.
+ScaleByLbfgsState = optax.ScaleByLBFGSState
+ScaleByZoomLinesearchState = optax.ScaleByZoomLinesearchState
+ZoomLinesearchInfo = optax.ZoomLinesearchInfo
+ScaleByBacktrackingLinesearchState = optax.ScaleByBacktrackingLinesearchState
+BacktrackingLinesearchInfo = type(
+    optax.scale_by_backtracking_linesearch(1).init(jnp.zeros(1)).info)
+# Names kept for code written against earlier optix releases of this module.
+ScaleByLinesearchState = ScaleByZoomLinesearchState
+LinesearchInfo = ZoomLinesearchInfo
 
 
-def _vdot(a, b):
-  """Real inner product of two trees, accumulated in float32."""
-  return sum((jnp.vdot(x.astype(_f32), y.astype(_f32)) for x, y in
-              zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros([], _f32))
+def _real_dtype(dtype):
+  """The real dtype of ``dtype``'s precision (complex64 -> float32)."""
+  return jnp.real(jnp.zeros([], dtype)).dtype
 
 
-def _axpy(alpha, x, y):
-  """``alpha * x + y`` leafwise, in float32."""
-  return jax.tree.map(lambda a, b: alpha * a.astype(_f32) + b.astype(_f32), x, y)
+def _scalar_dtype(params, state_dtype):
+  """dtype of a search's step size and value: the real dtype of the first leaf's
+  state dtype (optax takes the first leaf's real dtype; the policy lifts bf16 to float32)."""
+  leaves = jax.tree.leaves(params)
+  return _real_dtype(_tree.state_dtype_for(leaves[0] if leaves else jnp.zeros([]), state_dtype))
 
 
-def _all_finite(tree):
-  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def _fresh(x, dtype=None):
+  """A new buffer holding ``x`` (in ``dtype``): no two state leaves may alias."""
+  x = jnp.asarray(x)
+  return jnp.array(x, dtype=dtype or x.dtype, copy=True)
 
 
 # ---------------------------------------------------------------- L-BFGS direction
 
 
-class ScaleByLbfgsState(NamedTuple):
-  count: jax.Array            # int32, saturating: number of updates seen
-  prev_params: _base.Params   # w_{k-1}, float32
-  prev_grad: _base.Updates    # g_{k-1}, float32
-  s_memory: _base.Updates     # stacked s_i = w_{i+1} - w_i, leading axis memory_size
-  y_memory: _base.Updates     # stacked y_i = g_{i+1} - g_i
-  rho_memory: jax.Array       # 1 / <s_i, y_i>, 0 for empty or skipped slots
-
-
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True, *,
-                   curvature_eps: float = 0.0, state_dtype=jnp.float32
-                   ) -> _base.GradientTransformation:
-  r"""The L-BFGS direction :math:`H_k g_k` by the two-loop recursion (Nocedal 1980).
+                   state_dtype=None) -> _base.GradientTransformation:
+  r"""The L-BFGS direction :math:`P_k g_k` by the two-loop recursion (Nocedal 1980).
 
   With the last m pairs :math:`s_i = w_{i+1}-w_i`, :math:`y_i = g_{i+1}-g_i`,
-  :math:`\rho_i = 1/\langle s_i, y_i\rangle`:
+  :math:`\rho_i = 1/\langle s_i, y_i\rangle` (0 when the product is 0):
 
   .. math::
      q \leftarrow g_k;\ \text{for } i = k-1 \dots k-m:\ \alpha_i = \rho_i \langle s_i, q\rangle,\
@@ -67,12 +77,12 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True, *,
      \text{for } i = k-m \dots k-1:\ \beta = \rho_i \langle y_i, r\rangle,\
      r \leftarrow r + (\alpha_i - \beta) s_i; \quad u_k = r
 
-  with :math:`\gamma_k = \langle s_{k-1}, y_{k-1}\rangle / \|y_{k-1}\|^2` when
-  ``scale_init_precond`` (else 1), and :math:`\gamma_0 = \min(1, 1/\|g_0\|)` so the
-  first step has length at most 1 (as in optax). A pair with
-  :math:`\langle s, y\rangle \le` ``curvature_eps`` or non-finite entries is not
-  stored (its slot is emptied), which keeps :math:`H_k` positive definite and the
-  memory finite after a failed line search. The output is a descent direction
+  with :math:`\gamma_k = \langle s_{k-1}, y_{k-1}\rangle / \|y_{k-1}\|^2` (1 when
+  :math:`y_{k-1} = 0`) if ``scale_init_precond``, else 1, and
+  :math:`\gamma_0 = \min(1, 1/\|g_0\|)` so the first step has length at most 1.
+  Every pair is stored, as in optax: a line search meeting the Wolfe curvature
+  condition keeps :math:`\langle s, y\rangle > 0`. Numbers are optax's
+  (``optax.scale_by_lbfgs``), which this wraps. The output is a descent direction
   for the sign convention of gradients: chain ``scale(-1)`` and a line search.
 
   References: Nocedal, "Updating quasi-Newton matrices with limited storage",
@@ -80,65 +90,31 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True, *,
   *Numerical Optimization* (2006), Algorithm 7.4.
 
   Args:
-    memory_size: m >= 1, the number of stored pairs. State: (2m + 2) floats/param.
+    memory_size: m >= 1, the number of stored pairs. State: (2m + 2) values/param.
     scale_init_precond: use :math:`\gamma_k` above instead of the identity.
-    curvature_eps: pairs with :math:`\langle s,y\rangle \le` this are skipped.
-    state_dtype: dtype of the stored pairs (float32 by default).
+    state_dtype: dtype of the stored pairs; None (default) is the policy: at least
+      float32, same kind (complex params keep complex pairs).
   """
   memory_size = _validate.integer("memory_size", memory_size, low=1)
-  _validate.nonnegative("curvature_eps", curvature_eps)
+  inner = optax.scale_by_lbfgs(memory_size, scale_init_precond)
 
   def init(params):
-    stacked = lambda: jax.tree.map(  # fresh buffers: the state must be donatable
-        lambda p: jnp.zeros((memory_size,) + jnp.shape(p), state_dtype), params)
-    return ScaleByLbfgsState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
-                             _tree.zeros_like(params, state_dtype), stacked(), stacked(),
-                             jnp.zeros([memory_size], state_dtype))
+    dt = lambda p: _tree.state_dtype_for(p, state_dtype)
+    stacked = lambda: jax.tree.map(
+        lambda p: jnp.zeros((memory_size,) + jnp.shape(p), dt(p)), params)
+    return ScaleByLbfgsState(
+        count=jnp.zeros([], jnp.int32), params=_tree.zeros_like(params, state_dtype),
+        updates=_tree.zeros_like(params, state_dtype), diff_params_memory=stacked(),
+        diff_updates_memory=stacked(), weights_memory=jnp.zeros([memory_size]))
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError("scale_by_lbfgs needs params")
-    _tree.check_match("updates", updates, "state.prev_grad", state.prev_grad)
-    g = _tree.cast_like(updates, state.prev_grad)
-    w = _tree.cast_like(params, state.prev_params)
-    # 1. Store the pair from the previous step (none at the first call).
-    s = jax.tree.map(jnp.subtract, w, state.prev_params)
-    y = jax.tree.map(jnp.subtract, g, state.prev_grad)
-    sy = _vdot(s, y)
-    keep = (state.count > 0) & (sy > curvature_eps) & _all_finite((s, y))
-    slot = (state.count + memory_size - 1) % memory_size
-    put = lambda mem, new: mem.at[slot].set(jnp.where(keep, new, 0).astype(mem.dtype))
-    s_mem = jax.tree.map(put, state.s_memory, s)
-    y_mem = jax.tree.map(put, state.y_memory, y)
-    rho = state.rho_memory.at[slot].set(jnp.where(keep, 1.0 / jnp.where(keep, sy, 1.0), 0.0))
-    # 2. Initial scaling gamma.
-    if scale_init_precond:
-      yy = _vdot(y, y)
-      first = jnp.minimum(1.0, 1.0 / jnp.sqrt(_vdot(g, g)))
-      gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), first)
-    else:
-      gamma = jnp.ones([], _f32)
-    # 3. Two-loop recursion, newest pair first; empty slots have rho = 0 (no-ops).
-    order = (state.count + jnp.arange(memory_size)) % memory_size  # oldest .. newest
-    take = lambda mem, i: jax.tree.map(lambda x: x[i], mem)
-
-    def backward(q, i):
-      alpha = rho[i] * _vdot(take(s_mem, i), q)
-      return _axpy(-alpha, take(y_mem, i), q), alpha
-
-    q, alphas = jax.lax.scan(backward, g, order, reverse=True)
-    r = jax.tree.map(lambda x: gamma * x, q)
-
-    def forward(r, i_alpha):
-      i, alpha = i_alpha
-      beta = rho[i] * _vdot(take(y_mem, i), r)
-      return _axpy(alpha - beta, take(s_mem, i), r), None
-
-    r, _ = jax.lax.scan(forward, r, (order, alphas))
-    new_state = ScaleByLbfgsState(_tree.safe_increment(state.count), w, g, s_mem, y_mem,
-                                  rho.astype(state.rho_memory.dtype))
-    return _tree.cast_like(r, updates), new_state
+    _tree.check_match("updates", updates, "state.updates", state.updates)
+    _tree.check_match("params", params, "state.params", state.params)
+    direction, new_state = inner.update(updates, state, params)
+    return _tree.cast_like(direction, updates), _tree.cast_like(new_state, state)
 
   return _base.GradientTransformation(init, update)
 
@@ -146,241 +122,204 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True, *,
 # ---------------------------------------------------------------- line searches
 
 
-class LinesearchInfo(NamedTuple):
-  num_linesearch_steps: jax.Array   # int32: objective evaluations in the last search
-  failed: jax.Array                 # bool: no step met the conditions (a safe step or 0 taken)
-
-
-class ScaleByLinesearchState(NamedTuple):
-  learning_rate: jax.Array   # the accepted step size
-  value: jax.Array           # objective at the accepted point (reusable by the next step)
-  grad: _base.Updates        # its gradient, float32
-  info: LinesearchInfo
-
-
-def _objective(extra_args):
-  """(value_and_grad of value_fn with its keyword arguments bound, value, grad)."""
-  if "value_fn" not in extra_args or extra_args["value_fn"] is None:
-    raise ValueError("the line search needs the objective as the keyword extra argument "
-                     "value_fn (and optionally value, grad at params)")
-  fn = extra_args["value_fn"]
+def _fn_kwargs(fn, extra_args):
+  """The extra arguments ``value_fn`` takes (all of them if it has ``**kwargs``)."""
+  rest = {k: v for k, v in extra_args.items() if k not in ("value", "grad", "value_fn")}
   try:
-    names = set(list(inspect.signature(fn).parameters)[1:])
+    parameters = inspect.signature(fn).parameters.values()
   except (TypeError, ValueError):
-    names = set()
-  kwargs = {k: v for k, v in extra_args.items() if k in names}
-  return jax.value_and_grad(lambda p: fn(p, **kwargs))
+    return {}
+  if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+    return rest
+  names = {p.name for p in parameters}
+  return {k: v for k, v in rest.items() if k in names}
 
 
-def _start(updates, params, extra_args, value_and_grad):
-  """Value, gradient (float32) at params and the slope along ``updates``."""
-  if extra_args.get("value") is None or extra_args.get("grad") is None:
-    value, grad = value_and_grad(params)
-  else:
-    value, grad = extra_args["value"], extra_args["grad"]
-  grad = _tree.cast_like(grad, _tree.zeros_like(grad))
-  value = jnp.asarray(value, _f32)
-  return value, grad, _vdot(grad, updates)
+def _wrap_search(name, inner, init_state, state_dtype):
+  """optax's search ``inner`` with optix's checks, optional value/grad and dtype policy."""
+
+  def update(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError(f"{name} needs params")
+    fn = extra_args.get("value_fn")
+    if fn is None:
+      raise ValueError(f"{name} needs the objective as the keyword extra argument value_fn "
+                       "(and optionally value, grad at params)")
+    _tree.check_match("updates", updates, "params", params)
+    if state.grad is not None:
+      _tree.check_match("params", params, "state.grad", state.grad)
+    kwargs = _fn_kwargs(fn, extra_args)
+    value, grad = extra_args.get("value"), extra_args.get("grad")
+    if value is None or grad is None:
+      value, grad = jax.value_and_grad(lambda p: fn(p, **kwargs))(params)
+    _tree.check_match("grad", grad, "params", params)
+    # bf16/fp16 params are searched from their float32 values (optax's trial points
+    # p + eta u are float32 for them already); other dtypes pass unchanged.
+    lift = lambda tree: jax.tree.map(
+        lambda x: x.astype(_tree.state_dtype_for(x, state_dtype)), tree)
+    out, new_state = inner.update(updates, state, lift(params), value=value, grad=lift(grad),
+                                  value_fn=fn, **kwargs)
+    return _tree.cast_like(out, updates), _tree.cast_like(new_state, state)
+
+  return _base.GradientTransformation(init_state, update)
 
 
-def _evaluate(value_and_grad, params, updates, stepsize):
-  """(value, grad, slope) at params + stepsize * updates; non-finite -> value = +inf."""
-  trial = jax.tree.map(lambda p, u: (p.astype(_f32) + stepsize * u.astype(_f32)).astype(p.dtype),
-                       params, updates)
-  value, grad = value_and_grad(trial)
-  grad = jax.tree.map(lambda x: x.astype(_f32), grad)
-  value = jnp.asarray(value, _f32)
-  slope = _vdot(grad, updates)
-  bad = ~(jnp.isfinite(value) & jnp.isfinite(slope))
-  return jnp.where(bad, jnp.inf, value), grad, jnp.where(bad, jnp.nan, slope)
+def _check_search(max_steps_name, max_steps, slope_rtol, max_learning_rate):
+  _validate.integer(max_steps_name, max_steps, low=0)
+  _validate.in_range("slope_rtol", slope_rtol, 0.0, 1.0, low_closed=False, high_closed=False)
+  if max_learning_rate is not None:
+    _validate.positive("max_learning_rate", max_learning_rate)
 
 
-def _init_state(params, state_dtype):
-  return ScaleByLinesearchState(jnp.ones([], state_dtype), jnp.asarray(jnp.inf, state_dtype),
-                                _tree.zeros_like(params, state_dtype),
-                                LinesearchInfo(jnp.zeros([], jnp.int32), jnp.zeros([], bool)))
-
-
-def _interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi):
-  """Minimizer of the cubic matching values and slopes at lo and hi (Nocedal &
-  Wright eq. 3.59), safeguarded to the middle 80% of the interval (else bisection)."""
-  d1 = d_lo + d_hi - 3.0 * (f_lo - f_hi) / (lo - hi)
-  d2 = jnp.sign(hi - lo) * jnp.sqrt(d1 * d1 - d_lo * d_hi)
-  x = hi - (hi - lo) * (d_hi + d2 - d1) / (d_hi - d_lo + 2.0 * d2)
-  left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
-  margin = 0.1 * (right - left)
-  ok = jnp.isfinite(x) & (x > left + margin) & (x < right - margin)
-  return jnp.where(ok, x, 0.5 * (lo + hi))
-
-
-def scale_by_zoom_linesearch(max_linesearch_steps: int = 20, slope_rtol: float = 1e-4,
-                             curv_rtol: float = 0.9, increase_factor: float = 2.0,
+def scale_by_zoom_linesearch(max_linesearch_steps: int = 20,
                              max_learning_rate: Optional[float] = None,
-                             stepsize_precision: float = 1e-6,
-                             initial_guess_strategy: str = "one", *,
-                             state_dtype=jnp.float32) -> _base.GradientTransformation:
+                             tol: float = 0.0, increase_factor: float = 2.0,
+                             slope_rtol: float = 1e-4, curv_rtol: float = 0.9,
+                             approx_dec_rtol: Optional[float] = 1e-6,
+                             stepsize_precision: float = 1e-5,
+                             initial_guess_strategy: str = "keep", verbose: bool = False, *,
+                             state_dtype=None) -> _base.GradientTransformation:
   r"""Scales the direction u by a step η meeting the strong Wolfe conditions.
 
   .. math::
-     f(w + \eta u) \le f(w) + c_1 \eta \langle \nabla f(w), u\rangle, \qquad
+     f(w + \eta u) \le f(w) + c_1 \eta \langle \nabla f(w), u\rangle + \epsilon, \qquad
      |\langle \nabla f(w + \eta u), u\rangle| \le c_2 |\langle \nabla f(w), u\rangle|
 
-  found by bracketing (η = 1, then ×``increase_factor`` until the conditions hold,
-  the value rises or the slope turns non-negative) and zoom (cubic interpolation
-  of values and slopes, safeguarded by bisection): Nocedal & Wright, *Numerical
-  Optimization* (2006), Algorithms 3.5 and 3.6. Defaults :math:`c_1 = 10^{-4}`,
-  :math:`c_2 = 0.9` are theirs for quasi-Newton methods. A trial point whose
-  value or slope is not finite counts as failing the decrease condition, so the
-  step shrinks. If no step meets both conditions within ``max_linesearch_steps``
-  evaluations, the lowest trial meeting the decrease condition is taken, else
-  η = 0 (no move; ``info.failed`` is set). ``initial_guess_strategy="keep"``
-  starts from the previous accepted step instead of 1.
+  (:math:`c_1` = ``slope_rtol``, :math:`c_2` = ``curv_rtol``, :math:`\epsilon` =
+  ``tol``), found by bracketing (from 1 or the previous step,
+  ``initial_guess_strategy`` ``"one"``/``"keep"``, times ``increase_factor`` until
+  the conditions hold or the value rises, capped at ``max_learning_rate``) and
+  zoom (cubic, then quadratic interpolation, then bisection, until the interval
+  is shorter than ``stepsize_precision``): Nocedal & Wright, *Numerical
+  Optimization* (2006), Algorithms 3.5 and 3.6. ``approx_dec_rtol`` accepts the
+  approximate Wolfe decrease of Hager & Zhang (2006) near the minimum (None turns
+  it off). If no step meets both conditions within ``max_linesearch_steps``
+  evaluations, the best step with sufficient decrease is taken, else a safe small
+  one or 0; non-finite trial values count as failures. ``verbose`` prints the
+  search's diagnostics. Defaults :math:`c_1 = 10^{-4}`, :math:`c_2 = 0.9` are
+  Nocedal & Wright's for quasi-Newton methods; signature, defaults and numbers are
+  ``optax.scale_by_zoom_linesearch``'s, which this wraps.
 
-  Extra args: ``value_fn`` (required), ``value``, ``grad`` (optional).
+  Extra args: ``value_fn`` (required), ``value``, ``grad`` (computed from
+  ``value_fn`` when left out). ``state_dtype`` (keyword-only): dtype of the stored
+  gradient, None for the policy (at least float32, same kind). optax requires
+  ``max_linesearch_steps``; optix defaults it to 20, the value ``optax.lbfgs`` uses.
   """
-  max_steps = _validate.integer("max_linesearch_steps", max_linesearch_steps, low=1)
-  _validate.in_range("slope_rtol", slope_rtol, 0.0, 1.0, low_closed=False, high_closed=False)
+  _check_search("max_linesearch_steps", max_linesearch_steps, slope_rtol, max_learning_rate)
   _validate.in_range("curv_rtol", curv_rtol, slope_rtol, 1.0, low_closed=False,
                      high_closed=False)
+  _validate.nonnegative("tol", tol)
   _validate.in_range("increase_factor", increase_factor, 1.0, low_closed=False)
-  if max_learning_rate is not None:
-    _validate.positive("max_learning_rate", max_learning_rate)
+  if approx_dec_rtol is not None:
+    _validate.nonnegative("approx_dec_rtol", approx_dec_rtol)
   _validate.nonnegative("stepsize_precision", stepsize_precision)
   _validate.one_of("initial_guess_strategy", initial_guess_strategy, {"one", "keep"})
-  eta_max = jnp.inf if max_learning_rate is None else max_learning_rate
+  inner = optax.scale_by_zoom_linesearch(
+      max_linesearch_steps, max_learning_rate, tol, increase_factor, slope_rtol, curv_rtol,
+      approx_dec_rtol, stepsize_precision, initial_guess_strategy, verbose)
 
-  def update(updates, state, params=None, **extra_args):
-    _tree.check_match("updates", updates, "state.grad", state.grad)
-    value_and_grad = _objective(extra_args)
-    f0, g0, d0 = _start(updates, params, extra_args, value_and_grad)
-    guess = state.learning_rate if initial_guess_strategy == "keep" else jnp.ones([], _f32)
-    zero = jnp.zeros([], _f32)
-    # Carry: i, zooming, done, (prev or lo: eta, f, d), (hi: eta, f, d), accepted point,
-    # safe point (best trial with sufficient decrease).
-    init = dict(i=jnp.zeros([], jnp.int32), zoom=jnp.zeros([], bool), done=jnp.zeros([], bool),
-                lo=(zero, f0, d0), hi=(zero, f0, d0), acc=(zero, f0, g0),
-                safe=(zero, f0, g0))
+  def init(params):
+    scalar = _scalar_dtype(params, state_dtype)
+    template = inner.init(params).info
+    return ScaleByZoomLinesearchState(
+        learning_rate=jnp.ones([], scalar), value=jnp.full([], jnp.inf, scalar),
+        grad=_tree.zeros_like(params, state_dtype),
+        info=jax.tree.map(_fresh, template))
 
-    def cond(c):
-      return (~c["done"]) & (c["i"] < max_steps)
-
-    def body(c):
-      (lo, f_lo, d_lo), (hi, f_hi, d_hi) = c["lo"], c["hi"]
-      bracket_eta = jnp.minimum(jnp.where(c["i"] == 0, guess, increase_factor * lo), eta_max)
-      eta = jnp.where(c["zoom"], _interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi), bracket_eta)
-      f, g, d = _evaluate(value_and_grad, params, updates, eta)
-      armijo = f <= f0 + slope_rtol * eta * d0
-      wolfe = armijo & (jnp.abs(d) <= curv_rtol * jnp.abs(d0))
-      better = armijo & (f < c["safe"][1])
-      safe = jax.tree.map(lambda a, b: jnp.where(better, a, b), (eta, f, g), c["safe"])
-      new, old_lo, old_hi = (eta, f, d), c["lo"], c["hi"]
-      pick = lambda p, a, b: jax.tree.map(lambda x, y: jnp.where(p, x, y), a, b)
-      # Bracketing (Algorithm 3.5): lo holds the previous trial.
-      rises = (~armijo) | ((c["i"] > 0) & (f >= f_lo))
-      b_lo = pick(rises, old_lo, new)
-      b_hi = pick(rises, new, old_lo)
-      b_zoom = rises | (d >= 0)
-      # Zoom (Algorithm 3.6).
-      z_high = (~armijo) | (f >= f_lo)
-      flip = (~z_high) & (d * (hi - lo) >= 0)
-      z_lo = pick(z_high, old_lo, new)
-      z_hi = pick(z_high, new, pick(flip, old_lo, old_hi))
-      lo_, hi_ = pick(c["zoom"], z_lo, b_lo), pick(c["zoom"], z_hi, b_hi)
-      width = jnp.abs(lo_[0] - hi_[0])
-      tiny = c["zoom"] & (width <= stepsize_precision * jnp.maximum(lo_[0], hi_[0]))
-      capped = (~c["zoom"]) & (~b_zoom) & (eta >= eta_max)
-      done = wolfe | tiny | capped
-      acc = pick(wolfe, (eta, f, g), c["acc"])
-      return dict(i=c["i"] + 1, zoom=c["zoom"] | b_zoom, done=done, lo=lo_, hi=hi_, acc=acc,
-                  safe=safe)
-
-    out = jax.lax.while_loop(cond, body, init)
-    found = (out["acc"][0] > 0) & jnp.isfinite(out["acc"][1])
-    eta, f, g = jax.tree.map(lambda a, b: jnp.where(found, a, b), out["acc"], out["safe"])
-    direction = jax.tree.map(lambda u: (eta * u.astype(_f32)).astype(u.dtype), updates)
-    info = LinesearchInfo(out["i"], ~found)
-    new_state = ScaleByLinesearchState(
-        jnp.where(eta > 0, eta, state.learning_rate).astype(state.learning_rate.dtype),
-        f.astype(state.value.dtype), _tree.cast_like(g, state.grad), info)
-    return direction, new_state
-
-  return _base.GradientTransformation(lambda p: _init_state(p, state_dtype), update)
+  return _wrap_search("scale_by_zoom_linesearch", inner, init, state_dtype)
 
 
-def scale_by_backtracking_linesearch(max_backtracking_steps: int = 20,
-                                     slope_rtol: float = 1e-4, decrease_factor: float = 0.5,
-                                     max_learning_rate: float = 1.0, *,
-                                     state_dtype=jnp.float32) -> _base.GradientTransformation:
-  r"""Scales the direction u by the first η in max_lr·{1, τ, τ², ...} meeting Armijo's
-  sufficient decrease :math:`f(w+\eta u) \le f(w) + c_1 \eta \langle\nabla f(w), u\rangle`.
+def scale_by_backtracking_linesearch(max_backtracking_steps: int = 20, slope_rtol: float = 1e-4,
+                                     decrease_factor: float = 0.8,
+                                     increase_factor: float = 1.5,
+                                     max_learning_rate: float = 1.0, atol: float = 0.0,
+                                     rtol: float = 0.0, store_grad: bool = False,
+                                     verbose: bool = False, *,
+                                     state_dtype=None) -> _base.GradientTransformation:
+  r"""Scales the direction u by the first η in η₀·{1, τ, τ², ...} meeting Armijo's
+  sufficient decrease
 
-  Cheaper than the zoom search (no curvature condition, so no guarantee that
-  L-BFGS pairs have positive curvature; skipped pairs make up for it). Non-finite
-  trial values count as failures; after ``max_backtracking_steps`` failures η = 0.
+  .. math::
+     f(w+\eta u) \le (1 + \epsilon_r) f(w) + c_1 \eta \langle\nabla f(w), u\rangle
+     + \epsilon_a,
+
+  starting from :math:`\eta_0 = \min(\kappa\,\eta_{k-1}, \eta_{\max})` (κ =
+  ``increase_factor``, τ = ``decrease_factor``, :math:`c_1` = ``slope_rtol``,
+  :math:`\epsilon_r` = ``rtol``, :math:`\epsilon_a` = ``atol``). Cheaper than the
+  zoom search (no curvature condition). A non-finite trial value counts as a
+  failure; if the last trial is non-finite the step is 0. ``store_grad`` keeps the
+  gradient at the accepted point for ``optax.value_and_grad_from_state``;
+  ``verbose`` prints diagnostics. Signature, defaults and numbers are
+  ``optax.scale_by_backtracking_linesearch``'s, which this wraps. References:
   Armijo 1966 (Pacific J. Math. 16); Nocedal & Wright (2006) Algorithm 3.1.
+
+  Extra args: ``value_fn`` (required), ``value``, ``grad`` (computed from
+  ``value_fn`` when left out). ``state_dtype`` (keyword-only): dtype of the stored
+  gradient, None for the policy (at least float32, same kind). optax requires
+  ``max_backtracking_steps``; optix defaults it to 20.
   """
-  max_steps = _validate.integer("max_backtracking_steps", max_backtracking_steps, low=1)
-  _validate.in_range("slope_rtol", slope_rtol, 0.0, 1.0, low_closed=False, high_closed=False)
+  _check_search("max_backtracking_steps", max_backtracking_steps, slope_rtol,
+                max_learning_rate)
   _validate.in_range("decrease_factor", decrease_factor, 0.0, 1.0, low_closed=False,
                      high_closed=False)
-  _validate.positive("max_learning_rate", max_learning_rate)
+  _validate.in_range("increase_factor", increase_factor, 1.0)
+  _validate.nonnegative("atol", atol)
+  _validate.nonnegative("rtol", rtol)
+  inner = optax.scale_by_backtracking_linesearch(
+      max_backtracking_steps, slope_rtol, decrease_factor, increase_factor, max_learning_rate,
+      atol, rtol, store_grad, verbose)
 
-  def update(updates, state, params=None, **extra_args):
-    _tree.check_match("updates", updates, "state.grad", state.grad)
-    value_and_grad = _objective(extra_args)
-    f0, g0, d0 = _start(updates, params, extra_args, value_and_grad)
+  def init(params):
+    scalar = _scalar_dtype(params, state_dtype)
+    template = inner.init(params).info
+    return ScaleByBacktrackingLinesearchState(
+        learning_rate=jnp.ones([], scalar), value=jnp.full([], jnp.inf, scalar),
+        grad=_tree.zeros_like(params, state_dtype) if store_grad else None,
+        info=BacktrackingLinesearchInfo(_fresh(template.num_linesearch_steps),
+                                        jnp.full([], jnp.inf, scalar)))
 
-    def cond(c):
-      return (~c[1]) & (c[0] < max_steps)
-
-    def body(c):
-      i, _, _, _, _ = c
-      eta = max_learning_rate * decrease_factor ** i.astype(_f32)
-      f, g, _ = _evaluate(value_and_grad, params, updates, eta)
-      return i + 1, f <= f0 + slope_rtol * eta * d0, eta, f, g
-
-    zero = jnp.zeros([], _f32)
-    i, ok, eta, f, g = jax.lax.while_loop(cond, body, (jnp.zeros([], jnp.int32),
-                                                       jnp.zeros([], bool), zero, f0, g0))
-    eta, f, g = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (eta, f, g), (zero, f0, g0))
-    direction = jax.tree.map(lambda u: (eta * u.astype(_f32)).astype(u.dtype), updates)
-    new_state = ScaleByLinesearchState(
-        jnp.where(ok, eta, state.learning_rate).astype(state.learning_rate.dtype),
-        f.astype(state.value.dtype), _tree.cast_like(g, state.grad), LinesearchInfo(i, ~ok))
-    return direction, new_state
-
-  return _base.GradientTransformation(lambda p: _init_state(p, state_dtype), update)
+  return _wrap_search("scale_by_backtracking_linesearch", inner, init, state_dtype)
 
 
 # ---------------------------------------------------------------- the alias
 
+# optax's default line search for L-BFGS: zoom, 20 evaluations, first guess 1.
+_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20,
+                                               initial_guess_strategy="one")
+
 
 def lbfgs(learning_rate: Optional[_base.ScalarOrSchedule] = None, memory_size: int = 10,
           scale_init_precond: bool = True,
-          linesearch: Union[str, None, _base.GradientTransformationBase] = "zoom",
-          max_linesearch_steps: int = 20) -> _base.GradientTransformation:
-  r"""L-BFGS with a line search: :math:`w_{k+1} = w_k - \eta_k H_k \nabla f(w_k)`.
+          linesearch: Union[str, None, _base.GradientTransformationBase] = _DEFAULT_LINESEARCH,
+          *, max_linesearch_steps: int = 20) -> _base.GradientTransformation:
+  r"""L-BFGS with a line search: :math:`w_{k+1} = w_k - \eta_k P_k \nabla f(w_k)`.
 
   A chain of :func:`scale_by_lbfgs` (two-loop recursion, memory m), ``scale(-1)``
-  (or ``scale_by_learning_rate``) and a line search choosing :math:`\eta_k`:
-  ``"zoom"`` (strong Wolfe, :func:`scale_by_zoom_linesearch`, the default, as in
-  optax), ``"backtracking"`` (Armijo, :func:`scale_by_backtracking_linesearch`),
-  ``None`` (fixed step) or any transform. For full-batch, deterministic problems
-  (small models, PINNs); the objective is passed at every step::
+  (or ``scale_by_learning_rate``) and a line search choosing :math:`\eta_k`. The
+  default is optax's: :func:`scale_by_zoom_linesearch` (strong Wolfe) with 20
+  evaluations and first guess 1. ``linesearch`` also takes ``None`` (fixed step),
+  any transform, or the names ``"zoom"`` (the default search with
+  ``max_linesearch_steps`` evaluations) and ``"backtracking"``
+  (:func:`scale_by_backtracking_linesearch` with ``max_linesearch_steps`` trials
+  and ``store_grad=True``). For full-batch, deterministic problems (small models,
+  PINNs); the objective is passed at every step::
 
       value_and_grad = optax.value_and_grad_from_state(f)   # reuses the search's last eval
       value, grad = value_and_grad(params, state=opt_state)
       updates, opt_state = opt.update(grad, opt_state, params, value=value, grad=grad,
                                       value_fn=f)
 
-  Same signature and defaults as ``optax.lbfgs``; the first step is capped at
-  unit length (:math:`\gamma_0 = \min(1, 1/\|g_0\|)`). State: (2m + 4) floats/param.
+  Same signature, defaults and numbers as ``optax.lbfgs`` (``max_linesearch_steps``
+  is optix's, keyword-only); the first step is capped at unit length
+  (:math:`\gamma_0 = \min(1, 1/\|g_0\|)`). State: (2m + 3) values/param.
   References: Liu & Nocedal, Math. Prog. 45 (1989); Nocedal & Wright (2006) §7.2.
   """
   if isinstance(linesearch, str):
     _validate.one_of("linesearch", linesearch, {"zoom", "backtracking"})
-    linesearch = (scale_by_zoom_linesearch(max_linesearch_steps) if linesearch == "zoom"
-                  else scale_by_backtracking_linesearch(max_linesearch_steps))
+    _validate.integer("max_linesearch_steps", max_linesearch_steps, low=1)
+    linesearch = (scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
+                  if linesearch == "zoom" else
+                  scale_by_backtracking_linesearch(max_linesearch_steps, store_grad=True))
   return _base.chain(
       scale_by_lbfgs(memory_size, scale_init_precond),
       scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate),
