@@ -72,17 +72,34 @@ from optix.training import train_step  # noqa: E402
 from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 
 # -- curvature and quasi-Newton (issue 8) --
-from optix.transforms.curvature import (
-    KFACProbe, KFACTap, LayerStats, ScaleByKfacState, kfac, kfac_tap, kfac_value_and_grad,
-    scale_by_kfac)
+from optix.transforms.curvature import LayerStats, ScaleByKfacState, kfac, scale_by_kfac
 from optix.transforms.linesearch import (
     LinesearchInfo, ScaleByLbfgsState, ScaleByLinesearchState, lbfgs,
     scale_by_backtracking_linesearch, scale_by_lbfgs, scale_by_zoom_linesearch)
 
-from optix import testing  # noqa: E402  (the contract checks, for users)
 
 __version__ = "0.1.0"
 
 # -- single-pass steps (issue 6) --
 from optix import fused  # noqa: E402
 from optix.fused import FusedTransformation, apply_step  # noqa: E402
+
+# Imported on first use, so that `import optix` needs neither Flax nor chex: K-FAC's Flax NNX
+# capture (`pip install optix[flax]`) and the contract checks for users (optix.testing, on chex).
+_LAZY = {"KFACProbe": "optix.contrib.nnx", "KFACTap": "optix.contrib.nnx",
+         "kfac_tap": "optix.contrib.nnx", "kfac_value_and_grad": "optix.contrib.nnx",
+         "contrib": "optix.contrib", "testing": "optix.testing"}
+
+
+def __getattr__(name):
+  if name not in _LAZY:
+    raise AttributeError(f"module 'optix' has no attribute {name!r}")
+  import importlib  # pylint: disable=import-outside-toplevel
+  module = importlib.import_module(_LAZY[name])
+  value = module if _LAZY[name] == f"optix.{name}" else getattr(module, name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))

@@ -153,3 +153,37 @@ def test_kfac_reaches_target_in_far_fewer_steps_than_tuned_adam(task):
   print(f"{task}: K-FAC {kfac_steps} steps, Adam {dict(zip(adam_lrs, adam_steps))}")
   assert kfac_steps is not None
   assert 2 * kfac_steps <= best_adam, (kfac_steps, adam_steps)
+
+
+def test_state_dtype_policy_float64_stays_float64():
+  """At least float32, same kind: float64 params keep float64 factors, inverses and fallback."""
+  with jax.enable_x64(True):
+    dense = {"kernel": jnp.ones((3, 2), jnp.float64), "bias": jnp.zeros(2, jnp.float64)}
+    params = {"dense": dense, "scale": jnp.ones(2, jnp.bfloat16)}
+    tx = optix.kfac(0.1, momentum=0.9)
+    state = tx.init(params)
+    kfac_state = state[0]
+    for tree in (kfac_state.a, kfac_state.g, kfac_state.a_inv, kfac_state.g_inv):
+      assert tree["dense"].dtype == jnp.float64
+    assert kfac_state.diag["dense"]["kernel"].dtype == jnp.float64
+    assert kfac_state.diag["scale"].dtype == jnp.float32  # bf16 -> float32
+    a = jnp.ones((4, 4), jnp.float64)
+    stats = {"dense": optix.LayerStats(a.T @ a + jnp.eye(4), jnp.eye(2), jnp.asarray(4.0))}
+    u, new_state = jax.jit(lambda s: tx.update(params, s, params, kfac_stats=stats))(state)
+    assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+    assert u["dense"]["kernel"].dtype == jnp.float64 and u["scale"].dtype == jnp.bfloat16
+    f32 = optix.scale_by_kfac(state_dtype=jnp.float32).init(params)
+    assert f32.a["dense"].dtype == jnp.float32 and f32.diag["dense"]["kernel"].dtype == jnp.float32
+
+
+def test_complex_params_raise_naming_the_leaf():
+  params = {"dense": {"kernel": jnp.ones((3, 2))}, "phase": jnp.ones(2, jnp.complex64)}
+  with pytest.raises(ValueError, match="phase"):
+    optix.kfac(0.1).init(params)
+
+
+def test_capture_module_is_the_public_one():
+  from optix.contrib import nnx as capture
+  assert optix.kfac_tap is capture.kfac_tap and optix.KFACTap is capture.KFACTap
+  assert optix.KFACProbe is capture.KFACProbe
+  assert optix.kfac_value_and_grad is capture.kfac_value_and_grad

@@ -2,14 +2,11 @@ r"""K-FAC: Kronecker-factored curvature from layer statistics (Martens & Grosse 
 
 Two halves:
 
-* **Capture** (Flax NNX, public APIs only). :func:`kfac_tap` wraps every
-  ``nnx.Linear`` of a model in a :class:`KFACTap` whose output passes through a
-  ``jax.custom_vjp`` identity. Its backward pass sees the layer input ``a`` and the
-  output gradient ``g = dL/dy`` and returns :math:`\sum \bar a \bar a^\top` and
-  :math:`\sum g g^\top` (``ā = [a, 1]`` when the layer has a bias) as the
-  *gradients* of zero-valued :class:`KFACProbe` variables. So one ordinary
-  backward pass gives the gradient and the statistics together, with no tracing
-  of JAX internals: :func:`kfac_value_and_grad`.
+* **Capture** (:mod:`optix.contrib.nnx`, needs Flax: ``pip install optix[flax]``).
+  :func:`~optix.contrib.nnx.kfac_tap` wraps every ``nnx.Linear`` of a model so
+  that one ordinary backward pass gives the gradient and the statistics
+  (:class:`LayerStats`) together: :func:`~optix.contrib.nnx.kfac_value_and_grad`.
+  Any other source of the same sums works too (they are plain arrays).
 * **Preconditioning.** :func:`scale_by_kfac` is a gradient transformation taking
   those statistics as the keyword extra argument ``kfac_stats``.
 
@@ -28,7 +25,7 @@ The training step::
       return optix.apply_updates(params, updates), opt_state, loss
 
 Statistics of the *empirical* Fisher come from the training loss; for the true
-Fisher, call :func:`kfac_value_and_grad` a second time on a loss with labels
+Fisher, call ``kfac_value_and_grad`` a second time on a loss with labels
 sampled from the model and pass those ``stats`` (same gradient otherwise).
 """
 
@@ -36,20 +33,13 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from optix import _base, _tree, _validate
 from optix.transforms.momentum import trace
 from optix.transforms.scaling import scale_by_learning_rate
 
-_f32 = jnp.float32
 
-
-# ---------------------------------------------------------------- capture
-
-
-class KFACProbe(nnx.Variable):
-  """A zero-valued variable whose gradient is a layer's Kronecker statistic."""
+# ---------------------------------------------------------------- statistics
 
 
 class LayerStats(NamedTuple):
@@ -62,84 +52,6 @@ class LayerStats(NamedTuple):
   aa: jax.Array
   gg: jax.Array
   count: jax.Array
-
-
-@jax.custom_vjp
-def _tap(x, y, aa_probe, gg_probe, count_probe):
-  del x, aa_probe, gg_probe, count_probe
-  return y
-
-
-def _tap_fwd(x, y, aa_probe, gg_probe, count_probe):
-  return y, (x, aa_probe, gg_probe, count_probe)
-
-
-def _tap_bwd(res, gy):
-  x, aa_probe, gg_probe, count_probe = res
-  rows = x.reshape(-1, x.shape[-1]).astype(_f32)
-  if aa_probe.shape[0] == rows.shape[1] + 1:  # bias: augment a with 1
-    rows = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), _f32)], axis=1)
-  g = gy.reshape(-1, gy.shape[-1]).astype(_f32)
-  hi = jax.lax.Precision.HIGHEST
-  return (jnp.zeros_like(x), gy,
-          jnp.matmul(rows.T, rows, precision=hi).astype(aa_probe.dtype),
-          jnp.matmul(g.T, g, precision=hi).astype(gg_probe.dtype),
-          jnp.asarray(rows.shape[0], count_probe.dtype))
-
-
-_tap.defvjp(_tap_fwd, _tap_bwd)
-
-
-class KFACTap(nnx.Module):
-  """Wraps an ``nnx.Linear``: same output, plus K-FAC statistics in the backward pass.
-
-  The wrapped layer's params live under ``<path>/layer/{kernel,bias}``; the probes
-  (zeros, never trained) under ``<path>/kfac_{aa,gg,count}``.
-  """
-
-  def __init__(self, layer: nnx.Linear):
-    self.layer = layer
-    d_in = layer.in_features + (1 if layer.use_bias else 0)
-    self.kfac_aa = KFACProbe(jnp.zeros((d_in, d_in), _f32))
-    self.kfac_gg = KFACProbe(jnp.zeros((layer.out_features,) * 2, _f32))
-    self.kfac_count = KFACProbe(jnp.zeros([], _f32))
-
-  def __call__(self, x, *args, **kwargs):
-    y = self.layer(x, *args, **kwargs)
-    return _tap(x, y, self.kfac_aa[...], self.kfac_gg[...], self.kfac_count[...])
-
-
-def _get(obj, key):
-  return getattr(obj, key) if isinstance(key, str) and hasattr(obj, key) else obj[key]
-
-
-def _set(obj, key, value):
-  if isinstance(key, str) and hasattr(obj, key):
-    setattr(obj, key, value)
-  else:
-    obj[key] = value
-
-
-def kfac_tap(model: nnx.Module) -> nnx.Module:
-  """Wraps every ``nnx.Linear`` in ``model`` (in place) in a :class:`KFACTap`; returns it.
-
-  Idempotent (tapped layers are not wrapped twice). ``nnx.Conv`` and ``nnx.Embed``
-  are left alone: :func:`scale_by_kfac` treats their params with its diagonal
-  fallback.
-  """
-  found = [path for path, node in nnx.iter_graph(model)
-           if isinstance(node, nnx.Linear) and path and path[-1] != "layer"]
-  if isinstance(model, nnx.Linear):
-    raise ValueError("kfac_tap needs a model containing nnx.Linear layers, not a bare layer; "
-                     "use KFACTap(layer)")
-  for path in found:
-    parent = model
-    for key in path[:-1]:
-      parent = _get(parent, key)
-    if isinstance(parent, KFACTap):
-      continue
-    _set(parent, path[-1], KFACTap(_get(parent, path[-1])))
-  return model
 
 
 def _key_name(entry):
@@ -155,37 +67,6 @@ def path_str(path) -> str:
   names = [_key_name(e) for e in path
            if not (isinstance(e, jax.tree_util.GetAttrKey) and e.name == "value")]
   return "/".join(names)
-
-
-def kfac_value_and_grad(loss_fn: Callable[..., Any], model: nnx.Module, *args,
-                        has_aux: bool = False, **kwargs):
-  """``loss_fn(model, *args, **kwargs)``'s value, its gradient w.r.t. ``nnx.Param`` and
-  the K-FAC statistics of every :class:`KFACTap` layer.
-
-  Returns ``(loss, grads, stats)`` (``((loss, aux), grads, stats)`` with ``has_aux``):
-  ``grads`` an ``nnx.State`` of the params, ``stats`` a dict mapping each tapped
-  layer's param-path prefix (``"layers/0/layer"``) to its :class:`LayerStats`,
-  the form :func:`scale_by_kfac` takes as ``kfac_stats``.
-  """
-  graphdef, params, probes, rest = nnx.split(model, nnx.Param, KFACProbe, ...)
-
-  def f(params, probes):
-    m = nnx.merge(graphdef, params, probes, rest)
-    out = loss_fn(m, *args, **kwargs)
-    loss, aux = out if has_aux else (out, None)
-    return loss, (aux, nnx.state(m, nnx.Not(nnx.Any(nnx.Param, KFACProbe))))
-
-  (loss, (aux, new_rest)), (param_grads, probe_grads) = jax.value_and_grad(
-      f, argnums=(0, 1), has_aux=True)(params, probes)
-  nnx.update(model, new_rest)  # batch statistics, RNG counts, ... mutated by the loss
-  out = (loss, aux) if has_aux else loss
-  by_layer = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(probe_grads)[0]:
-    names = path_str(path).split("/")
-    by_layer.setdefault("/".join(names[:-1] + ["layer"]), {})[names[-1]] = leaf
-  stats = {k: LayerStats(v["kfac_aa"], v["kfac_gg"], v["kfac_count"])
-           for k, v in by_layer.items()}
-  return out, param_grads, stats
 
 
 # ---------------------------------------------------------------- preconditioning
@@ -224,12 +105,12 @@ def _damped_inverse(m, damping):
 def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.95,
                   inverse_update_period: int = 5, kl_clip: Optional[float] = None,
                   learning_rate: Optional[_base.ScalarOrSchedule] = None,
-                  min_factor_damping: float = 1e-8, *, state_dtype=jnp.float32
+                  min_factor_damping: float = 1e-8, *, state_dtype=None
                   ) -> _base.GradientTransformation:
   r"""K-FAC preconditioning (Martens & Grosse 2015, arXiv 1503.05671).
 
   For a dense layer with kernel W (d_in × d_out) and bias b, and the statistics of
-  one batch (keyword extra argument ``kfac_stats``, from :func:`kfac_value_and_grad`):
+  one batch (keyword extra argument ``kfac_stats``, from :func:`optix.contrib.nnx.kfac_value_and_grad`):
 
   .. math::
      \hat A = \tfrac1n \textstyle\sum \bar a \bar a^\top,\quad
@@ -257,7 +138,9 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
   one Cholesky inverse per factor per 5 steps, which on small models is most of the cost.
   Blocks: every 2-D leaf named ``kernel`` with its sibling ``bias``. State: the
   factors and their inverses ((d_in+1)² + d_out²)·2 floats per layer, plus one
-  float per param for the fallback.
+  float per param for the fallback, each in ``state_dtype`` (None: at least
+  float32, the kernel's kind, so float64 params keep float64 factors). Real params
+  only: complex leaves raise ``ValueError`` naming them.
   """
   _validate.nonnegative("damping", damping)
   _validate.unit_interval("ema_decay", ema_decay)
@@ -271,21 +154,22 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
   _validate.nonnegative("min_factor_damping", min_factor_damping)
 
   def init(params):
+    _tree.check_real("scale_by_kfac", params)
     blocks = _blocks(params)
     leaves = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-    dims = {k: (leaves[kp].shape[0] + (bp is not None), leaves[kp].shape[1])
+    dims = {k: (leaves[kp].shape[0] + (bp is not None), leaves[kp].shape[1],
+                _tree.state_dtype_for(leaves[kp], state_dtype))
             for k, (kp, bp) in blocks.items()}
-    eye = lambda d: jnp.eye(d, dtype=state_dtype)
-    zeros = lambda d: jnp.zeros((d, d), state_dtype)
     return ScaleByKfacState(jnp.zeros([], jnp.int32),
-                            {k: zeros(i) for k, (i, o) in dims.items()},
-                            {k: zeros(o) for k, (i, o) in dims.items()},
-                            {k: eye(i) for k, (i, o) in dims.items()},
-                            {k: eye(o) for k, (i, o) in dims.items()},
+                            {k: jnp.zeros((i, i), dt) for k, (i, o, dt) in dims.items()},
+                            {k: jnp.zeros((o, o), dt) for k, (i, o, dt) in dims.items()},
+                            {k: jnp.eye(i, dtype=dt) for k, (i, o, dt) in dims.items()},
+                            {k: jnp.eye(o, dtype=dt) for k, (i, o, dt) in dims.items()},
                             _tree.zeros_like(params, state_dtype))
 
   def update(updates, state, params=None, **extra_args):
     del params
+    _tree.check_real("scale_by_kfac", updates)
     _tree.check_match("updates", updates, "state.diag", state.diag)
     stats = extra_args.get("kfac_stats") or {}
     unknown = sorted(set(stats) - set(state.a))
@@ -296,23 +180,24 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
     lam = damping(count) if callable(damping) else damping
     flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
     names = [path_str(p) for p, _ in flat]
-    grads = {n: g.astype(_f32) for n, (_, g) in zip(names, flat)}
+    diag_flat = jax.tree.leaves(state.diag)
+    grads = {n: g.astype(v.dtype) for n, (_, g), v in zip(names, flat, diag_flat)}
     blocks = {k: v for k, v in _blocks(updates).items() if k in stats}
-    correction = 1.0 - ema_decay ** count.astype(_f32)
+    correction = lambda dt: 1.0 - ema_decay ** count.astype(dt)  # EMA debiasing
 
     # 1. Factor EMAs (only for layers with statistics this step).
     a, g = dict(state.a), dict(state.g)
     for k in blocks:
-      s = stats[k]
-      n = jnp.maximum(jnp.asarray(s.count, _f32), 1.0)
-      a[k] = ema_decay * state.a[k] + (1 - ema_decay) * (s.aa.astype(_f32) / n)
-      g[k] = ema_decay * state.g[k] + (1 - ema_decay) * (s.gg.astype(_f32) * n)
+      s, dt = stats[k], state.a[k].dtype
+      n = jnp.maximum(jnp.asarray(s.count, dt), 1.0)
+      a[k] = ema_decay * state.a[k] + (1 - ema_decay) * (s.aa.astype(dt) / n)
+      g[k] = ema_decay * state.g[k] + (1 - ema_decay) * (s.gg.astype(dt) * n)
 
     # 2. Damped inverses, every `period` steps (and at the first).
     def refresh(_):
       a_inv, g_inv = dict(state.a_inv), dict(state.g_inv)
       for k in blocks:
-        ak, gk = a[k] / correction, g[k] / correction
+        ak, gk = a[k] / correction(a[k].dtype), g[k] / correction(g[k].dtype)
         mean_a = jnp.trace(ak) / ak.shape[0]
         mean_g = jnp.trace(gk) / gk.shape[0]
         pi = jnp.sqrt(jnp.maximum(mean_a, min_factor_damping) /
@@ -330,20 +215,20 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
     hi = jax.lax.Precision.HIGHEST
     for k, (kp, bp) in blocks.items():
       m = grads[kp] if bp is None else jnp.concatenate([grads[kp], grads[bp][None]], axis=0)
+      m = m.astype(a_inv[k].dtype)
       u = jnp.matmul(jnp.matmul(a_inv[k], m, precision=hi), g_inv[k], precision=hi)
       out[kp] = u[:grads[kp].shape[0]]
       done.add(kp)
       if bp is not None:
         out[bp] = u[-1]
         done.add(bp)
-    diag_flat = jax.tree.leaves(state.diag)
     new_diag = []
     for n, v in zip(names, diag_flat):
       if n in done:
         new_diag.append(v)
         continue
       v = ema_decay * v + (1 - ema_decay) * jnp.square(grads[n]).astype(v.dtype)
-      out[n] = grads[n] / (v / correction + lam)
+      out[n] = grads[n] / (v / correction(v.dtype) + lam)
       new_diag.append(v)
 
     # 4. Optional KL clipping of the whole step.
@@ -364,14 +249,15 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
 def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule = 1e-3,
          ema_decay: float = 0.95, inverse_update_period: int = 5,
          kl_clip: Optional[float] = None, momentum: Optional[float] = None, *,
-         state_dtype=jnp.float32) -> _base.GradientTransformation:
+         state_dtype=None) -> _base.GradientTransformation:
   r"""K-FAC (Martens & Grosse 2015, arXiv 1503.05671): :math:`\theta \leftarrow
   \theta - \eta\, \nu\, (A+\pi\sqrt\lambda)^{-1} \nabla_W (G+\sqrt\lambda/\pi)^{-1}`.
 
   A chain of :func:`scale_by_kfac`, optional heavy-ball ``momentum`` and
   ``scale_by_learning_rate``. Pass the layer statistics every step as
   ``tx.update(grads, state, params, kfac_stats=stats)``; see
-  :mod:`optix.transforms.curvature` for the training step with Flax NNX.
+  :mod:`optix.transforms.curvature` for the training step with Flax NNX. State
+  dtypes follow ``state_dtype`` as in :func:`scale_by_kfac`.
   """
   return _base.chain(
       scale_by_kfac(damping, ema_decay, inverse_update_period, kl_clip,
