@@ -103,3 +103,23 @@ def __getattr__(name):
 
 def __dir__():
   return sorted(set(globals()) | set(_LAZY))
+
+# -- the rest of the field: schedule-free, AdEMAMix, ADOPT, MARS, cautious, trust ratio,
+#    parameter-free methods and optax's other aliases --
+from optix.transforms.schedule_free import (  # noqa: E402
+    ScheduleFreeState, schedule_free, schedule_free_eval_params)
+from optix.transforms.ademamix import ScaleByAdemamixState, scale_by_ademamix  # noqa: E402
+from optix.transforms.adopt import ScaleByAdoptState, scale_by_adopt  # noqa: E402
+from optix.transforms.mars import ScaleByMarsState, scale_by_mars  # noqa: E402
+from optix.transforms.cautious import cautious, cautious_mask  # noqa: E402
+from optix.transforms.trust_ratio import scale_by_trust_ratio  # noqa: E402
+from optix.transforms.adapter import from_optax  # noqa: E402
+from optix.free_optimizers import (  # noqa: E402
+    cocob, dadapt_adamw, dog, dowg, mechanize, prodigy, schedule_free_adamw, schedule_free_sgd)
+from optix.field_optimizers import (  # noqa: E402
+    ademamix, adopt, cautious_adamw, cautious_lion, lamb, lars, mars_adamw)
+from optix.optax_family import (  # noqa: E402
+    acprop, adabelief, adadelta, adamax, adamaxw, adan, amsgrad, fromage, lookahead, madgrad,
+    momo, momo_adam, novograd, noisy_sgd, optimistic_adam, optimistic_gradient_descent,
+    polyak_sgd, radam, reduce_on_plateau, rprop, sam, sign_sgd, signum, simplified_ademamix, sm3,
+    yogi)
