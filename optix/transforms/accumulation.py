@@ -8,6 +8,12 @@ import jax.numpy as jnp
 from optix import _base, _tree, _validate
 
 
+def _zeros(params, dtype):
+  # ``None`` keeps each gradient's own dtype here (not the moment policy): the accumulator holds
+  # sums of gradients, which the user may want in their native precision.
+  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+
+
 class MultiStepsState(NamedTuple):
   mini_step: jax.Array      # int32 in [0, every_k): micro-batches accumulated so far
   gradient_step: jax.Array  # int32, saturating: optimizer steps applied
@@ -44,7 +50,7 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
 
   def init(params):
     return MultiStepsState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32),
-                           _tree.zeros_like(params, accumulator_dtype), inner.init(params))
+                           _zeros(params, accumulator_dtype), inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
     _tree.check_match("updates", updates, "state.acc_grads", state.acc_grads)
