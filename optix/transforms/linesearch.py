@@ -36,8 +36,9 @@ ScaleByLbfgsState = optax.ScaleByLBFGSState
 ScaleByZoomLinesearchState = optax.ScaleByZoomLinesearchState
 ZoomLinesearchInfo = optax.ZoomLinesearchInfo
 ScaleByBacktrackingLinesearchState = optax.ScaleByBacktrackingLinesearchState
-BacktrackingLinesearchInfo = type(
-    optax.scale_by_backtracking_linesearch(1).init(jnp.zeros(1)).info)
+# Abstract evaluation: importing optix must not start a JAX backend.
+BacktrackingLinesearchInfo = type(jax.eval_shape(
+    lambda: optax.scale_by_backtracking_linesearch(1).init(jnp.zeros(1))).info)
 # Names kept for code written against earlier optix releases of this module.
 ScaleByLinesearchState = ScaleByZoomLinesearchState
 LinesearchInfo = ZoomLinesearchInfo
