@@ -47,7 +47,7 @@ def _adam_kernel(tx, learning_rate, b1, b2, eps, eps_root, weight_decay=None, ma
 
 
 def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
-        nesterov: bool = False, accumulator_dtype=None, *, state_dtype=jnp.float32):
+        nesterov: bool = False, accumulator_dtype=None, *, state_dtype=None):
   r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
   .. math:: \theta \leftarrow \theta - \eta\, u, \quad u = g \ \text{or the momentum of} \ g
@@ -71,7 +71,7 @@ def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
 
 
 def adagrad(learning_rate: _base.ScalarOrSchedule, initial_accumulator_value: float = 0.1,
-            eps: float = 1e-7, *, state_dtype=jnp.float32):
+            eps: float = 1e-7, *, state_dtype=None):
   r"""AdaGrad (Duchi et al. 2011, JMLR): :math:`\theta \leftarrow \theta - \eta\, g_t/\sqrt{\sum_{s\le t} g_s^2 + \epsilon}`.
 
   ``initial_accumulator_value=0.1`` as in optax (and TensorFlow). State: 4 bytes/param.
@@ -83,7 +83,7 @@ def adagrad(learning_rate: _base.ScalarOrSchedule, initial_accumulator_value: fl
 def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
             initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
             momentum: Optional[float] = None, nesterov: bool = False,
-            bias_correction: bool = False, *, state_dtype=jnp.float32):
+            bias_correction: bool = False, *, state_dtype=None):
   r"""RMSProp (Hinton 2012; centered: Graves 2013, arXiv 1308.0850), optional momentum.
 
   .. math:: \nu_t = \rho\nu_{t-1} + (1-\rho) g_t^2, \quad
@@ -103,7 +103,7 @@ def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: floa
 
 def adam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, nesterov: bool = False,
-         state_dtype=jnp.float32):
+         state_dtype=None):
   r"""Adam (Kingma & Ba 2015, arXiv 1412.6980); ``nesterov=True`` is NAdam.
 
   .. math:: \theta \leftarrow \theta - \eta\, \hat m_t/(\sqrt{\hat v_t} + \epsilon)
@@ -120,7 +120,7 @@ def adam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
 def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
           weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
-          nesterov: bool = False, state_dtype=jnp.float32):
+          nesterov: bool = False, state_dtype=None):
   r"""AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101): Adam with decoupled decay.
 
   .. math:: \theta \leftarrow \theta - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda\theta)
@@ -138,7 +138,7 @@ def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
 
 
 def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, state_dtype=jnp.float32):
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, state_dtype=None):
   r"""NAdam (Dozat 2016, ICLR workshop): Adam with Nesterov momentum.
 
   .. math:: \hat m_t = \frac{\beta_1 m_t}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g_t}{1-\beta_1^t},
@@ -154,7 +154,7 @@ def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
 def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
            weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
-           state_dtype=jnp.float32):
+           state_dtype=None):
   r"""NAdamW: NAdam with decoupled weight decay (arXiv 1711.05101).
 
   .. math:: \theta \leftarrow \theta - \eta\,\Big(\frac{\hat m_t}{\sqrt{v_t/(1-\beta_2^t)}
@@ -169,7 +169,7 @@ def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0
 
 def lion(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
          mu_dtype=None, weight_decay: _base.ScalarOrSchedule = 1e-3, mask: MaskOrFn = None,
-         *, state_dtype=jnp.float32):
+         *, state_dtype=None):
   r"""Lion (Chen et al. 2023, arXiv 2302.06675): sign momentum + decoupled decay.
 
   .. math:: \theta \leftarrow \theta - \eta\,(\operatorname{sign}(\beta_1 m + (1-\beta_1) g) + \lambda\theta)

@@ -13,7 +13,7 @@ class TraceState(NamedTuple):
 
 
 def trace(decay: float, nesterov: bool = False, accumulator_dtype=None, *,
-          state_dtype=jnp.float32) -> _base.GradientTransformation:
+          state_dtype=None) -> _base.GradientTransformation:
   r"""Momentum (Polyak 1964; Nesterov form as in Sutskever et al. 2013).
 
   .. math::
@@ -21,13 +21,15 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None, *,
      u_t = v_t \ \text{(heavy ball)} \quad\text{or}\quad u_t = g_t + \mu v_t \ \text{(Nesterov)}
 
   Args:
-    decay: the momentum coefficient μ in [0, 1); 0.9 is the usual choice.
+    decay: the momentum coefficient μ in [0, 1] (1: plain accumulation); 0.9 is the usual
+      choice.
     nesterov: look-ahead form.
     accumulator_dtype: optax-compatible name for the velocity dtype (overrides
       ``state_dtype``).
-    state_dtype: velocity dtype, float32 by default whatever the params.
+    state_dtype: velocity dtype; ``None``: at least float32, the params' kind (complex
+      params keep a complex velocity).
   """
-  _validate.unit_interval("decay", decay)
+  _validate.in_range("decay", decay, 0.0, 1.0)
   dtype = accumulator_dtype or state_dtype
 
   def init(params):

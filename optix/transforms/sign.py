@@ -14,7 +14,7 @@ class ScaleByLionState(NamedTuple):
 
 
 def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, *,
-                  state_dtype=jnp.float32) -> _base.GradientTransformation:
+                  state_dtype=None) -> _base.GradientTransformation:
   r"""Sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
   Algorithms", arXiv 2302.06675).
 
