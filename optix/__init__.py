@@ -28,8 +28,9 @@ from optix import schedules
 from optix.schedules import (
     constant_schedule, cosine_decay_schedule, cosine_onecycle_schedule, cyclical_schedule,
     exponential_decay, inverse_sqrt_schedule, join_schedules, linear_onecycle_schedule,
-    linear_schedule, piecewise_constant_schedule, polynomial_schedule, sgdr_schedule,
-    warmup_cosine_decay_schedule, wsd_decay_branch, wsd_schedule)
+    linear_schedule, piecewise_constant_schedule, piecewise_interpolate_schedule,
+    polynomial_schedule, sgdr_schedule, warmup_constant_schedule, warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule, wsd_decay_branch, wsd_schedule)
 
 # -- memory and safety (issue 3) --
 from optix import tools
@@ -74,7 +75,8 @@ from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 # -- curvature and quasi-Newton (issue 8) --
 from optix.transforms.curvature import LayerStats, ScaleByKfacState, kfac, scale_by_kfac
 from optix.transforms.linesearch import (
-    LinesearchInfo, ScaleByLbfgsState, ScaleByLinesearchState, lbfgs,
+    LinesearchInfo, ScaleByBacktrackingLinesearchState, ScaleByLbfgsState,
+    ScaleByLinesearchState, ScaleByZoomLinesearchState, ZoomLinesearchInfo, lbfgs,
     scale_by_backtracking_linesearch, scale_by_lbfgs, scale_by_zoom_linesearch)
 
 
