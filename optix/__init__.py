@@ -32,7 +32,7 @@ from optix.schedules import (
     polynomial_schedule, sgdr_schedule, warmup_constant_schedule, warmup_cosine_decay_schedule,
     warmup_exponential_decay_schedule, wsd_decay_branch, wsd_schedule)
 
-# -- memory and safety (issue 3) --
+# Memory-lean optimizers, loss scaling, accumulation and safety guards.
 from optix import tools
 from optix.memory_optimizers import adafactor, adam8bit, adamw8bit
 from optix.transforms.factored import (
@@ -50,7 +50,7 @@ from optix.transforms.safety import (
     ApplyIfFiniteState, SpikeGuardState, ZeroNansState, all_finite, apply_if_finite,
     select_tree, spike_guard, z_loss, zero_nans)
 
-# -- matrix optimizers (issue 4) --
+# Matrix optimizers (Shampoo, SOAP, Muon).
 from optix.matrix_optimizers import shampoo, soap
 from optix.transforms.roots import inverse_pth_root_eigh, inverse_pth_root_newton
 from optix.transforms.shampoo import ScaleByShampooState, scale_by_shampoo
@@ -59,20 +59,20 @@ from optix.matrix_optimizers import muon, muon_labels
 from optix.transforms.muon import (
     ScaleByMuonState, matrix_view, newton_schulz, scale_by_muon)
 
-# -- distributed (issue 5) --
+# Distributed: sharded optimizer state.
 from optix import parallel
 from optix.parallel import map_stacked, shard_state, state_shardings
 
-# -- packed engine (issue 6) --
+# The packed layout and the jitted, donated train step.
 from optix import training  # noqa: E402
 from optix.packing import (  # noqa: E402
     Packed, PackedState, PackLayout, layout_of, pack, packed, packed_mask, unpack)
 from optix.training import train_step  # noqa: E402
 
-# -- tools and monitoring (issue 7) --
+# Monitoring.
 from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 
-# -- curvature and quasi-Newton (issue 8) --
+# Curvature (K-FAC) and quasi-Newton (L-BFGS, line searches).
 from optix.transforms.curvature import LayerStats, ScaleByKfacState, kfac, scale_by_kfac
 from optix.transforms.linesearch import (
     LinesearchInfo, ScaleByBacktrackingLinesearchState, ScaleByLbfgsState,
@@ -82,7 +82,7 @@ from optix.transforms.linesearch import (
 
 __version__ = "0.1.0"
 
-# -- single-pass steps (issue 6) --
+# The one-pass step (optix.apply_step).
 from optix import fused  # noqa: E402
 from optix.fused import FusedTransformation, apply_step  # noqa: E402
 

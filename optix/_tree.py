@@ -63,6 +63,12 @@ def cast_like(tree, reference):
   return jax.tree.map(lambda x, r: jnp.asarray(x).astype(jnp.result_type(r)), tree, reference)
 
 
+def require_params(name, params):
+  """Raises ``ValueError`` when a transform that reads the params is called without them."""
+  if params is None:
+    raise ValueError(f"{name} needs params: call update(updates, state, params)")
+
+
 def _describe(tree):
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): jnp.shape(leaf) for path, leaf in leaves}

@@ -127,8 +127,7 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("adaptive_grad_clip needs params: call update(updates, state, params)")
+    _tree.require_params("adaptive_grad_clip", params)
     _tree.check_match("updates", updates, "params", params)
 
     def clip_one(g, p):

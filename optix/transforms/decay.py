@@ -30,8 +30,7 @@ def add_decayed_weights(weight_decay: _base.ScalarOrSchedule = 0.0,
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
+    _tree.require_params("add_decayed_weights", params)
     _tree.check_match("updates", updates, "params", params)
     if callable(weight_decay):
       wd, state = weight_decay(state.count), ScheduleCount(_tree.safe_increment(state.count))

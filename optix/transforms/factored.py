@@ -154,8 +154,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> _base.GradientTransform
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("scale_by_param_block_rms needs params: call update(updates, state, params)")
+    _tree.require_params("scale_by_param_block_rms", params)
     _tree.check_match("updates", updates, "params", params)
     updates = jax.tree.map(
         lambda u, p: (u * jnp.maximum(min_scale, _rms(p))).astype(u.dtype), updates, params)

@@ -42,8 +42,7 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jn
     return MasterWeightsState(master, inner.init(master))
 
   def update(updates, state, params=None, **extra_args):
-    if params is None:
-      raise ValueError("with_master_weights needs params: call update(updates, state, params)")
+    _tree.require_params("with_master_weights", params)
     _tree.check_match("updates", updates, "state.master", state.master)
     grads = _tree.cast_like(updates, state.master)
     inner_updates, inner_state = inner.update(grads, state.inner_state, state.master,

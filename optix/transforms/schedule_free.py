@@ -75,8 +75,7 @@ def schedule_free(base_optimizer: _base.GradientTransformation,
                              base_optimizer_state=base_optimizer.init(params), z=z)
 
   def update(updates, state, params=None, **extra_args):
-    if params is None:
-      raise ValueError("schedule_free needs params: call update(updates, state, params)")
+    _tree.require_params("schedule_free", params)
     _tree.check_match("updates", updates, "params", params)
     _tree.check_match("updates", updates, "state.z", state.z)
     lr = learning_rate(state.step_count) if callable(learning_rate) else learning_rate

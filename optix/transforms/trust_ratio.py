@@ -34,8 +34,7 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
 
   def update(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("scale_by_trust_ratio needs params: call update(updates, state, params)")
+    _tree.require_params("scale_by_trust_ratio", params)
     _tree.check_match("updates", updates, "params", params)
 
     def one(u, p):
