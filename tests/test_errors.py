@@ -64,7 +64,7 @@ CASES = {
         lambda: (lambda tx: tx.update({"x": jnp.ones(2)}, tx.init(_P), _P))(
             optix.multi_steps(optix.adam(1e-2), 2)), ValueError, r"\['x'\]"),
     "schedule_linear_steps": (lambda: optix.linear_schedule(1.0, 0.0, -5), ValueError,
-                              r"transition_steps", r">= 1", r"-5"),
+                              r"transition_steps", r">= 0", r"-5"),
     "schedule_cosine_steps": (lambda: optix.cosine_decay_schedule(1.0, 0), ValueError,
                               r"decay_steps", r"0"),
     "schedule_warmup_after_decay": (
@@ -78,7 +78,7 @@ CASES = {
         r"boundar", r"-1"),
     "schedule_wsd_too_long": (lambda: optix.wsd_schedule(1.0, 10, 5, 2), ValueError,
                               r"total_steps", r"warmup_steps"),
-    "schedule_exponential_steps": (lambda: optix.exponential_decay(1.0, 0, 0.5), ValueError,
+    "schedule_exponential_steps": (lambda: optix.exponential_decay(1.0, -1, 0.5), ValueError,
                                    r"transition_steps"),
     "nan_learning_rate": (lambda: optix.sgd(float("nan")), ValueError, r"learning_rate", r"nan"),
     "integer_argument_as_float": (lambda: optix.multi_steps(optix.adam(1e-2), 2.5), ValueError,
