@@ -89,6 +89,21 @@ MEMORY_OPTIMIZERS = [  # (alias, transform with default arguments, setting shown
     ("kfac", optix.kfac(1e-3), "factors for every kernel"),
     ("lbfgs", optix.lbfgs(), "memory_size=10"),
 ]
+# The other aliases at their defaults (a learning rate of 1e-3 where they take one).
+MEMORY_OPTIMIZERS += [(name, getattr(optix, name)(1e-3), "") for name in (
+    "schedule_free_adamw", "schedule_free_sgd", "dadapt_adamw", "dog", "dowg", "ademamix",
+    "simplified_ademamix", "adopt", "mars_adamw", "cautious_adamw", "cautious_lion", "lamb",
+    "lars", "radam", "adabelief", "yogi", "amsgrad", "adamax", "adamaxw", "novograd", "sm3",
+    "fromage", "adan", "sign_sgd", "signum", "rprop", "adadelta", "polyak_sgd",
+    "optimistic_gradient_descent", "optimistic_adam", "noisy_sgd", "madgrad", "momo",
+    "momo_adam", "acprop")]
+MEMORY_OPTIMIZERS += [
+    ("prodigy", optix.prodigy(), ""),
+    ("cocob", optix.cocob(), ""),
+    ("reduce_on_plateau", optix.reduce_on_plateau(), "the scale alone"),
+    ("mechanize", optix.mechanize(optix.adamw(1e-3)), "around adamw"),
+    ("sam", optix.sam(optix.sgd(1e-3), optix.sgd(1e-3)), "sgd and sgd"),
+]
 
 _memory_cache = []
 

@@ -42,7 +42,8 @@ class StateMemory:
 
 
 def _nbytes(x) -> int:
-  return int(math.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+  # Typed PRNG keys (noisy_sgd's state) are not numpy dtypes; their dtype knows its own size.
+  return int(math.prod(x.shape)) * x.dtype.itemsize
 
 
 def state_memory(tx: _base.GradientTransformationBase, params: Any) -> StateMemory:

@@ -31,7 +31,7 @@ def schedule_free(base_optimizer: _base.GradientTransformation,
   r"""Schedule-free wrapper (Defazio et al. 2024, "The Road Less Scheduled", arXiv 2405.15682).
 
   The base optimizer (without momentum) moves a sequence ``z``; the params the
-  model sees are an interpolation ``y`` of ``z`` and the running average ``x``::
+  model sees are an interpolation ``y`` of ``z`` and the running average ``x``:
 
   .. math::
      z_{t+1} = z_t + \mathrm{base}(\nabla f(y_t)), \quad
