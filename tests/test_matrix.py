@@ -192,10 +192,33 @@ INJECT = {
     "monitor_adamw": lambda: optix.monitor(_INJ(optix.adamw)(1e-2, weight_decay=0.1)),
     "master_weights_adamw": lambda: optix.with_master_weights(
         _INJ(optix.adamw)(1e-2, weight_decay=0.1)),
+    "schedule_free_sgd": lambda: _INJ(optix.schedule_free_sgd)(0.1, warmup_steps=3),
+    "schedule_free_adamw": lambda: _INJ(optix.schedule_free_adamw)(1e-2, weight_decay=0.1),
+    "ademamix": lambda: _INJ(optix.ademamix)(1e-2, b3=0.999, weight_decay=0.1),
+    # clip_value_fn is callable: named static, or inject_hyperparams takes it for a schedule.
+    "adopt": lambda: _INJ(optix.adopt, static_args=("clip_value_fn",))(1e-2),
+    "adopt_nesterov": lambda: _INJ(optix.adopt)(1e-2, nesterov=True, use_clipping=False),
+    "mars_adamw": lambda: _INJ(optix.mars_adamw)(1e-3, weight_decay=0.1),
+    "cautious_adamw": lambda: _INJ(optix.cautious_adamw)(1e-2, weight_decay=0.1),
+    "cautious_wrapper": lambda: optix.cautious(_INJ(optix.sgd)(1e-2, momentum=0.9)),
+    "lamb": lambda: _INJ(optix.lamb)(1e-2, weight_decay=0.1),
+    "lars": lambda: _INJ(optix.lars)(1e-1, weight_decay=1e-2),
+    "prodigy": lambda: _INJ(optix.prodigy)(),
+    "radam": lambda: _INJ(optix.radam)(1e-2),
+    "adabelief": lambda: _INJ(optix.adabelief)(1e-2),
+    "yogi": lambda: _INJ(optix.yogi)(1e-2),
+    "amsgrad": lambda: _INJ(optix.amsgrad)(1e-2),
+    "adamaxw": lambda: _INJ(optix.adamaxw)(1e-2),
+    "signum": lambda: _INJ(optix.signum)(1e-2),
+    "adan": lambda: _INJ(optix.adan)(1e-2),
+    "cocob": lambda: _INJ(optix.cocob)(),
 }
 # Zeroing the injected learning rate does not stop these, by design.
 LR_READ_ELSEWHERE = {"rmsprop_centered_momentum",  # momentum after the learning rate (optax order)
-                     "adamw_scheduled"}  # a scheduled rate is recomputed from the step
+                     "adamw_scheduled",  # a scheduled rate is recomputed from the step
+                     "lars",  # momentum after the learning rate (optax order)
+                     # y moves toward the running average x at any rate
+                     "schedule_free_sgd", "schedule_free_adamw"}
 NO_INJECT = {
     "lbfgs": "no learning_rate: the step comes from the line search",
     "lbfgs_backtracking": "no learning_rate: the step comes from the line search",

@@ -445,14 +445,18 @@ def test_inject_hyperparams_learning_rate(entry, monkeypatch):
   assert diff > 0, "the injected learning rate does not reach the step"
 
 
-def test_optax_inject_hyperparams_takes_the_dtype_for_a_schedule():
-  """Documents why optix.inject_hyperparams exists: optax's takes
-  ``state_dtype=jnp.float32`` (a class, so callable) for a schedule."""
+def test_optax_inject_hyperparams_injects_no_dtype():
+  """optax's inject_hyperparams injects every callable or numeric default: optix's dtype
+  defaults are None (the policy), so only real hyperparameters are injected. optax casts
+  injected values to the params' dtype (b2 = 0.999 rounds to 1.0 in bf16, which optix
+  rejects by name); ``hyperparam_dtype=jnp.float32`` keeps them exact."""
   params = {"w": jnp.ones(3, jnp.bfloat16)}
-  bad = optax.inject_hyperparams(optix.adam)(learning_rate=0.1)
-  assert "state_dtype" in bad.init({"w": jnp.ones(3)}).hyperparams  # a "schedule" of the step
-  with pytest.raises(ValueError, match="b2"):  # injected in the params' dtype: 0.999 -> 1.0
-    bad.init(params)
+  theirs = optax.inject_hyperparams(optix.adam)(learning_rate=0.1)
+  assert "state_dtype" not in theirs.init({"w": jnp.ones(3)}).hyperparams
+  with pytest.raises(ValueError, match="b2"):
+    theirs.init(params)
+  exact = optax.inject_hyperparams(optix.adam, hyperparam_dtype=jnp.float32)(learning_rate=0.1)
+  assert exact.init(params).inner_state[0].mu["w"].dtype == jnp.float32
   good = optix.inject_hyperparams(optix.adam)(learning_rate=0.1)
   state = good.init(params)
   assert "state_dtype" not in state.hyperparams
