@@ -69,6 +69,32 @@ def require_params(name, params):
     raise ValueError(f"{name} needs params: call update(updates, state, params)")
 
 
+def _is_variable(x) -> bool:
+  """A Flax NNX ``Variable`` (e.g. the ``OptArray`` leaves of ``nnx.Optimizer.opt_state``),
+  recognised without importing flax."""
+  return callable(getattr(x, "get_value", None)) and type(x).__module__.startswith("flax.")
+
+
+def plain_state(opt_state):
+  """``opt_state`` with Flax NNX variables replaced by their arrays.
+
+  Accepts a raw optimizer state, an ``nnx.Optimizer``'s ``opt_state`` (whose
+  leaves are ``OptArray`` variables) or the ``nnx.Optimizer`` itself, so that
+  every helper that reads optimizer state works the same under NNX.
+  """
+  if type(opt_state).__module__.startswith("flax.") and hasattr(opt_state, "opt_state"):
+    opt_state = opt_state.opt_state  # an nnx.Optimizer
+  return jax.tree.map(lambda x: x.get_value() if _is_variable(x) else x, opt_state,
+                      is_leaf=_is_variable)
+
+
+def find_states(opt_state, cls) -> list:
+  """Every ``cls`` state (a NamedTuple type) inside ``opt_state``, outermost first,
+  with NNX variables unwrapped (see :func:`plain_state`)."""
+  found = jax.tree.leaves(plain_state(opt_state), is_leaf=lambda x: isinstance(x, cls))
+  return [x for x in found if isinstance(x, cls)]
+
+
 def _describe(tree):
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): jnp.shape(leaf) for path, leaf in leaves}

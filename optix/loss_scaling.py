@@ -161,9 +161,9 @@ def dynamic_loss_scaling(inner: _base.GradientTransformationBase,
 
 
 def current_loss_scale(opt_state) -> jax.Array:
-  """The loss scale ``S`` held anywhere in ``opt_state`` (e.g. inside a ``chain``)."""
-  found = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, LossScaleState))
-           if isinstance(x, LossScaleState)]
+  """The loss scale ``S`` held anywhere in ``opt_state`` (e.g. inside a ``chain``;
+  a raw state or an ``nnx.Optimizer``'s ``opt_state``)."""
+  found = _tree.find_states(opt_state, LossScaleState)
   if len(found) != 1:
     raise ValueError(f"opt_state must hold exactly one LossScaleState, found {len(found)}")
   return found[0].scale

@@ -78,6 +78,15 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
   return _base.GradientTransformation(init, update)
 
 
-def has_updated(state: MultiStepsState) -> jax.Array:
-  """True right after a call to :func:`multi_steps`' update that applied a step."""
+def has_updated(state) -> jax.Array:
+  """True right after a call to :func:`multi_steps`' update that applied a step.
+
+  ``state``: the :class:`MultiStepsState`, or any optimizer state holding one
+  (a raw state or an ``nnx.Optimizer``'s ``opt_state``).
+  """
+  found = _tree.find_states(state, MultiStepsState)
+  if not found:
+    raise ValueError("has_updated needs the state of optix.multi_steps, got "
+                     f"{type(state).__name__}")
+  state = found[0]
   return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)

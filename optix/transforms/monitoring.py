@@ -120,13 +120,19 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
 def monitor_stats(opt_state) -> dict:
   """The scalar statistics of the first :class:`MonitorState` found in ``opt_state``.
 
+  ``opt_state`` is a raw optimizer state or an ``nnx.Optimizer``'s
+  ``opt_state`` (or the ``nnx.Optimizer`` itself)::
+
+    optimizer = nnx.Optimizer(model, optix.monitor(optix.adamw(1e-3)), wrt=nnx.Param)
+    ...
+    stats = optix.monitor_stats(optimizer.opt_state)
+
   Returns ``{"grad_norm", "update_norm", "param_norm", "update_ratio",
   "effective_lr", "grad_norm_mean", "spike", "num_spikes", "count"}`` as
   arrays (jit-friendly; call ``float(...)`` on the host to log). Raises
   ``ValueError`` when the state holds no monitor.
   """
-  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, MonitorState))
-           if isinstance(s, MonitorState)]
+  found = _tree.find_states(opt_state, MonitorState)
   if not found:
     raise ValueError("opt_state holds no MonitorState: wrap the optimizer in optix.monitor(...)")
   s = found[0]
