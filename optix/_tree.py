@@ -27,6 +27,9 @@ def state_dtype_for(param, requested=None):
       return jnp.promote_types(dtype, jnp.float32)
     return jnp.dtype(jnp.float32)
   requested = jnp.dtype(requested)
+  if not jnp.issubdtype(requested, jnp.inexact):
+    raise ValueError("a state dtype (state_dtype, mu_dtype, ...) must be None (the policy) or a "
+                     f"floating dtype such as jnp.float32, got {requested.name}")
   if (jnp.issubdtype(dtype, jnp.complexfloating)
       and not jnp.issubdtype(requested, jnp.complexfloating)):
     return jnp.promote_types(requested, jnp.complex64)

@@ -23,6 +23,9 @@ def _concrete(name, value):
     raise ValueError(f"{name} must be a number or a schedule, got the string {value!r}")
   if isinstance(value, numbers.Number):
     return float(value)
+  if isinstance(value, (list, tuple, dict, set)):
+    raise ValueError(f"{name} must be a number or a schedule, got the "
+                     f"{type(value).__name__} {value!r}")
   try:
     arr = np.asarray(value)
   except Exception:  # a tracer or an abstract value: nothing to check here
@@ -77,8 +80,30 @@ def finite(name, value):
 
 
 def learning_rate(name, value):
-  """Learning rates are non-negative; schedules are checked when called."""
-  return nonnegative(name, value)
+  """Learning rates are finite and non-negative; schedules are checked when called."""
+  return in_range(name, value, 0.0, math.inf, high_closed=False)
+
+
+def required(name, value):
+  """``value`` is not None (an argument optax also requires)."""
+  if value is None:
+    raise ValueError(f"{name} is required: pass a number or a schedule, got None")
+  return value
+
+
+def dtype(name, value):
+  """None (the state-dtype policy) or a floating or complex dtype."""
+  if value is None:
+    return None
+  try:
+    dt = jnp.dtype(value)
+  except TypeError:
+    raise ValueError(f"{name} must be None or a floating dtype such as jnp.float32, "
+                     f"got {value!r}") from None
+  if not jnp.issubdtype(dt, jnp.inexact):
+    raise ValueError(f"{name} must be None or a floating (or complex) dtype such as "
+                     f"jnp.float32, got {dt.name}")
+  return value
 
 
 def integer(name, value, low=0):
