@@ -99,6 +99,28 @@ def test_unknown_layer_in_stats_is_named():
               kfac_stats={"nope": optix.LayerStats(jnp.eye(2), jnp.eye(2), jnp.asarray(1.0))})
 
 
+def test_missing_stats_raise_instead_of_a_silent_diagonal_fallback():
+  params = {"d": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros((2,))}, "scale": jnp.ones((2,))}
+  grads = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p), params)
+  tx = optix.kfac(0.1)
+  with pytest.raises(ValueError, match=r"kfac_stats.*\['d'\].*require_stats=False"):
+    tx.update(grads, tx.init(params), params)
+  # Under nnx.Optimizer, the same call without statistics is refused by name.
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, optix.kfac(0.1), wrt=nnx.Param)
+  g = nnx.grad(lambda m: jnp.mean(m(jnp.ones((4, 3))) ** 2))(model)
+  with pytest.raises(ValueError, match="kfac_stats"):
+    opt.update(model, g)
+  # Explicitly empty statistics, or require_stats=False: the diagonal fallback, as documented.
+  explicit, _ = tx.update(grads, tx.init(params), params, kfac_stats={})
+  lenient = optix.kfac(0.1, require_stats=False)
+  allowed, _ = lenient.update(grads, lenient.init(params), params)
+  for a, b in zip(jax.tree.leaves(explicit), jax.tree.leaves(allowed)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="require_stats"):
+    optix.kfac(0.1, require_stats="no")
+
+
 # ----------------------------------------------------------------- digits: steps to target
 
 _DIGITS = load_digits()

@@ -105,8 +105,8 @@ def _damped_inverse(m, damping):
 def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.95,
                   inverse_update_period: int = 5, kl_clip: Optional[float] = None,
                   learning_rate: Optional[_base.ScalarOrSchedule] = None,
-                  min_factor_damping: float = 1e-8, *, state_dtype=None
-                  ) -> _base.GradientTransformation:
+                  min_factor_damping: float = 1e-8, *, state_dtype=None,
+                  require_stats: bool = True) -> _base.GradientTransformation:
   r"""K-FAC preconditioning (Martens & Grosse 2015, arXiv 1503.05671).
 
   For a dense layer with kernel W (d_in × d_out) and bias b, and the statistics of
@@ -128,7 +128,7 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
      U = (A + \pi\sqrt\lambda I)^{-1} \,[\nabla_W; \nabla_b^\top]\, (G + \tfrac{\sqrt\lambda}{\pi} I)^{-1}
 
   Leaves without statistics (norm scales, conv kernels, embeddings, layers absent
-  from ``kfac_stats``) get the diagonal analogue :math:`u = g / (\hat v + \lambda)`,
+  from ``kfac_stats``, every layer in a step given ``kfac_stats={}``) get the diagonal analogue :math:`u = g / (\hat v + \lambda)`,
   :math:`v` the EMA of :math:`g^2`. With ``kl_clip`` = κ (needs ``learning_rate`` η),
   all updates are scaled by :math:`\min(1, \sqrt{\kappa / (\eta^2 |\sum u\cdot g|)})`,
   bounding the step's predicted KL change (Ba et al. 2017, arXiv 1611.02779).
@@ -141,7 +141,15 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
   float per param for the fallback, each in ``state_dtype`` (None: at least
   float32, the kernel's kind, so float64 params keep float64 factors). Real params
   only: complex leaves raise ``ValueError`` naming them.
+
+  An ``update`` without the ``kfac_stats`` argument, on params that have dense
+  layers, raises ``ValueError`` (e.g. ``nnx.Optimizer.update(model, grads)``
+  without ``kfac_stats=stats``: K-FAC would silently train as a diagonal
+  preconditioner); ``require_stats=False`` allows it, and every layer then takes
+  the diagonal fallback for that step.
   """
+  if not isinstance(require_stats, bool):
+    raise ValueError(f"require_stats must be a bool, got {require_stats!r}")
   _validate.nonnegative("damping", damping)
   _validate.unit_interval("ema_decay", ema_decay)
   period = _validate.integer("inverse_update_period", inverse_update_period, low=1)
@@ -171,7 +179,15 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
     del params
     _tree.check_real("scale_by_kfac", updates)
     _tree.check_match("updates", updates, "state.diag", state.diag)
-    stats = extra_args.get("kfac_stats") or {}
+    stats = extra_args.get("kfac_stats")
+    if stats is None and require_stats and state.a:
+      raise ValueError(
+          "scale_by_kfac got no kfac_stats for the dense layers "
+          f"{sorted(state.a)[:5]}: pass kfac_stats=stats each step (from "
+          "optix.contrib.nnx.kfac_value_and_grad; with nnx.Optimizer: "
+          "optimizer.update(model, grads, kfac_stats=stats)), or build with "
+          "require_stats=False to take the diagonal fallback when they are absent")
+    stats = stats or {}
     unknown = sorted(set(stats) - set(state.a))
     if unknown:
       raise ValueError(f"kfac_stats has layers with no 2-D kernel in the params: {unknown}; "
@@ -249,7 +265,7 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
 def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule = 1e-3,
          ema_decay: float = 0.95, inverse_update_period: int = 5,
          kl_clip: Optional[float] = None, momentum: Optional[float] = None, *,
-         state_dtype=None) -> _base.GradientTransformation:
+         state_dtype=None, require_stats: bool = True) -> _base.GradientTransformation:
   r"""K-FAC (Martens & Grosse 2015, arXiv 1503.05671): :math:`\theta \leftarrow
   \theta - \eta\, \nu\, (A+\pi\sqrt\lambda)^{-1} \nabla_W (G+\sqrt\lambda/\pi)^{-1}`.
 
@@ -257,11 +273,13 @@ def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule 
   ``scale_by_learning_rate``. Pass the layer statistics every step as
   ``tx.update(grads, state, params, kfac_stats=stats)``; see
   :mod:`optix.transforms.curvature` for the training step with Flax NNX. State
-  dtypes follow ``state_dtype`` as in :func:`scale_by_kfac`.
+  dtypes follow ``state_dtype`` and a missing ``kfac_stats`` raises unless
+  ``require_stats=False``, as in :func:`scale_by_kfac`.
   """
   return _base.chain(
       scale_by_kfac(damping, ema_decay, inverse_update_period, kl_clip,
-                    learning_rate if kl_clip is not None else None, state_dtype=state_dtype),
+                    learning_rate if kl_clip is not None else None, state_dtype=state_dtype,
+                    require_stats=require_stats),
       trace(momentum, state_dtype=state_dtype) if momentum is not None else _base.identity(),
       scale_by_learning_rate(learning_rate),
   )
