@@ -1,0 +1,453 @@
+r"""Compare optimizers on your own model, with the same tuning budget for each.
+
+Claimed speedups over AdamW tend to shrink once AdamW gets the same tuning
+budget as the new method (Wen et al. 2025, "Fantastic Pretraining Optimizers
+and Where to Find Them", arXiv 2509.02046); AlgoPerf (Dahl et al. 2023,
+arXiv 2306.07179) scores optimizers by time to a fixed target. This tool does
+both, small: every optimizer, the baseline included, gets ``trials`` runs over
+a log-spaced learning-rate grid around its default; the best learning rate is
+rerun on the other ``seeds``; the target is the tuned baseline's final loss.
+
+    >>> result = optix.tools.compare(params, loss_fn, batches, steps=500,
+    ...                              optimizers=["adamw", "muon", "lion"], out="cmp.json")
+    >>> print(result.table())          # Markdown
+    >>> result.plot("cmp.png")
+
+Grid: ``lr_k = center · ratio^{k - (trials-1)/2}``, ``k = 0 … trials-1``.
+The loss curve of a run is the trailing mean of the training loss over
+``window = max(1, steps // 20)`` steps (or ``eval_fn`` every ``eval_every``
+steps); a run's final loss is the curve's last value; the seed curves are
+averaged. Steps to target: the first step at which an optimizer's averaged
+curve is at or below the baseline's final averaged loss; time to target: those
+steps × the median ms/step (compilation excluded; per-step timing on a shared
+machine is noisy, a median is robust to that). The learning rate is an argument of
+the jitted step, so each optimizer compiles once for all its runs.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optix import _base, _validate
+from optix.tools.memory import state_memory
+
+
+def _named():
+  """name -> (default learning rate, ``lr -> tx``): library defaults, one LR knob each."""
+  import optix  # the public aliases (a late import: optix imports this package)
+  return {
+      "adamw": (3e-3, optix.adamw),
+      "adam": (3e-3, optix.adam),
+      "nadamw": (3e-3, optix.nadamw),
+      "lion": (3e-4, optix.lion),
+      "sgd": (0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
+      # Both sides share one AdamW-sized learning rate (Liu et al. 2025, arXiv 2502.16982).
+      "muon": (3e-3, lambda lr: optix.muon(lr, lr, shape_scaling="match_adamw_rms")),
+      "adafactor": (1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
+      "adamw8bit": (3e-3, optix.adamw8bit),
+      "lamb": (3e-3, optix.lamb),
+      "soap": (3e-3, optix.soap),
+      "shampoo": (3e-3, optix.shampoo),
+  }
+
+
+NAMES = ("adamw", "adam", "nadamw", "lion", "sgd", "muon", "adafactor", "adamw8bit", "lamb",
+         "soap", "shampoo")
+
+
+def _schedule(kind, peak, steps):
+  from optix import schedules
+  if callable(kind):
+    return kind(peak, steps)
+  if kind == "constant":
+    return peak
+  warmup = max(steps // 20, 1)
+  if kind == "cosine":
+    return schedules.warmup_cosine_decay_schedule(0.0, peak, warmup, max(steps, warmup + 1),
+                                                  peak * 0.1)
+  return schedules.wsd_schedule(peak, warmup, steps, max(steps // 5, 1), peak * 0.01)
+
+
+def _resolve(optimizers, learning_rates, default_lr):
+  """-> {label: (center lr, factory)}, with errors in the caller's words."""
+  if isinstance(optimizers, str) or callable(optimizers):
+    optimizers = [optimizers]
+  if not isinstance(optimizers, dict):
+    items = []
+    for o in optimizers:
+      label = o if isinstance(o, str) else getattr(o, "__name__", None)
+      if not label or label == "<lambda>":
+        raise ValueError("optimizers: a factory in a list needs a name; pass a dict "
+                         "{'label': factory} instead")
+      items.append((label, o))
+    optimizers = dict(items)
+  if not optimizers:
+    raise ValueError("optimizers must name at least one optimizer, got none")
+  named = _named()
+  out = {}
+  for label, spec in optimizers.items():
+    center = None
+    if isinstance(spec, tuple):
+      if len(spec) != 2 or not callable(spec[0]):
+        raise ValueError(f"optimizers[{label!r}] must be a name, a factory lr -> tx, or "
+                         f"(factory, default_lr), got {spec!r}")
+      spec, center = spec
+      _validate.positive(f"the default learning rate of {label!r}", center)
+    if isinstance(spec, str):
+      if spec not in named:
+        raise ValueError(f"optimizers: unknown name {spec!r}; choose from {list(NAMES)} "
+                         f"or pass a factory lr -> GradientTransformation")
+      center, spec = center or named[spec][0], named[spec][1]
+    elif not callable(spec):
+      raise ValueError(f"optimizers[{label!r}] must be a name or a factory lr -> tx, "
+                       f"got {type(spec).__name__}")
+    center = learning_rates.get(label, center or default_lr)
+    _validate.positive(f"learning_rates[{label!r}]", center)
+    out[label] = (float(center), spec)
+  unknown = set(learning_rates) - set(out)
+  if unknown:
+    raise ValueError(f"learning_rates names {sorted(unknown)}, which are not among the "
+                     f"optimizers {list(out)}")
+  return out
+
+
+def grid(center: float, trials: int, ratio: float) -> list:
+  """``trials`` learning rates, log-spaced by ``ratio``, centred (geometrically) on ``center``."""
+  return [float(center * ratio ** (k - (trials - 1) / 2)) for k in range(trials)]
+
+
+def _key(label, lr, seed):
+  return f"{label}|lr={lr:.6g}|seed={seed}"
+
+
+def _curve(run, window):
+  """(steps, values) of a run: eval points, or the trailing mean of the training loss."""
+  if run["eval_steps"]:
+    return np.asarray(run["eval_steps"]), np.asarray(run["eval_losses"], float)
+  loss = np.asarray(run["losses"], float)
+  c = np.cumsum(np.where(np.isfinite(loss), loss, np.inf))
+  n = np.arange(1, len(loss) + 1)
+  lagged = np.concatenate([np.zeros(window), c[:-window]]) if len(c) > window else np.zeros(len(c))
+  return n, (c - lagged[:len(c)]) / np.minimum(n, window)
+
+
+@dataclasses.dataclass
+class CompareResult:
+  """Every run (``runs``: key -> record), the chosen learning rates and the table's numbers.
+
+  ``summary[label]`` holds ``lr`` (chosen), ``final`` and ``final_spread`` (mean
+  and half range over seeds), ``best``, ``steps_to_target``, ``time_to_target_s``
+  (``None`` when not reached), ``ms_per_step``, ``state_bytes``, ``edge`` (the
+  chosen LR is at the end of the grid: widen it), ``steps`` and ``curve``.
+  """
+  runs: dict
+  summary: dict
+  baseline: str
+  target: float
+  steps: int
+
+  def table(self) -> str:
+    """The comparison as a Markdown table (ratios are time to target vs the baseline)."""
+    base = self.summary[self.baseline]
+    lines = ["| optimizer | lr | final loss | best loss | steps to target | time to target (s) "
+             "| × baseline time | ms/step | state bytes |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, s in self.summary.items():
+      lr = f"{s['lr']:.3g}" + (" (grid edge)" if s["edge"] else "")
+      final = f"{s['final']:.4f} ± {s['final_spread']:.4f}" if np.isfinite(s["final"]) else "diverged"
+      if s["steps_to_target"] is None:
+        reach, secs, ratio = f"not in {self.steps}", "—", "—"
+      else:
+        reach, secs = str(s["steps_to_target"]), f"{s['time_to_target_s']:.2f}"
+        ratio = (f"{s['time_to_target_s'] / base['time_to_target_s']:.2f}"
+                 if base["time_to_target_s"] else "—")
+      lines.append(f"| {label} | {lr} | {final} | {s['best']:.4f} | {reach} | {secs} | {ratio} "
+                   f"| {s['ms_per_step']:.2f} | {s['state_bytes']:,} |")
+    lines.append(f"\nTarget: {self.baseline}'s tuned final loss {self.target:.4f}; "
+                 f"{self.steps} steps; loss ± half the range over seeds.")
+    return "\n".join(lines)
+
+  __str__ = table
+
+  def plot(self, path: str, title: str = "optimizer comparison") -> str:
+    """Writes the tuned loss curves and the loss-vs-learning-rate sweeps; returns ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, s) in enumerate(self.summary.items()):
+      x, y = s["curve"]
+      ax1.plot(x, y, color=f"C{i}", label=f"{label} (lr {s['lr']:.2g})")
+      lrs = sorted(s["sweep"])
+      ax2.plot(lrs, [min(s["sweep"][lr], 1e30) for lr in lrs], "o-", color=f"C{i}", label=label)
+    ax1.axhline(self.target, color="0.4", ls=":", lw=1, label="target")
+    finite = [v for s in self.summary.values() for v in np.asarray(s["curve"][1])
+              if np.isfinite(v)]
+    if finite:
+      lo, hi = min(finite), np.percentile(finite, 95)
+      ax1.set_ylim(lo - 0.05 * abs(hi - lo), hi)
+    ax1.set(xlabel="step", ylabel="loss", title=title)
+    ax2.set(xscale="log", xlabel="learning rate", ylabel="final loss (first seed)",
+            title="learning-rate sweep")
+    if finite:
+      ax2.set_ylim(ax1.get_ylim())
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _stepper(factory, schedule, steps, loss_fn):
+  """One jitted step for every learning rate of an optimizer: the peak is an argument, so the
+  step compiles once per optimizer instead of once per trial. A factory that needs a concrete
+  learning rate (it branches on it in Python) gets a step compiled per learning rate."""
+  def make(peak):
+    def step(p, state, batch, lr):
+      loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+      updates, state = factory(_schedule(schedule, lr, steps)).update(grads, state, p)
+      return _base.apply_updates(p, updates), state, loss
+    return jax.jit(step, donate_argnums=(0, 1), static_argnums=() if peak is None else (3,))
+
+  shared = make(None)
+  cache = {}
+
+  def get(lr, params, state, batch):
+    if "concrete" not in cache:
+      try:
+        shared.lower(params, state, batch, jnp.float32(lr))
+        cache["concrete"] = False
+      except Exception:  # noqa: BLE001  (a real error resurfaces from the concrete step)
+        cache["concrete"] = True
+    if not cache["concrete"]:
+      return lambda p, st, b: shared(p, st, b, jnp.float32(lr))
+    f = cache.setdefault(lr, make(lr))
+    return lambda p, st, b: f(p, st, b, lr)
+
+  return get
+
+
+def _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every, label, seed):
+  params = jax.tree.map(jnp.array, params)  # a copy of the caller's arrays: safe to donate
+  state = jax.jit(tx.init)(params)  # fresh, distinct buffers
+  it = iter(batches(seed))
+  losses, times, eval_steps, eval_losses, diverged = [], [], [], [], False
+  for i in range(steps):
+    try:
+      batch = next(it)
+    except StopIteration:
+      raise ValueError(f"batches({seed}) ran out after {i} batches; steps={steps} needs "
+                       f"{steps}") from None
+    if i == 0:
+      shape = jax.eval_shape(loss_fn, params, batch).shape
+      if shape != ():
+        raise ValueError(f"loss_fn must return a scalar, got shape {shape}")
+      step = stepper(lr, params, state, batch)
+    t0 = time.perf_counter()
+    params, state, loss = step(params, state, batch)
+    loss = float(loss)  # blocks: the time covers the whole step
+    times.append(time.perf_counter() - t0)
+    losses.append(loss)
+    if evaluate is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
+      eval_steps.append(i + 1)
+      eval_losses.append(float(evaluate(params)))
+    if not math.isfinite(loss) or (eval_losses and not math.isfinite(eval_losses[-1])):
+      diverged = True
+      break
+  timed = times[1:] or times  # step 0 compiles
+  return {"optimizer": label, "seed": seed, "losses": losses, "eval_steps": eval_steps,
+          "eval_losses": eval_losses, "ms_per_step": 1e3 * float(np.median(timed)),
+          "diverged": diverged}
+
+
+def _load(out, config):
+  if out is None or not os.path.exists(out):
+    return {}
+  with open(out) as f:
+    saved = json.load(f)
+  if saved.get("config") != config:
+    raise ValueError(f"out={out!r} holds runs of a different comparison ({saved.get('config')} "
+                     f"vs {config}); delete it or choose another path")
+  return saved["runs"]
+
+
+def _save(out, config, runs):
+  if out is None:
+    return
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  tmp = out + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"config": config, "runs": runs}, f)
+  os.replace(tmp, out)  # atomic: an interrupt never leaves half a file
+
+
+class _Progress:
+  def __init__(self, total, enabled):
+    self.enabled, self.bar, self.done, self.total = enabled, None, 0, total
+    if enabled:
+      try:
+        import tqdm
+        self.bar = tqdm.tqdm(total=total, desc="compare", unit="run", file=sys.stderr)
+      except ImportError:
+        pass
+
+  def update(self, text):
+    self.done += 1
+    if self.bar is not None:
+      self.bar.set_postfix_str(text)
+      self.bar.update(1)
+    elif self.enabled:
+      print(f"compare: run {self.done}/{self.total} {text}", file=sys.stderr, flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
+            batches: Callable[[int], Iterable], *, steps: int,
+            optimizers: Any = ("adamw", "muon", "lion"), trials: int = 3,
+            baseline: str = "adamw", seeds: Iterable[int] = (0, 1), out: Optional[str] = None,
+            learning_rates: Optional[dict] = None, lr_ratio: float = 3.0,
+            default_lr: float = 1e-3, schedule: Any = "cosine",
+            eval_fn: Optional[Callable[[Any], jax.Array]] = None, eval_every: int = 0,
+            callback: Optional[Callable[[dict], None]] = None,
+            progress: bool = True) -> CompareResult:
+  r"""Tunes each optimizer's learning rate on the same budget, then races them to a target.
+
+  For each optimizer, ``trials`` runs at ``lr_k = center · lr_ratio^{k-(trials-1)/2}``
+  on ``seeds[0]``; the learning rate with the lowest final loss is rerun on
+  ``seeds[1:]``. The target is the baseline's seed-averaged final loss; the
+  table reports steps and time to it (see the module docstring for the exact
+  definitions). Every run jits one step with params and optimizer state donated.
+
+  Args:
+    init_params: the initial parameters, or ``seed -> params`` for a
+      per-seed initialisation (not modified).
+    loss_fn: ``loss_fn(params, batch) -> scalar``.
+    batches: ``batches(seed) -> iterable of batches``, at least ``steps`` long;
+      called afresh for each run, so every optimizer sees the same data in the
+      same order for a given seed.
+    steps: training steps per run.
+    optimizers: names (see ``NAMES``: ``"adamw"``, ``"muon"``, ``"lion"``,
+      ``"sgd"``, ...), or a dict ``label -> name | factory | (factory, default_lr)``
+      where ``factory(learning_rate) -> GradientTransformation`` is given a
+      schedule (e.g. ``optix.adamw``; a factory without a default uses ``default_lr``).
+    trials: learning rates tried per optimizer (the same for every one, the
+      baseline included: 3 by default, which brackets the default by 3× each way).
+    baseline: the label whose tuned final loss is the target.
+    seeds: at least one; two or more (default) average the chosen configurations
+      over seeds, so a lucky seed does not pick the winner.
+    out: a JSON path; each finished run is saved there at once, and a rerun with
+      the same ``out`` skips the runs it holds (an interrupted comparison resumes).
+    learning_rates: ``label -> center`` overriding the defaults of the grid.
+    lr_ratio: the grid's spacing (> 1).
+    default_lr: the center for factories given without one.
+    schedule: ``"cosine"`` (5% warmup, decay to 0.1× peak; the default, as most
+      runs are scheduled), ``"wsd"``, ``"constant"``, or ``(peak, steps) -> schedule``.
+    eval_fn: ``eval_fn(params) -> scalar`` (e.g. a validation loss); when given,
+      curves and targets use it, every ``eval_every`` steps (default ``steps // 20``).
+    callback: called with each finished run's record, after it is saved.
+    progress: a progress bar over runs (tqdm if installed, else a line per run).
+  """
+  _validate.integer("steps", steps, 1)
+  _validate.integer("trials", trials, 1)
+  _validate.in_range("lr_ratio", lr_ratio, 1.0, low_closed=False)
+  if not callable(loss_fn):
+    raise ValueError(f"loss_fn must be a function (params, batch) -> loss, got {loss_fn!r}")
+  if not callable(batches):
+    raise ValueError("batches must be a function seed -> iterable of batches (so that every "
+                     f"run sees the same data order), got {type(batches).__name__}")
+  seeds = [_validate.integer("seeds", s) for s in
+           ([seeds] if isinstance(seeds, int) else list(seeds))]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds must be one or more distinct integers, got {seeds}")
+  if not (callable(schedule) or schedule in ("cosine", "wsd", "constant")):
+    raise ValueError(f"schedule must be 'cosine', 'wsd', 'constant' or (peak, steps) -> "
+                     f"schedule, got {schedule!r}")
+  if eval_fn is not None:
+    eval_every = _validate.integer("eval_every", eval_every, 0) or max(steps // 20, 1)
+  specs = _resolve(optimizers, dict(learning_rates or {}), default_lr)
+  if baseline not in specs:
+    raise ValueError(f"baseline {baseline!r} is not among the optimizers {list(specs)}")
+
+  config = {"steps": steps, "schedule": schedule if isinstance(schedule, str) else "custom",
+            "eval_every": eval_every if eval_fn is not None else 0}
+  runs = _load(out, config)
+  init = init_params if callable(init_params) else (lambda seed: init_params)
+  window = max(1, steps // 20)
+  grids = {label: grid(center, trials, lr_ratio) for label, (center, _) in specs.items()}
+  bar = _Progress(len(specs) * (trials + len(seeds) - 1), progress)
+
+  counted, steppers = set(), {}
+  evaluate = jax.jit(eval_fn) if eval_fn is not None else None
+
+  def run(label, lr, seed):
+    key = _key(label, lr, seed)
+    if key not in runs:
+      tx = specs[label][1](_schedule(schedule, lr, steps))
+      if not (hasattr(tx, "init") and hasattr(tx, "update")):
+        raise ValueError(f"optimizers[{label!r}] must return a GradientTransformation (init, "
+                         f"update), got {type(tx).__name__}")
+      params = init(seed)
+      if label not in steppers:
+        steppers[label] = _stepper(specs[label][1], schedule, steps, loss_fn)
+      rec = _train(tx, steppers[label], lr, params, loss_fn, batches, steps, evaluate,
+                   eval_every, label, seed)
+      rec.update(lr=lr, state_bytes=state_memory(tx, params).total_bytes)
+      runs[key] = rec
+      _save(out, config, runs)
+      if callback is not None:
+        callback(rec)
+    rec = runs[key]
+    if key in counted:  # the first seed's run of the chosen LR is the tuning run itself
+      return rec
+    counted.add(key)
+    bar.update(f"{label} lr={lr:.2g} seed={seed}: "
+               + ("diverged" if rec["diverged"] else f"{_curve(rec, window)[1][-1]:.4f}"))
+    return rec
+
+  def final(rec):
+    return math.inf if rec["diverged"] else float(_curve(rec, window)[1][-1])
+
+  summary = {}
+  try:
+    for label in specs:
+      sweep = {lr: final(run(label, lr, seeds[0])) for lr in grids[label]}
+      best_lr = min(grids[label], key=lambda lr: sweep[lr])
+      recs = [run(label, best_lr, s) for s in seeds]
+      summary[label] = _summarize(recs, window, sweep, best_lr, grids[label])
+  finally:
+    bar.close()
+  target = summary[baseline]["final"]
+  for s in summary.values():
+    x, y = s["curve"]
+    hit = np.flatnonzero(y <= target) if np.isfinite(target) else []
+    s["steps_to_target"] = int(x[hit[0]]) if len(hit) else None
+    s["time_to_target_s"] = (s["steps_to_target"] * s["ms_per_step"] / 1e3 if len(hit) else None)
+  return CompareResult(runs, summary, baseline, float(target), steps)
+
+
+def _summarize(recs, window, sweep, lr, lrs):
+  """Seed-averaged curve (a diverged run counts as inf from where it stopped) and numbers."""
+  curves = [_curve(rec, window) for rec in recs]
+  x = max((c[0] for c in curves), key=len)
+  ys = np.stack([np.pad(y.astype(float), (0, len(x) - len(y)), constant_values=np.inf)
+                 for _, y in curves])
+  finals = ys[:, -1]
+  ok = bool(np.isfinite(finals).all())
+  mean = ys.mean(axis=0)
+  return {"lr": lr, "edge": len(lrs) > 1 and lr in (lrs[0], lrs[-1]),
+          "final": float(finals.mean()) if ok else math.inf,
+          "final_spread": float(np.ptp(finals) / 2) if ok else math.inf,
+          "best": float(np.min(mean)), "curve": (x, mean), "sweep": sweep,
+          "ms_per_step": float(np.median([r["ms_per_step"] for r in recs])),
+          "state_bytes": int(recs[0]["state_bytes"]), "seeds": [r["seed"] for r in recs]}

@@ -1,0 +1,163 @@
+"""optix.tools.compare: same trial budget per optimizer, resumable runs, a sane table; and the
+benchmark suite's scoring (performance profiles)."""
+
+import json
+import math
+import pathlib
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optix
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# A tiny least squares: y = A·1, minibatches of 16 rows in a seeded order.
+A = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+B = A @ np.ones(8, np.float32)
+
+
+def loss_fn(p, batch):
+  a, y = batch
+  return jnp.mean((a @ p["w"] - y) ** 2)
+
+
+def batches(seed):
+  rng = np.random.default_rng(seed)
+  while True:
+    i = rng.integers(0, 64, 16)
+    yield A[i], B[i]
+
+
+PARAMS = {"w": jnp.zeros(8)}
+
+
+def test_compare_tunes_every_optimizer_equally_and_reports(tmp_path):
+  made = []
+
+  def sgd(lr):
+    made.append(lr)
+    return optix.sgd(lr, momentum=0.9)
+
+  result = optix.tools.compare(PARAMS, loss_fn, batches, steps=40,
+                               optimizers={"adamw": "adamw", "sgd": (sgd, 0.05)}, trials=2,
+                               seeds=(0, 1), learning_rates={"adamw": 0.1}, progress=False,
+                               out=str(tmp_path / "runs.json"))
+  # 2 trials each on seed 0, the chosen LR once more on seed 1.
+  assert len(result.runs) == 2 * (2 + 1)
+  assert made
+  assert sorted({r["lr"] for r in result.runs.values() if r["optimizer"] == "sgd"}) == \
+      pytest.approx([0.05 / 3 ** 0.5, 0.05 * 3 ** 0.5])
+  assert sorted({r["lr"] for r in result.runs.values() if r["optimizer"] == "adamw"}) == \
+      pytest.approx([0.1 / 3 ** 0.5, 0.1 * 3 ** 0.5])
+  s = result.summary
+  for label in ("adamw", "sgd"):
+    chosen = s[label]["lr"]
+    assert s[label]["sweep"][chosen] == min(s[label]["sweep"].values())
+    assert sorted(s[label]["seeds"]) == [0, 1]
+    tx = (optix.adamw if label == "adamw" else sgd)(lambda step: 0.1)  # scheduled, as run
+    assert s[label]["state_bytes"] == optix.tools.state_memory(tx, PARAMS).total_bytes
+  # The target is the baseline's seed-averaged final loss, which the baseline reaches.
+  assert result.target == pytest.approx(s["adamw"]["final"])
+  assert s["adamw"]["steps_to_target"] is not None
+  assert s["adamw"]["final"] < 0.5 * loss_fn(PARAMS, next(batches(0)))
+  table = result.table()
+  assert table.startswith("| optimizer | lr |") and "| adamw |" in table and "| sgd |" in table
+  png = result.plot(str(tmp_path / "cmp.png"))
+  with open(png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_comparison_resumes_without_repeating_runs(tmp_path):
+  out = str(tmp_path / "runs.json")
+  kwargs = dict(steps=20, optimizers=["adamw", "lion"], trials=2, seeds=(0, 1), out=out,
+                progress=False)
+
+  def interrupt(record):
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    optix.tools.compare(PARAMS, loss_fn, batches, callback=interrupt, **kwargs)
+  with open(out) as f:
+    assert len(json.load(f)["runs"]) == 1
+  done = []
+  result = optix.tools.compare(PARAMS, loss_fn, batches, callback=done.append, **kwargs)
+  assert len(result.runs) == 2 * (2 + 1)
+  assert len(done) == len(result.runs) - 1  # the saved run was not repeated
+  again = []
+  optix.tools.compare(PARAMS, loss_fn, batches, callback=again.append, **kwargs)
+  assert not again
+  with pytest.raises(ValueError, match="different comparison"):
+    optix.tools.compare(PARAMS, loss_fn, batches, **{**kwargs, "steps": 21})
+
+
+def test_one_compiled_step_serves_every_learning_rate():
+  traces = []
+
+  def counted(p, batch):
+    traces.append(1)
+    return loss_fn(p, batch)
+
+  result = optix.tools.compare(PARAMS, counted, batches, steps=5, optimizers=["adamw", "lion"],
+                               trials=3, seeds=(0, 1), progress=False)
+  # Each run traces the loss once (its shape check); a step compiled per run would trace again.
+  assert len(result.runs) == 8 and len(traces) < 2 * len(result.runs)
+
+
+def test_curves_targets_and_divergence():
+  compare_module = sys.modules["optix.tools.compare"]  # the module, not the function
+  # The trailing-mean curve, and a diverged run counts as never reaching anything.
+  run = {"losses": [4.0, 2.0, 0.0, 2.0], "eval_steps": [], "eval_losses": []}
+  x, y = compare_module._curve(run, 2)
+  np.testing.assert_allclose(x, [1, 2, 3, 4])
+  np.testing.assert_allclose(y, [4.0, 3.0, 1.0, 1.0])
+  good = dict(run, seed=0, diverged=False, ms_per_step=1.0, state_bytes=8)
+  bad = dict(run, losses=[4.0, math.nan], seed=1, diverged=True, ms_per_step=1.0, state_bytes=8)
+  s = compare_module._summarize([good, bad], 2, {0.1: 1.0}, 0.1, [0.1])
+  assert s["final"] == math.inf and not s["edge"]
+  assert compare_module.grid(1e-2, 3, 10.0) == pytest.approx([1e-3, 1e-2, 1e-1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(optimizers=["adamx"]), "unknown name 'adamx'"),
+    (dict(optimizers=["sgd"]), "baseline 'adamw' is not among the optimizers"),
+    (dict(optimizers=[lambda lr: optix.sgd(lr)]), "needs a name"),
+    (dict(optimizers={"bad": lambda lr: 3}), "must return a GradientTransformation"),
+    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(seeds=(0, 0)), "distinct"),
+    (dict(lr_ratio=1.0), "lr_ratio must be in"),
+    (dict(learning_rates={"lion": 1e-3}), "not among the optimizers"),
+    (dict(schedule="linear"), "schedule must be"),
+    (dict(steps=200), r"batches\(0\) ran out after 100 batches"),
+    (dict(loss=lambda p, b: p["w"] * 2.0), r"loss_fn must return a scalar, got shape \(8,\)"),
+])
+def test_inputs_are_checked_in_the_callers_words(kwargs, message):
+  def short(seed):
+    return iter([next(batches(seed))] * 100)
+
+  base = dict(steps=5, optimizers=["adamw"], trials=1, seeds=(0,), progress=False)
+  if "bad" in str(kwargs.get("optimizers")):
+    base["baseline"] = "bad"
+  loss = kwargs.pop("loss", loss_fn)
+  with pytest.raises(ValueError, match=message):
+    optix.tools.compare(PARAMS, loss, short, **{**base, **kwargs})
+
+
+def test_batches_must_be_a_factory():
+  with pytest.raises(ValueError, match="batches must be a function seed"):
+    optix.tools.compare(PARAMS, loss_fn, [1, 2], steps=2, progress=False)
+
+
+def test_performance_profiles_by_hand(monkeypatch):
+  monkeypatch.syspath_prepend(str(ROOT))
+  from benchmarks import suite
+  times = {"w1": {"adamw": 10.0, "muon": 5.0}, "w2": {"adamw": 4.0, "muon": None},
+           "w3": {"adamw": 3.0, "muon": 9.0}}
+  prof = suite.profiles(times, taus=(1.0, 2.0, 4.0))
+  # muon: fastest on w1; never on w2; 3× on w3.  adamw: fastest on w2, w3; 2× on w1.
+  assert prof["muon"] == pytest.approx([1 / 3, 1 / 3, 2 / 3])
+  assert prof["adamw"] == pytest.approx([2 / 3, 1.0, 1.0])
+  assert "not reached" in suite.ratio_table(times)
+  assert suite.profile_table(prof, taus=(1.0, 2.0, 4.0)).splitlines()[2].startswith("| adamw |")
