@@ -1,0 +1,130 @@
+"""The workload suite, scored like AlgoPerf (Dahl et al. 2023, arXiv 2306.07179).
+
+Per workload (``benchmarks/workloads``), ``optix.tools.compare`` tunes every optimizer's
+learning rate with the same number of trials and races the tuned configurations (two seeds) to
+tuned AdamW's final loss. Per workload we report each optimizer's time to that target as a
+ratio to AdamW's; across workloads, the performance profile ``ρ_o(τ)`` = the fraction of
+workloads on which optimizer ``o`` reaches the target within ``τ`` × the fastest optimizer's time
+(Dolan & Moré 2002, "Benchmarking optimization software with performance profiles"), τ from 1
+to 4; a workload not solved counts as never. Writes ``suite.md`` (all tables) and
+``profiles.png`` to ``--out``; finished runs are kept there, so an interrupted suite resumes.
+
+    python -m benchmarks.suite --out out/bench            # make bench
+    python -m benchmarks.suite --quick --out out/bench-quick   # make bench-quick
+"""
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from benchmarks import workloads
+
+TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+
+
+def profiles(times: dict, taus=TAUS) -> dict:
+  """``times[workload][optimizer]`` (seconds, ``None`` = not reached) -> ``{optimizer: [ρ(τ)]}``.
+
+  ``ρ_o(τ) = |{w : t_{w,o} ≤ τ · min_o' t_{w,o'}}| / |W|``; a workload nobody solves counts
+  against everyone.
+  """
+  opts = sorted({o for row in times.values() for o in row})
+  out = {o: [] for o in opts}
+  for tau in taus:
+    for o in opts:
+      solved = 0
+      for row in times.values():
+        best = min((t for t in row.values() if t is not None), default=None)
+        t = row.get(o)
+        solved += t is not None and best is not None and t <= tau * best * (1 + 1e-12)
+      out[o].append(solved / max(len(times), 1))
+  return out
+
+
+def profile_table(prof: dict, taus=TAUS) -> str:
+  lines = ["| optimizer | " + " | ".join(f"τ = {t:g}" for t in taus) + " |",
+           "|---|" + "---|" * len(taus)]
+  for o, row in sorted(prof.items(), key=lambda kv: -sum(kv[1])):
+    lines.append(f"| {o} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+  return "\n".join(lines)
+
+
+def ratio_table(times: dict, baseline: str = "adamw") -> str:
+  opts = sorted({o for row in times.values() for o in row})
+  lines = ["| workload | " + " | ".join(opts) + " |", "|---|" + "---|" * len(opts)]
+  for w, row in times.items():
+    base = row.get(baseline)
+    cells = []
+    for o in opts:
+      t = row.get(o)
+      cells.append("not reached" if t is None else (f"{t / base:.2f}" if base else "—"))
+    lines.append(f"| {w} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, (o, row) in enumerate(sorted(prof.items())):
+    ax.step(taus, row, where="post", color=f"C{i}", label=o, lw=1.8)
+  ax.set(xlabel="τ (time to target ÷ the fastest optimizer's)", ylabel="fraction of workloads",
+         title="performance profiles", ylim=(-0.03, 1.03), xlim=(taus[0], taus[-1]))
+  ax.legend(fontsize=8)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def machine() -> str:
+  import jax
+  import optax
+  import optix  # noqa: F401  (its version is the checkout's)
+  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{jax.devices()[0].platform}; Python {platform.python_version()}, jax {jax.__version__},"
+          f" optax {optax.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help=f"only {', '.join(workloads.QUICK)}")
+  parser.add_argument("--workloads", default="", help="comma-separated subset")
+  parser.add_argument("--optimizers", default=",".join(workloads.OPTIMIZERS))
+  parser.add_argument("--trials", type=int, default=3)
+  parser.add_argument("--seeds", type=int, default=2)
+  parser.add_argument("--out", default="out/bench")
+  args = parser.parse_args(argv)
+  names = (args.workloads.split(",") if args.workloads
+           else workloads.QUICK if args.quick else workloads.NAMES)
+  start = time.perf_counter()
+  sections, times = [], {}
+  for name in names:
+    w = workloads.load(name, args.quick)
+    result = workloads.run(w, args.optimizers.split(","), args.trials, tuple(range(args.seeds)),
+                           args.out)
+    result.plot(os.path.join(args.out, f"{name}.png"), title=name)
+    times[name] = {o: s["time_to_target_s"] for o, s in result.summary.items()}
+    sections.append(f"### {name}\n\n{w.description}; {w.steps} steps.\n\n{result.table()}\n")
+    print(sections[-1], flush=True)
+  prof = profiles(times)
+  report = "\n".join([
+      f"Machine: {machine()}. {args.trials} learning rates per optimizer, {args.seeds} seeds for "
+      f"the chosen one; total {time.perf_counter() - start:.0f} s.\n",
+      "### Time to target ÷ tuned AdamW's (lower is better)\n", ratio_table(times), "",
+      "### Performance profiles (fraction of workloads within τ × the fastest)\n",
+      profile_table(prof), "", *sections])
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "suite.md"), "w") as f:
+    f.write(report)
+  print(report.split("### " + names[0])[0])
+  print(f"wrote {plot_profiles(prof, os.path.join(args.out, 'profiles.png'))} and "
+        f"{os.path.join(args.out, 'suite.md')}")
+
+
+if __name__ == "__main__":
+  main()
