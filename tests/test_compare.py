@@ -4,6 +4,7 @@ benchmark suite's scoring (performance profiles)."""
 import json
 import math
 import pathlib
+import subprocess
 import sys
 
 import jax.numpy as jnp
@@ -161,3 +162,11 @@ def test_performance_profiles_by_hand(monkeypatch):
   assert prof["adamw"] == pytest.approx([2 / 3, 1.0, 1.0])
   assert "not reached" in suite.ratio_table(times)
   assert suite.profile_table(prof, taus=(1.0, 2.0, 4.0)).splitlines()[2].startswith("| adamw |")
+
+
+@pytest.mark.slow  # a second process and JAX import; the harness itself runs in-process above
+def test_compare_own_model_example_runs(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "examples" / "compare_own_model.py"), "15", "1"],
+                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| muon |" in proc.stdout and (tmp_path / "out" / "own_model.png").stat().st_size > 10_000
