@@ -166,7 +166,8 @@ def test_performance_profiles_by_hand(monkeypatch):
 
 @pytest.mark.slow  # a second process and JAX import; the harness itself runs in-process above
 def test_compare_own_model_example_runs(tmp_path):
-  proc = subprocess.run([sys.executable, str(ROOT / "examples" / "compare_own_model.py"), "15", "1"],
-                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  script = str(ROOT / "examples" / "compare_own_model.py")
+  proc = subprocess.run([sys.executable, script, "15", "1"], capture_output=True, text=True,
+                        timeout=600, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "| muon |" in proc.stdout and (tmp_path / "out" / "own_model.png").stat().st_size > 10_000

@@ -1,5 +1,5 @@
-"""A deep autoencoder on scikit-learn's digits (Hinton & Salakhutdinov 2006's benchmark, small):
-64 → 32 → 16 → 8 → 16 → 32 → 64, tanh, squared reconstruction error, minibatches of 128."""
+"""A deep autoencoder on scikit-learn's digits (the benchmark of Hinton & Salakhutdinov 2006,
+small): 64 → 32 → 16 → 8 → 16 → 32 → 64, tanh, squared reconstruction error, batches of 128."""
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +35,8 @@ def workload(quick: bool = False) -> Workload:
 
   return Workload("digits_autoencoder", "64-32-16-8-16-32-64 tanh autoencoder on sklearn digits, "
                   "batch 128", init, loss_fn, batches, steps=200 if quick else 400,
-                  learning_rates={"adamw": 1e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
-                                  "sgd": 0.3})
+                  learning_rates={"adamw": 3e-2, "lion": 3e-3, "muon": 3e-2, "soap": 3e-2,
+                                  "sgd": 0.1})
 
 
 if __name__ == "__main__":
