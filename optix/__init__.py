@@ -84,7 +84,7 @@ __version__ = "0.1.0"
 
 # The one-pass step (optix.apply_step).
 from optix import fused  # noqa: E402
-from optix.fused import FusedTransformation, apply_step  # noqa: E402
+from optix.fused import apply_step  # noqa: E402
 
 # Imported on first use, so that `import optix` needs neither Flax nor chex: K-FAC's Flax NNX
 # capture (`pip install optix[flax]`) and the contract checks for users (optix.testing, on chex).

@@ -8,7 +8,8 @@ optix and optax pieces mix freely in either library's ``chain``.
 
 import functools
 import inspect
-from typing import Any, Callable, Iterable, Optional, Union
+import types
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import numpy as np
@@ -26,49 +27,49 @@ OptState = Any
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
-class FusedTransformation(optax.GradientTransformationExtraArgs):
-  """An optax transform (``init``, ``update``) that can also do its whole step --
-  update and ``apply_updates`` -- at once: ``tx.fused_step(grads, state, params,
-  fused=None) -> (params, state)`` (see :mod:`optix.fused`). It is the same
-  NamedTuple to optax, flax and orbax; only :func:`optix.apply_step` (and
-  :func:`optix.train_step`) look for ``fused_step``."""
+class Described(optax.GradientTransformationExtraArgs):
+  """An optax transform that also says what it is: ``tx.spec`` is a
+  :class:`Spec`. To optax, flax and orbax it is the same NamedTuple
+  ``(init, update)``; only code that looks for ``spec`` (the one-pass step of
+  :mod:`optix.fused`, the structural check of :func:`optix.packed`) reads it."""
 
 
-def with_fused_step(tx: optax.GradientTransformation, step: Callable) -> FusedTransformation:
-  """``tx`` with ``step(grads, state, params, fused=None) -> (params, state)``
-  attached as its ``fused_step``."""
-  out = FusedTransformation(tx.init, with_extra_args_support(tx).update)
-  out.fused_step = step
+class Spec(NamedTuple):
+  """What a transform is: ``kind`` (its factory's name), its hyperparameters as
+  given, and whether it is ``elementwise`` (every output entry depends on the
+  same entry of its inputs only, so it runs unchanged on a concatenation of
+  leaves)."""
+  kind: str
+  hyperparams: Mapping[str, Any]
+  elementwise: bool = False
+
+
+def described(tx: optax.GradientTransformation, kind: str, *, elementwise: bool = False,
+              **hyperparams) -> Described:
+  """``tx`` (same ``init`` and ``update``) carrying ``Spec(kind, hyperparams,
+  elementwise)`` as ``tx.spec``."""
+  out = Described(tx.init, with_extra_args_support(tx).update)
+  out.spec = Spec(kind, types.MappingProxyType(dict(hyperparams)), elementwise)
   return out
 
 
+def spec_of(tx) -> Optional[Spec]:
+  """``tx.spec``, or None for a transform that does not describe itself."""
+  spec = getattr(tx, "spec", None)
+  return spec if isinstance(spec, Spec) else None
+
+
 def chain(*transforms: optax.GradientTransformation) -> GradientTransformation:
-  """``optax.chain``. When the last link has a single-pass step (e.g.
-  ``chain(clip_by_global_norm(1.0), adamw(...))``), so does the chain: the
-  links before it run their ``update``, then the last link's ``fused_step``."""
-  tx = optax.chain(*transforms)
-  last = transforms[-1] if transforms else None
-  if not hasattr(last, "fused_step"):
-    return tx
+  """``optax.chain``, described as ``Spec("chain", {"links": transforms})`` so
+  that a reader of the chain (e.g. :func:`optix.fused.plan`) sees its links."""
+  return described(optax.chain(*transforms), "chain", links=tuple(transforms),
+                   elementwise=all(getattr(spec_of(t), "elementwise", False)
+                                   for t in transforms))
 
-  def fused_step(grads, state, params, fused=None, packing=None):
-    # packing (optix.packed's drop-in step): the states are over packed trees, so
-    # the links before the last run on packed grads and params (small leaves in a
-    # few buffers: fewer kernels, and compiles faster than per leaf), and the last
-    # link gets the gradients unpacked.
-    links = list(zip(transforms[:-1], state[:-1]))
-    packed = packing is not None and bool(links)
-    g, p = (packing.pack(grads), packing.pack(params)) if packed else (grads, params)
-    states = []
-    for link, link_state in links:
-      g, link_state = link.update(g, link_state, p)
-      states.append(link_state)
-    if packed:
-      g = _tree.cast_like(packing.unpack(g), grads)
-    params, last_state = last.fused_step(g, state[-1], params, fused=fused, packing=packing)
-    return params, (*states, last_state)
 
-  return with_fused_step(tx, fused_step)
+def identity() -> GradientTransformation:
+  """``optax.identity``: the updates unchanged, no state."""
+  return described(optax.identity(), "identity", elementwise=True)
 
 
 # Combinators that already do the job: reused, not rewritten.
@@ -76,7 +77,6 @@ named_chain = optax.named_chain
 apply_updates = optax.apply_updates
 partition = optax.partition
 multi_transform = optax.multi_transform
-identity = optax.identity
 set_to_zero = optax.set_to_zero
 
 

@@ -8,8 +8,8 @@ multi-output loop fusion), so the jitted chain runs three loops -- m, v, then
 24M-parameter leaf (``benchmarks/elementwise.py``). PyTorch's fused CPU AdamW
 does the step in one pass.
 
-Here the whole step of AdamW/Adam, Lion and SGD with momentum is one C++ loop
-per call (``optix/fused_kernels.cc``, an XLA FFI custom call on XLA's intra-op
+Here the whole step of Adam(W), Lion and SGD with momentum is one C++ loop per
+call (``optix/fused_kernels.cc``, an XLA FFI custom call on XLA's intra-op
 thread pool, writing params and state in place through donated buffers), over
 every eligible leaf at once (up to :data:`MAX_CALL_LEAVES` leaves a call), so
 2000 leaves cost 63 calls, not 6000 kernels. The arithmetic is the jitted
@@ -20,23 +20,36 @@ for bit for Lion, SGD and AdamW on one leaf here, to a few float32 ulps where
 XLA rewrites the chain's scalar factors differently in a bigger graph
 (tests/test_fused.py).
 
-How it fits the Optax protocol: ``optix.adam``, ``adamw``, ``lion`` and ``sgd``
-(with momentum) return their usual ``chain`` -- ``init``/``update`` unchanged,
-usable anywhere an optax transform is -- with a ``fused_step(grads, state,
-params) -> (params, state)`` attached (:class:`FusedTransformation`).
-:func:`apply_step` and :func:`optix.train_step` use it; ``tx.update`` alone
-cannot (it returns updates, so applying them is a second pass by definition).
-Inside ``fused_step`` the chain's own ``update`` still runs, for the small parts
-of the new state (step counts, schedule counts); XLA drops the elementwise work
-the kernel replaced.
+Which chains: the aliases are plain chains and know nothing of this module.
+:func:`plan` reads the descriptions the transforms carry (``tx.spec``, see
+``optix._base.described``) and recognizes a chain -- nested chains flattened --
+ending in
+
+    ``[*prefix, scale_by_adam(nesterov=False) | scale_by_lion(mode="hard") | trace,
+    add_decayed_weights?, scale_by_learning_rate]``
+
+(``trace`` without decay), whoever built it: ``optix.adamw(...)``,
+``optix.chain(optix.scale_by_adam(), optix.add_decayed_weights(0.1),
+optix.scale_by_learning_rate(1e-3))`` and ``optix.chain(optix.clip(1.0),
+optix.adamw(...))`` all match. The prefix links run their ``update``; the rest
+is the kernel. Each link's state is found at its position in the chain's
+state, and each schedule is evaluated at its own link's count, as the chain
+evaluates it. The chain's own ``update`` still runs for the small parts of the
+new state (step counts, schedule counts); XLA drops the elementwise work the
+kernel replaced.
+
+:func:`apply_step` takes the step on the fastest valid path. ``tx.update``
+alone cannot (it returns updates, so applying them is a second pass by
+definition).
 
 What it cannot remove: JAX dispatches each argument and result array of a
-jitted call separately (~2-3 us an array here), so a tree of many leaves pays
+jitted call separately, so a tree of many leaves pays
 that per step (AdamW on 200 leaves: params, gradients, m, v). Fewer arrays is
-the cure: ``optix.packed(tx)`` keeps the state in a few buffers, and its
-one-pass step reads and writes each leaf's state there at its offset (the
-kernels take (operand, offset) locations), packing nothing; keeping the params
-packed too (:func:`optix.pack`) leaves a few buffers in all.
+the cure: ``optix.packed(tx)`` keeps the state in a few buffers, and the
+one-pass step reads and writes each leaf's state there, where the
+``PackLayout`` says it lives (the kernels take (operand, offset) locations),
+packing nothing; keeping the params packed too (:func:`optix.pack`) leaves a
+few buffers in all.
 
 Where the kernel is used (``fused=None``, the default): a CPU backend, one
 device (with several, XLA's SPMD partitioner would gather sharded operands of a
@@ -51,18 +64,18 @@ built, steps take the chain's path (``fused=True`` then raises, saying why).
 import ctypes
 import functools
 import importlib.util
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from optix import _base, _tree
+from optix import _base, _tree, packing
 
 _TARGETS = ("optix_fused_adam", "optix_fused_lion", "optix_fused_momentum")
 # Leaves per custom call: XLA's compile time grows faster than linearly with the
-# operands one call aliases (one call over 400 leaves: 4.6 s; 2000 leaves in calls of 32: 3.2 s).
+# operands one call aliases, so many leaves compile faster in calls of 32.
 MAX_CALL_LEAVES = 32
 
 
@@ -89,35 +102,6 @@ def available() -> bool:
   return _registered() is None
 
 
-class Kernel(NamedTuple):
-  """One single-pass step: the FFI handler, its static hyperparameters, and where
-  its per-parameter state lives in the chain's state.
-
-  ``moments(state)`` gives the state trees the kernel reads and writes (params-
-  shaped), ``with_moments(state, trees)`` puts new ones back, and
-  ``scalars(state)`` the step-dependent float32 scalars (bias corrections, the
-  signed learning rate) from the state *before* the step, computed as the chain
-  computes them. ``weight_decay(state)`` is the chain's decoupled decay
-  coefficient at this step, applied where ``mask`` allows (None: no decay).
-  """
-  target: str
-  attrs: dict
-  moments: Callable[[Any], Sequence[Any]]
-  with_moments: Callable[[Any, Sequence[Any]], Any]
-  scalars: Callable[[Any], Sequence[jax.Array]]
-  weight_decay: Optional[Callable[[Any], jax.Array]] = None
-  mask: Any = None
-
-
-FusedTransformation = _base.FusedTransformation
-with_fused_step = _base.with_fused_step
-
-
-def with_kernel(tx: _base.GradientTransformationBase, kernel: Kernel) -> FusedTransformation:
-  """``tx`` with a ``fused_step`` that runs ``kernel`` where it can (see module doc)."""
-  return with_fused_step(tx, functools.partial(_kernel_step, tx, kernel))
-
-
 def use_kernel(fused: Optional[bool] = None) -> bool:
   """Whether a step traced now runs the kernel: ``fused`` True/False forces it
   (True raises if the kernels are not available); None picks it on one CPU device."""
@@ -130,16 +114,188 @@ def use_kernel(fused: Optional[bool] = None) -> bool:
   return True
 
 
+# ---------------------------------------------------------------------------
+# Recognizing a chain.
+
+def _links(tx, path=()) -> list:
+  """``tx``'s links in order, nested chains flattened: ``(link, path)`` where
+  ``path`` indexes the link's state inside ``tx``'s state (a chain's state is
+  the tuple of its links' states)."""
+  spec = _base.spec_of(tx)
+  if spec is None or spec.kind != "chain":
+    return [(tx, path)]
+  return [pair for i, link in enumerate(spec.hyperparams["links"])
+          for pair in _links(link, path + (i,))]
+
+
+def _state_at(state, path):
+  for i in path:
+    state = state[i]
+  return state
+
+
+def _with_states(state, new: dict, path=()):
+  """``state`` with the state at each path of ``new`` replaced."""
+  if path in new:
+    return new[path]
+  return tuple(_with_states(sub, new, path + (i,)) for i, sub in enumerate(state))
+
+
+def _static(*values) -> bool:
+  return all(isinstance(v, (bool, int, float, np.floating, np.integer)) for v in values)
+
+
+class Plan(NamedTuple):
+  """How :func:`apply_step` runs a chain in one pass (see :func:`plan`).
+
+  ``target``/``attrs``: the kernel and its static hyperparameters; ``prefix``:
+  the ``(link, path)`` pairs that run their own ``update`` first; ``core``,
+  ``decay`` (or None) and ``rate``: the ``(link, path)`` of the moment link,
+  the decoupled decay and the learning rate; ``moments``: the fields of the
+  core's state that the kernel reads and writes.
+  """
+  target: str
+  attrs: dict
+  prefix: tuple
+  core: tuple
+  decay: Optional[tuple]
+  rate: tuple
+  moments: tuple
+
+
+def plan(tx) -> Optional[Plan]:
+  """The one-pass plan for ``tx``, or None when its shape is not one the
+  kernels compute (see the module doc): a chain, nested chains flattened,
+  ending in ``[adam (not Nesterov) | lion (hard sign) | trace, decay?,
+  learning rate]`` with static hyperparameters."""
+  links = _links(tx)
+  if len(links) < 2:
+    return None
+  rate = _base.spec_of(links[-1][0])
+  if (rate is None or rate.kind != "scale_by_learning_rate"
+      or rate.hyperparams["learning_rate"] is None):
+    return None
+  i = len(links) - 2
+  decay = _base.spec_of(links[i][0])
+  has_decay = decay is not None and decay.kind == "add_decayed_weights"
+  i -= has_decay
+  core = _base.spec_of(links[i][0]) if i >= 0 else None
+  if core is None:
+    return None
+  h = core.hyperparams
+  if core.kind == "scale_by_adam" and not h["nesterov"] and _static(h["b1"], h["b2"], h["eps"],
+                                                                       h["eps_root"]):
+    target, moments = "optix_fused_adam", ("mu", "nu")
+    attrs = dict(b1=h["b1"], b2=h["b2"], c1=1 - h["b1"], c2=1 - h["b2"], eps=h["eps"],
+                 eps_root=h["eps_root"])
+  elif core.kind == "scale_by_lion" and h.get("mode", "hard") == "hard" and _static(h["b1"], h["b2"]):
+    target, moments = "optix_fused_lion", ("mu",)
+    attrs = dict(b1=h["b1"], b2=h["b2"], c1=1 - h["b1"], c2=1 - h["b2"])
+  elif core.kind == "trace" and not has_decay and _static(h["decay"], h["nesterov"]):
+    target, moments = "optix_fused_momentum", ("trace",)  # the kernel has no decay
+    attrs = dict(mu=h["decay"], nesterov=h["nesterov"])
+  else:
+    return None
+  return Plan(target, attrs, tuple(links[:i]), links[i], links[i + 1] if has_decay else None,
+              links[-1], moments)
+
+
+def _count(state):
+  """The step count of a schedule link's state (a masked link keeps it inside)."""
+  return state.count if hasattr(state, "count") else state.inner_state.count
+
+
+def _scalars(p: Plan, state) -> list:
+  """The kernel's step-dependent scalars, from the state *before* the step,
+  computed as each link computes them from its own state."""
+  rate = _base.spec_of(p.rate[0]).hyperparams
+  lr, sign = rate["learning_rate"], -1 if rate["flip_sign"] else 1
+  step = sign * lr(_count(_state_at(state, p.rate[1]))) if callable(lr) else sign * lr
+  if p.target != "optix_fused_adam":
+    return [step]
+  h = _base.spec_of(p.core[0]).hyperparams
+  t = _tree.safe_increment(_state_at(state, p.core[1]).count).astype(jnp.float32)
+  return [1 / (1 - h["b1"] ** t), 1 / (1 - h["b2"] ** t), step]
+
+
+def _weight_decay(p: Plan, state):
+  """(coefficient at this step, mask) of the decoupled decay; (0, None) without."""
+  if p.decay is None:
+    return jnp.float32(0.0), None
+  h = _base.spec_of(p.decay[0]).hyperparams
+  wd = h["weight_decay"]
+  wd = wd(_count(_state_at(state, p.decay[1]))) if callable(wd) else wd
+  return jnp.asarray(wd, jnp.float32), h["mask"]
+
+
+def fusable(tx) -> bool:
+  """Whether :func:`apply_step` can run ``tx`` (or the chain inside
+  ``optix.packed(tx)``) as one pass."""
+  spec = _base.spec_of(tx)
+  if spec is not None and spec.kind == "packed":
+    tx = spec.hyperparams["inner"]
+  return plan(tx) is not None
+
+
+# ---------------------------------------------------------------------------
+# The step.
+
 def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
-               fused: Optional[bool] = None):
+               layout: Optional[packing.PackLayout] = None, fused: Optional[bool] = None):
   """One optimizer step: ``(params, state)`` after ``tx.update`` and
-  ``apply_updates``, in a single pass where ``tx`` has a fused step (see
-  :func:`use_kernel` for ``fused``). Donate params and state to the enclosing
-  ``jax.jit`` so that the kernel writes them in place."""
-  step = getattr(tx, "fused_step", None)
-  if step is not None:
-    return step(grads, state, params, fused=fused)
-  updates, state = tx.update(grads, state, params)
+  ``apply_updates``, on the fastest valid path.
+
+  A chain that :func:`plan` recognizes runs as one pass where the kernel is used
+  (``fused``: None picks it on one CPU device, True forces it, False never, see
+  :func:`use_kernel`); any other ``tx`` is exactly ``tx.update`` +
+  ``apply_updates``. ``optix.packed(tx)`` is recognized: its state is packed
+  while ``grads`` and ``params`` may be ordinary trees (its layout is then
+  passed on as ``layout``) or :class:`optix.Packed` trees.
+
+  Args:
+    tx: the optimizer.
+    grads, state, params: as for ``tx.update``.
+    layout: the ``PackLayout`` by which ``state`` is packed while ``grads`` and
+      ``params`` are ordinary trees (``optix.packed`` passes it; give it only
+      for a state built by ``tx.init(layout.pack(params))``).
+    fused: see above.
+
+  Donate params and state to the enclosing ``jax.jit`` so that the kernel
+  writes them in place.
+  """
+  spec = _base.spec_of(tx)
+  if spec is not None and spec.kind == "packed":
+    if layout is not None:
+      raise ValueError("optix.apply_step: a packed transformation cannot be packed again")
+    inner = spec.hyperparams["inner"]
+    if not isinstance(grads, packing.Packed):
+      _tree.check_match("grads", grads, "params", params)
+      layout = packing.layout_of(params, **spec.hyperparams["options"])
+    params, inner_state = apply_step(inner, grads, state.inner, params, layout=layout,
+                                     fused=fused)
+    return params, packing.PackedState(inner_state)
+  if layout is not None and not layout.has_dtypes_of(grads):
+    # a gradient of another dtype than its buffer: the chain's path, unpacked
+    new, inner = apply_step(tx, grads, packing.unpack_state(state), params, fused=fused)
+    return new, packing.repack_state(state, inner)
+  p = plan(tx)
+  if p is not None and use_kernel(fused):
+    return _kernel_step(p, grads, state, params, layout)
+  links = _links(tx)
+  last = _base.spec_of(links[-1][0])
+  if len(links) > 1 and last is not None and last.kind == "packed" and layout is None:
+    # chain(prefix..., packed(tx)): the prefix runs, then the packed step
+    g, new = grads, {}
+    for link, path in links[:-1]:
+      g, new[path] = link.update(g, _state_at(state, path), params)
+    params, new[links[-1][1]] = apply_step(links[-1][0], g, _state_at(state, links[-1][1]),
+                                           params, fused=fused)
+    return params, _with_states(state, new)
+  if layout is None:
+    updates, state = tx.update(grads, state, params)
+  else:
+    updates, state = tx.update(layout.pack(grads), state, layout.pack(params))
+    updates = _tree.cast_like(layout.unpack(updates), grads)
   return _base.apply_updates(params, updates), state
 
 
@@ -166,14 +322,17 @@ def _call(target, attrs, scalars, decay, operands, rows, sizes):
 def _costed(scalars, calls: int):
   """``scalars`` followed by ``1024 + calls`` values that the kernels never read.
 
-  XLA's CPU client runs a program inline, on the calling Python thread, when its
-  cost analysis estimates under 1000 flops, and it counts each custom call as -1
-  (unknown). A step made of these calls looked free, so the jitted call did not
-  return before the step was done and JAX's bookkeeping of the output arrays
-  (~2 us each: 1.2 ms for AdamW on 200 leaves) came after it instead of
-  alongside it. The padding costs one multiply per element (by a step-dependent
-  scalar, so XLA cannot fold it away): the estimate says what the step is,
-  expensive, and it runs asynchronously like any real step.
+  The mechanism: XLA's CPU client runs a program inline, on the calling Python
+  thread, when its cost analysis estimates it under 1000 flops, and it counts
+  each custom call as -1 flop (unknown cost). A step made only of these calls
+  therefore looks free, and the jitted call would not return before the step is
+  done, so JAX's per-array bookkeeping of the outputs would follow the step
+  instead of overlapping it. The padding (one multiply per element, by a
+  step-dependent scalar so that XLA cannot fold it away) makes the estimate
+  exceed the threshold, and the step runs asynchronously like any real step.
+  Both halves of the mechanism are XLA heuristics: tests/test_fused.py checks
+  that the unpadded step is still estimated under the threshold (drop the
+  padding when it is not) and that the padded one is not.
   """
   return jnp.concatenate([scalars, lax.iota(jnp.float32, 1024 + calls) * scalars[-1]])
 
@@ -189,42 +348,40 @@ def _leaf_flags(mask, params) -> list:
   return jax.tree.structure(params).flatten_up_to(full)
 
 
-def _state_homes(packing, count: int) -> list:
-  """Per leaf: where its state lives, (child of the state trees, element offset):
-  its own array, or with ``packing`` its buffer at its offset (a large leaf: its
-  own array, after the buffers)."""
-  if packing is None:
-    return [(k, 0) for k in range(count)]
-  nbuf = len(packing.buffers)
-  return [(s.buffer, s.offset) if s.buffer >= 0 else (nbuf + s.offset, 0) for s in packing.slots]
-
-
-def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=None):
-  """``tx``'s step through ``kernel``. ``packing``: the ``PackLayout`` by which the
-  chain's state is packed while grads and params are ordinary trees
-  (``optix.packed``'s drop-in step): each leaf's state is then read and written
-  in its buffer, at its offset, and nothing is packed or unpacked."""
-  pack = (lambda tree: tree) if packing is None else packing.pack
+def _kernel_step(p: Plan, grads, state, params, layout=None):
+  """The step of the chain ``p`` was made from, through the kernel. ``layout``:
+  the ``PackLayout`` by which the chain's state is packed while grads and params
+  are ordinary trees: each leaf's state is then read and written in its buffer,
+  at its offset, and nothing is packed or unpacked (the prefix links, if any,
+  run on packed gradients)."""
+  pack = (lambda tree: tree) if layout is None else layout.pack
   packed_params = pack(params)
-  updates, new_state = tx.update(pack(grads), state, packed_params)
-  if packing is not None:
-    updates = _tree.cast_like(packing.unpack(updates), grads)
+  g, new = pack(grads), {}
+  for link, path in p.prefix:
+    g, new[path] = link.update(g, _state_at(state, path), packed_params)
+  if not p.prefix:
+    core_grads = grads  # nothing packed for the kernel to read
+  else:
+    core_grads = g if layout is None else _tree.cast_like(layout.unpack(g), grads)
+  for link, path in (pair for pair in (p.core, p.decay, p.rate) if pair is not None):
+    g, new[path] = link.update(g, _state_at(state, path), packed_params)
+  updates = g if layout is None else _tree.cast_like(layout.unpack(g), grads)
   # The chain's params; XLA drops what the kernel's outputs replace.
   out_p, treedef = jax.tree.flatten(_base.apply_updates(params, updates))
-  if not use_kernel(fused):
-    return treedef.unflatten(out_p), new_state
-  leaves, g_leaves = treedef.flatten_up_to(params), treedef.flatten_up_to(grads)
-  old = [jax.tree.leaves(t) for t in kernel.moments(state)]
-  new = [jax.tree.flatten(t) for t in kernel.moments(new_state)]
-  homes = _state_homes(packing, len(leaves))
+  leaves, g_leaves = treedef.flatten_up_to(params), treedef.flatten_up_to(core_grads)
+  core_old, core_new = _state_at(state, p.core[1]), new[p.core[1]]
+  old = [jax.tree.leaves(getattr(core_old, name)) for name in p.moments]
+  moved = [jax.tree.flatten(getattr(core_new, name)) for name in p.moments]
+  homes = ([(k, 0) for k in range(len(leaves))] if layout is None else list(layout.homes()))
 
   def fits(k):
-    p, g = leaves[k], g_leaves[k]
+    param, grad = leaves[k], g_leaves[k]
     child, _ = homes[k]
     # packed state: the layout was made from these params, so sizes agree
-    shapes = packing is not None or all(jnp.shape(m[k]) == jnp.shape(p) for m in old)
-    return (shapes and jnp.shape(g) == jnp.shape(p)
-            and all(jnp.result_type(x) == jnp.float32 for x in (p, g, *(m[child] for m in old))))
+    shapes = layout is not None or all(jnp.shape(m[k]) == jnp.shape(param) for m in old)
+    return (shapes and jnp.shape(grad) == jnp.shape(param)
+            and all(jnp.result_type(x) == jnp.float32 for x in (param, grad,
+                                                                  *(m[child] for m in old))))
 
   # A state array (a leaf's own, or a packed buffer shared by several leaves) is
   # written either by the kernel or by the chain, never both: the kernel's output
@@ -233,15 +390,13 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
   rejected = {homes[k][0] for k in range(len(leaves)) if not fits(k)}
   eligible = [k for k in range(len(leaves)) if homes[k][0] not in rejected]
   if not eligible:
-    return treedef.unflatten(out_p), new_state
-  has_decay = kernel.weight_decay is not None
-  decays = _leaf_flags(kernel.mask if has_decay else None, packed_params)
-  wd = jnp.asarray(kernel.weight_decay(state) if has_decay else 0.0, jnp.float32)
+    return treedef.unflatten(out_p), _with_states(state, new)
+  wd, mask = _weight_decay(p, state)
+  decays = _leaf_flags(mask, packed_params) if p.decay is not None else None
   calls = range(0, len(eligible), MAX_CALL_LEAVES)
-  scalars = _costed(jnp.stack([jnp.asarray(s, jnp.float32) for s in kernel.scalars(state)]),
+  scalars = _costed(jnp.stack([jnp.asarray(s, jnp.float32) for s in _scalars(p, state)]),
                     len(calls))
-  attrs = {name: (v if isinstance(v, bool) else np.float32(v))
-           for name, v in kernel.attrs.items()}
+  attrs = {name: (v if isinstance(v, bool) else np.float32(v)) for name, v in p.attrs.items()}
   # Every array the kernel touches, by key, in its latest version: a state buffer
   # shared by leaves in several calls passes from one call to the next in place.
   current = {("p", k): leaves[k] for k in eligible}
@@ -255,15 +410,16 @@ def _kernel_step(tx, kernel: Kernel, grads, state, params, fused=None, packing=N
       child, offset = homes[k]
       roles = [(("p", k), 0), (("g", k), 0)] + [(("m", j, child), offset) for j in range(len(old))]
       rows.append([(keys.setdefault(key, len(keys)), at) for key, at in roles])
-    flags = np.asarray([has_decay and decays[homes[k][0]] for k in chunk], np.float32)
+    flags = np.asarray([decays is not None and decays[homes[k][0]] for k in chunk], np.float32)
     decay = jnp.stack([jnp.broadcast_to(wd, flags.shape), flags], axis=1)
-    outs = _call(kernel.target, attrs, scalars, decay, [current[key] for key in keys], rows,
+    outs = _call(p.target, attrs, scalars, decay, [current[key] for key in keys], rows,
                  [int(np.prod(jnp.shape(leaves[k]), dtype=np.int64)) for k in chunk])
     current.update({key: out for key, out in zip(keys, outs) if out is not None})
   for key, array in current.items():
     if key[0] == "p":
       out_p[key[1]] = array
     elif key[0] == "m":
-      new[key[1]][0][key[2]] = array
-  return (treedef.unflatten(out_p),
-          kernel.with_moments(new_state, [d.unflatten(m) for m, d in new]))
+      moved[key[1]][0][key[2]] = array
+  new[p.core[1]] = core_new._replace(**{name: d.unflatten(m) for name, (m, d)
+                                        in zip(p.moments, moved)})
+  return treedef.unflatten(out_p), _with_states(state, new)

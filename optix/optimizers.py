@@ -4,13 +4,15 @@ Signatures and defaults mirror optax's, so ``optax.adamw(...)`` becomes
 ``optix.adamw(...)`` by changing one word. Differences: moments are float32 by
 default whatever the param dtype (``state_dtype``), and every hyperparameter is
 validated when the optimizer is built.
+
+They know nothing about how a step is executed: :mod:`optix.fused` recognizes a
+chain's shape (e.g. ``[scale_by_adam, add_decayed_weights, scale_by_learning_rate]``)
+and runs it in one pass, whoever built the chain.
 """
 
 from typing import Optional
 
-import jax.numpy as jnp
-
-from optix import _base, _tree, fused
+from optix import _base
 from optix.transforms.adaptive import scale_by_adam, scale_by_rms, scale_by_rss
 from optix.transforms.decay import MaskOrFn, add_decayed_weights
 from optix.transforms.momentum import trace
@@ -18,32 +20,6 @@ from optix.transforms.scaling import scale_by_learning_rate
 from optix.transforms.sign import scale_by_lion
 
 chain = _base.chain
-
-
-# The single-pass kernels of optix/fused.py for the chains below: which state the
-# kernel updates and the step's scalars, computed exactly as the chain computes
-# them (the learning rate and decay schedules see the first link's step count,
-# which every link of the chain keeps in step).
-def _signed_lr(learning_rate, count):
-  return -1 * learning_rate(count) if callable(learning_rate) else -learning_rate
-
-
-def _decay_at(weight_decay):
-  return lambda state: (weight_decay(state[0].count) if callable(weight_decay)
-                        else weight_decay)
-
-
-def _adam_kernel(tx, learning_rate, b1, b2, eps, eps_root, weight_decay=None, mask=None):
-  def scalars(state):
-    t = _tree.safe_increment(state[0].count).astype(jnp.float32)
-    return 1 / (1 - b1 ** t), 1 / (1 - b2 ** t), _signed_lr(learning_rate, state[0].count)
-
-  return fused.with_kernel(tx, fused.Kernel(
-      "optix_fused_adam", dict(b1=b1, b2=b2, c1=1 - b1, c2=1 - b2, eps=eps, eps_root=eps_root),
-      moments=lambda state: (state[0].mu, state[0].nu),
-      with_moments=lambda state, m: (state[0]._replace(mu=m[0], nu=m[1]), *state[1:]),
-      scalars=scalars,
-      weight_decay=None if weight_decay is None else _decay_at(weight_decay), mask=mask))
 
 
 def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
@@ -60,14 +36,8 @@ def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
   """
   if momentum is None:  # one output, one kernel already: nothing to fuse
     return chain(_base.identity(), scale_by_learning_rate(learning_rate))
-  tx = chain(trace(momentum, nesterov, accumulator_dtype, state_dtype=state_dtype),
-             scale_by_learning_rate(learning_rate))
-  return fused.with_kernel(tx, fused.Kernel(
-      "optix_fused_momentum", dict(mu=momentum, nesterov=nesterov),
-      moments=lambda state: (state[0].trace,),
-      with_moments=lambda state, m: (state[0]._replace(trace=m[0]), *state[1:]),
-      # the schedule's own count: a trace keeps none
-      scalars=lambda state: (_signed_lr(learning_rate, getattr(state[1], "count", None)),)))
+  return chain(trace(momentum, nesterov, accumulator_dtype, state_dtype=state_dtype),
+               scale_by_learning_rate(learning_rate))
 
 
 def adagrad(learning_rate: _base.ScalarOrSchedule, initial_accumulator_value: float = 0.1,
@@ -111,10 +81,9 @@ def adam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   with bias-corrected moments (see :func:`optix.scale_by_adam`). Defaults are the
   paper's. State: 8 bytes/param (fp32 m and v).
   """
-  tx = chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
-                           state_dtype=state_dtype),
-             scale_by_learning_rate(learning_rate))
-  return tx if nesterov else _adam_kernel(tx, learning_rate, b1, b2, eps, eps_root)
+  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                             state_dtype=state_dtype),
+               scale_by_learning_rate(learning_rate))
 
 
 def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
@@ -129,12 +98,10 @@ def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
   with ``mask=optix.matrices_only`` so biases and norm scales do not decay.
   State: 8 bytes/param (fp32 m and v).
   """
-  tx = chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
-                           state_dtype=state_dtype),
-             add_decayed_weights(weight_decay, mask),
-             scale_by_learning_rate(learning_rate))
-  return tx if nesterov else _adam_kernel(tx, learning_rate, b1, b2, eps, eps_root,
-                                          weight_decay, mask)
+  return chain(scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                             state_dtype=state_dtype),
+               add_decayed_weights(weight_decay, mask),
+               scale_by_learning_rate(learning_rate))
 
 
 def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
@@ -177,12 +144,6 @@ def lion(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   Every coordinate moves by η (plus decay): use a 3-10× smaller learning rate and
   a 3-10× larger weight decay than for AdamW. State: 4 bytes/param (fp32 m).
   """
-  tx = chain(scale_by_lion(b1, b2, mu_dtype, state_dtype=state_dtype),
-             add_decayed_weights(weight_decay, mask),
-             scale_by_learning_rate(learning_rate))
-  return fused.with_kernel(tx, fused.Kernel(
-      "optix_fused_lion", dict(b1=b1, b2=b2, c1=1 - b1, c2=1 - b2),
-      moments=lambda state: (state[0].mu,),
-      with_moments=lambda state, m: (state[0]._replace(mu=m[0]), *state[1:]),
-      scalars=lambda state: (_signed_lr(learning_rate, state[0].count),),
-      weight_decay=_decay_at(weight_decay), mask=mask))
+  return chain(scale_by_lion(b1, b2, mu_dtype, state_dtype=state_dtype),
+               add_decayed_weights(weight_decay, mask),
+               scale_by_learning_rate(learning_rate))

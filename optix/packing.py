@@ -1,19 +1,19 @@
-"""Packed multi-tensor engine: many small leaves as a few contiguous buffers.
+"""The packed layout: many small leaves as a few contiguous buffers.
 
 An elementwise optimizer step is memory-bound, but on a tree of many small
-leaves (biases, norm scales, per-head params) every leaf costs its own kernels,
-and the per-kernel overhead dominates: optax's AdamW on 2000 leaves of 2000
-floats runs at ~15x the memory roofline on a CPU. Packing puts small leaves of
-the same dtype (and group) into one 1-D buffer, so the whole chain runs as a few
-fused kernels over a few buffers; leaves larger than ``max_leaf_size`` stay as
-they are and pay no copy.
+leaves (biases, norm scales, per-head params) every leaf costs its own kernels
+and its own dispatched arrays, and that overhead dominates. Packing puts small
+leaves of the same dtype (and group) into one 1-D buffer; leaves larger than
+``max_leaf_size`` stay as they are and pay no copy. A :class:`PackLayout` says
+where each leaf lives (:meth:`PackLayout.homes`: buffer and offset); it is all
+that :mod:`optix.fused` knows of packing.
 
 Two ways to use it, same numbers, same state::
 
   # 1. Drop-in: params stay an ordinary tree; state is packed. ``update`` packs
   #    grads and params, runs the chain on the buffers and unpacks the updates;
-  #    the one-pass step (``optix.apply_step``/``train_step`` on a CPU) packs
-  #    nothing: its kernel reads and writes each leaf's state in its buffer.
+  #    ``optix.apply_step`` (and ``train_step``) recognizes ``packed`` and, on a
+  #    CPU, its one-pass kernel reads and writes each leaf's state in its buffer.
   tx = optix.packed(optix.adamw(1e-3))
 
   # 2. Persistent packing (fastest): keep params packed between steps, unpack
@@ -28,23 +28,14 @@ Only elementwise chains can be packed (sgd/momentum, adagrad, rmsprop, adam(w),
 lion, clipping by value or global norm, decoupled decay, learning-rate
 schedules). Shape- or size-dependent transforms (Adafactor's factoring, Muon,
 Shampoo, SOAP, unit-wise clipping, 8-bit Adam's block-wise quantization) give
-different numbers on a concatenation than on the
-leaves; ``packed`` checks this when the state is built (``check=True``: the chain
-runs two steps on a probe with the real small-leaf shapes and buffer sizes,
-packed and unpacked, and must agree) and refuses with a ``ValueError`` naming
-the first leaf that differs.
+different numbers on a concatenation than on the leaves. ``packed`` accepts a
+chain whose links all describe themselves as elementwise, and checks any other
+chain with a probe when the state is built (see :func:`packed`).
 
-Speed and compile time (see ``benchmarks/elementwise.py``; 2000 leaves of 2000
-floats, AdamW on a CPU): with params kept packed the step is a few buffers
-whatever the leaf count (16 buffers, 1.0-1.5x the memory roofline, 14-17x
-faster than optax, compiled in 0.1 s). The drop-in's one-pass step packs
-nothing (its kernel reads and writes each leaf's state in its buffer): 2.3x
-faster than optax, whose step, like any on 8000 separate arrays, costs what
-JAX's dispatch of them costs. The drop-in's chain path (``update``) adds one
-kernel per leaf (the split of the updates, fused with the add of
-``apply_updates``); XLA's compile time grows with the square of the slices taken
-from one buffer, so a buffer holds at most ``max_buffer_leaves`` (128) leaves:
-that step compiles in ~5 s (one buffer: 24 s; optax: 13-16 s).
+The chain path of the drop-in (``update``) adds one kernel per leaf (the split
+of the updates, fused with the add of ``apply_updates``). XLA's compile time
+grows with the square of the slices taken from one buffer, so a buffer holds at
+most ``max_buffer_leaves`` (128) leaves.
 
 Masks (e.g. weight decay only on matrices) select whole leaves, so a buffer must
 not mix masked and unmasked leaves: build the layout with ``groups=`` the same
@@ -57,6 +48,7 @@ mask function and wrap the mask given to the chain with :func:`packed_mask`::
 
 import dataclasses
 import functools
+import types
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -64,7 +56,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix import fused as _fused
 
 DEFAULT_MAX_LEAF_SIZE = 1 << 16
 # XLA's compile time grows with the square of the number of slices taken from one
@@ -104,8 +95,24 @@ class PackLayout:
   def num_large(self):
     return sum(s.buffer < 0 for s in self.slots)
 
-  def pack(self, tree) -> "Packed":
-    """Packs ``tree`` (structured like the layout's tree) into buffers."""
+  def homes(self):
+    """Where each leaf lives, in leaf order: ``(child, offset)``, the child of a
+    :class:`Packed` tree of this layout (a buffer, or a large leaf's own array
+    after the buffers) and the leaf's first element in it."""
+    nbuf = len(self.buffers)
+    return tuple((s.buffer, s.offset) if s.buffer >= 0 else (nbuf + s.offset, 0)
+                 for s in self.slots)
+
+  def has_dtypes_of(self, tree) -> bool:
+    """Whether every leaf of ``tree`` has the dtype of the layout's leaf (so that
+    packing it casts nothing)."""
+    leaves = self.treedef.flatten_up_to(tree)
+    return all(jnp.dtype(jnp.result_type(x)).name == s.dtype for x, s in zip(leaves, self.slots))
+
+  def pack(self, tree, *, cast: bool = True) -> "Packed":
+    """Packs ``tree`` (structured like the layout's tree) into buffers, each of
+    its buffer's dtype (``cast=False``: of its leaves' common dtype, e.g. a
+    float32 moment of bf16 params)."""
     leaves = self.treedef.flatten_up_to(tree)
     parts = [[] for _ in self.buffers]
     large = []
@@ -113,12 +120,14 @@ class PackLayout:
       if slot.buffer < 0:
         large.append(leaf)
       else:
-        parts[slot.buffer].append(jnp.ravel(leaf).astype(self.buffers[slot.buffer][0]))
+        flat = jnp.ravel(leaf)
+        parts[slot.buffer].append(flat.astype(self.buffers[slot.buffer][0]) if cast else flat)
     bufs = [p[0] if len(p) == 1 else jnp.concatenate(p) for p in parts]
     return Packed(tuple(bufs) + tuple(large), self)
 
-  def unpack(self, packed: "Packed"):
-    """The original tree from ``packed`` (see :func:`unpack`)."""
+  def unpack(self, packed: "Packed", *, cast: bool = True):
+    """The original tree from ``packed`` (see :func:`unpack`; ``cast=False``:
+    each leaf keeps its buffer's dtype)."""
     nbuf = len(self.buffers)
     bufs, large = packed.children[:nbuf], packed.children[nbuf:]
     members = [[] for _ in self.buffers]
@@ -130,7 +139,8 @@ class PackLayout:
       sizes = [int(np.prod(self.slots[i].shape, dtype=np.int64)) for i in idx]
       parts = jax.lax.split(bufs[b], sizes) if len(idx) > 1 else [bufs[b]]
       for i, part in zip(idx, parts):
-        pieces[i] = part.reshape(self.slots[i].shape).astype(self.slots[i].dtype)
+        part = part.reshape(self.slots[i].shape)
+        pieces[i] = part.astype(self.slots[i].dtype) if cast else part
     leaves = [large[s.offset] if s.buffer < 0 else pieces[i] for i, s in enumerate(self.slots)]
     return self.treedef.unflatten(leaves)
 
@@ -247,6 +257,24 @@ def unpack(packed: Packed):
   return packed.layout.unpack(packed)
 
 
+def _is_packed(x) -> bool:
+  return isinstance(x, Packed)
+
+
+def unpack_state(state):
+  """``state`` with every :class:`Packed` tree in it unpacked, each leaf in its
+  buffer's dtype (a float32 moment of a bf16 param stays float32)."""
+  return jax.tree.map(lambda x: x.layout.unpack(x, cast=False) if _is_packed(x) else x, state,
+                      is_leaf=_is_packed)
+
+
+def repack_state(packed_state, state):
+  """``state`` (a state of ordinary trees, e.g. from :func:`unpack_state`) packed
+  again where ``packed_state`` holds :class:`Packed` trees."""
+  return jax.tree.map(lambda old, new: old.layout.pack(new, cast=False) if _is_packed(old) else new,
+                      packed_state, state, is_leaf=_is_packed)
+
+
 def packed_mask(mask: Callable[[Any], Any]) -> Callable[[Any], Any]:
   """Makes a leaf mask function (``params -> tree of bools``) work on packed trees.
 
@@ -277,6 +305,9 @@ def packed_mask(mask: Callable[[Any], Any]) -> Callable[[Any], Any]:
             "the packing with groups= the same mask (optix.packed(tx, groups=mask))")
     return Packed([vals.pop() for vals in per_buffer] + large, layout)
 
+  # One value per buffer: a transform masked by it (add_decayed_weights) runs
+  # unchanged on packed trees, and says so in its description.
+  apply.elementwise = True
   return apply
 
 
@@ -291,7 +322,7 @@ class PackedState(NamedTuple):
 def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE,
            groups=None, check: bool = True,
            max_buffer_leaves: int = DEFAULT_MAX_BUFFER_LEAVES) -> _base.GradientTransformation:
-  r"""Runs an elementwise chain on packed buffers (the multi-tensor engine).
+  r"""Runs an elementwise chain on packed buffers.
 
   For an elementwise ``tx`` the updates are those of ``tx`` itself, bit for bit
   (tested for sgd/momentum, adagrad, rmsprop, adam(w), nadam, lion, clipping by
@@ -301,6 +332,13 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
   (moments) lives packed. ``update`` takes either an ordinary tree (it packs the
   gradients and params and unpacks the updates: drop-in) or a :class:`Packed`
   tree, e.g. params kept packed with :func:`pack` (nothing copied: fastest).
+  :func:`optix.apply_step` recognizes the result and runs its one-pass step
+  with the state read and written where the layout says each leaf lives.
+
+  A gradient of another dtype than its param (a bf16 gradient of a float32
+  param) cannot be computed at its own precision inside its param's buffer: for
+  such gradients the step unpacks the state and runs ``tx`` on the ordinary
+  trees (the reference's numbers, not the packed speed).
 
   Args:
     tx: an elementwise transformation or chain.
@@ -308,14 +346,20 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
       this, on the chain's path, a leaf's own kernels cost less than copying it
       into a buffer). The one-pass step copies nothing whatever the size, so
       where it runs (a CPU) a larger value puts more of the state in fewer
-      buffers and JAX dispatches fewer arrays (AdamW, 200 leaves of 120k:
-      ``1 << 20`` takes the step from ~1.25x to 1.03-1.09x the memory roofline).
+      buffers and JAX dispatches fewer arrays (see ``benchmarks/elementwise.py``).
     groups: labels (pytree or callable ``params -> labels``); leaves with
       different labels get different buffers. Pass the same function as a
       weight-decay mask, wrapped with :func:`packed_mask` inside ``tx``.
-    check: when the state is built, run ``tx`` two steps on a random probe with
-      the real small-leaf shapes, packed and unpacked, and refuse a ``tx`` whose
-      numbers differ (shape-dependent transforms: Adafactor, Muon, Shampoo, ...).
+    check: when the state is built, make sure ``tx`` is elementwise. A chain
+      whose every link describes itself as elementwise (the optix pieces of the
+      aliases above, ``optix.identity``, decay masked by :func:`packed_mask`) is
+      accepted from its description alone. Any other link (clipping, an optax
+      transform, a link of unknown kind) is checked by a probe: ``tx`` runs two
+      eager steps on random data with the real small-leaf shapes and buffer
+      sizes, packed and unpacked, and a ``tx`` whose numbers differ
+      (shape-dependent transforms: Adafactor, Muon, Shampoo, ...) or that fails
+      on 1-D buffers is refused with a ``ValueError``. ``check=False`` skips
+      both.
     max_buffer_leaves: at most this many leaves share a buffer (see :func:`layout_of`).
   """
   _validate.integer("max_leaf_size", max_leaf_size, low=0)
@@ -323,6 +367,7 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
   options = dict(max_leaf_size=max_leaf_size, groups=groups, max_buffer_leaves=max_buffer_leaves)
   if not isinstance(check, bool):
     raise ValueError(f"check must be a bool, got {check!r}")
+  declared = getattr(_base.spec_of(tx), "elementwise", False)
 
   def as_packed(tree):
     if isinstance(tree, Packed):
@@ -331,7 +376,7 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
 
   def init(params):
     p = as_packed(params)
-    if check:
+    if check and not declared:
       _check_elementwise(tx, p.layout)
     return PackedState(tx.init(p))
 
@@ -343,28 +388,15 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
       _tree.check_match("updates", updates, "params", params)
     reference = updates if params is None else params
     layout = layout_of(reference, **options)
+    if not layout.has_dtypes_of(updates):
+      out, inner = tx.update(updates, unpack_state(state.inner), params, **extra_args)
+      return out, PackedState(repack_state(state.inner, inner))
     out, inner = tx.update(layout.pack(updates), state.inner,
                            None if params is None else layout.pack(params), **extra_args)
     return _tree.cast_like(unpack(out), updates), PackedState(inner)
 
-  out = _base.GradientTransformation(init, update)
-  if not hasattr(tx, "fused_step"):
-    return out
-
-  def fused_step(grads, state, params, fused=None, packing=None):  # tx's single pass
-    if packing is not None:
-      raise ValueError("optix.packed: a packed transformation cannot be packed again")
-    if isinstance(grads, Packed):
-      params, inner = tx.fused_step(grads, state.inner, params, fused=fused)
-      return params, PackedState(inner)
-    _tree.check_match("grads", grads, "params", params)
-    # Params and grads stay as they are: the kernel finds each leaf's state in
-    # its buffer (nothing is packed or unpacked; the chain's path packs).
-    new, inner = tx.fused_step(grads, state.inner, params, fused=fused,
-                               packing=layout_of(params, **options))
-    return new, PackedState(inner)
-
-  return _fused.with_fused_step(out, fused_step)
+  return _base.described(_base.GradientTransformation(init, update), "packed", inner=tx,
+                         options=types.MappingProxyType(options), elementwise=declared)
 
 
 def _probe_layout(layout: PackLayout) -> PackLayout:
@@ -453,7 +485,7 @@ def _check_elementwise(tx, layout: PackLayout, steps: int = 2):
                        "optix.packed_mask and pass groups=") from None
     except MixedBufferError:
       raise
-    except Exception as e:  # noqa: BLE001  (the chain failed on a flat buffer)
+    except (TypeError, ValueError, IndexError) as e:  # the chain failed on a 1-D buffer
       raise ValueError(f"optix.packed: the chain fails on packed 1-D buffers "
                        f"({type(e).__name__}: {e}); pack only elementwise transforms "
                        "(not Adafactor, Muon, Shampoo, SOAP)") from e

@@ -9,22 +9,22 @@ donation). ``donate_argnums`` lets XLA update them in place. The pattern::
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    params, opt_state = optix.fused.apply_step(tx, grads, opt_state, params)
+    params, opt_state = optix.apply_step(tx, grads, opt_state, params)
     return params, opt_state, loss
 
   params, opt_state, loss = step(params, opt_state, batch)   # rebind: the old
                                                              # buffers are gone
 
-``optix.fused.apply_step`` is ``tx.update`` followed by ``apply_updates``, done
-in one pass over memory for the optimizers with a single-pass kernel (AdamW,
-Adam, Lion, SGD with momentum on a CPU: :mod:`optix.fused`); for any other
-``tx`` it is exactly those two calls.
+``optix.apply_step`` is ``tx.update`` followed by ``apply_updates``, done in
+one pass over memory for the chains :mod:`optix.fused` recognizes (AdamW, Adam,
+Lion, SGD with momentum, and any chain of their shape, on a CPU), with packed
+state where ``tx`` is ``optix.packed(...)``; for any other ``tx`` it is exactly
+those two calls.
 
 :func:`train_step` builds exactly this, compiled with :func:`compiler_options`
 (on a CPU: XLA's region-based copy insertion, which lets a donated buffer be
-read by one kernel and overwritten by another without a defensive copy; Lion's
-step on one 24M-parameter leaf goes from ~3.9x to ~1.5x the memory roofline,
-see ``benchmarks/elementwise.py``). Pass the same options to your own jit::
+read by one kernel and overwritten by another without a defensive copy, see
+``benchmarks/elementwise.py``). Pass the same options to your own jit::
 
   jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
 
@@ -41,9 +41,8 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 
-from optix import _base
-from optix import fused as optix_fused
-from optix import packing
+from optix import _base, packing
+from optix.fused import apply_step
 
 
 # XLA's CPU copy insertion by default copies a donated buffer that one kernel
@@ -80,7 +79,7 @@ def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase
     jit: return the jitted step (False: the plain function, to be composed
       into a larger jitted function, e.g. under ``lax.scan``).
     fused: run the optimizer's single-pass kernel (:mod:`optix.fused`: AdamW,
-      Adam, Lion, SGD with momentum): None (default) where it applies -- one
+      Adam, Lion, SGD with momentum, chains of their shape): None (default) where it applies -- one
       CPU device, buffers donated --, True always (e.g. inside ``shard_map``),
       False never. Without donation the kernel would work on copies of params
       and state (XLA copies an operand a custom call overwrites): 13 passes over
@@ -97,7 +96,7 @@ def train_step(loss_fn: Callable[..., Any], tx: _base.GradientTransformationBase
 
   def step(params, opt_state, *batch):
     out, grads = jax.value_and_grad(objective, has_aux=has_aux)(params, *batch)
-    params, opt_state = optix_fused.apply_step(tx, grads, opt_state, params, fused=fused)
+    params, opt_state = apply_step(tx, grads, opt_state, params, fused=fused)
     if has_aux:
       loss, aux = out
       return params, opt_state, loss, aux

@@ -47,7 +47,9 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
         updates, sos)
     return _tree.cast_like(out, updates), ScaleByRssState(sos)
 
-  return _base.GradientTransformation(init, update)
+  return _base.described(_base.GradientTransformation(init, update), "scale_by_rss",
+                         elementwise=True, initial_accumulator_value=initial_accumulator_value,
+                         eps=eps, state_dtype=state_dtype)
 
 
 class ScaleByRmsState(NamedTuple):
@@ -100,7 +102,10 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     out = jax.tree.map(scale_one, g, var)
     return _tree.cast_like(out, updates), ScaleByRmsState(count, nu, mu)
 
-  return _base.GradientTransformation(init, update)
+  return _base.described(_base.GradientTransformation(init, update), "scale_by_rms",
+                         elementwise=True, decay=decay, eps=eps, initial_scale=initial_scale,
+                         eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction,
+                         centered=centered, state_dtype=state_dtype)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -157,4 +162,6 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     out = jax.tree.map(lambda m, v: m / (jnp.sqrt(_real(v) + eps_root) + eps), mu_hat, nu_hat)
     return _tree.cast_like(out, updates), ScaleByAdamState(count, mu, nu)
 
-  return _base.GradientTransformation(init, update)
+  return _base.described(_base.GradientTransformation(init, update), "scale_by_adam",
+                         elementwise=True, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+                         mu_dtype=mu_dtype, nesterov=nesterov, state_dtype=state_dtype)

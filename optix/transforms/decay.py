@@ -40,7 +40,11 @@ def add_decayed_weights(weight_decay: _base.ScalarOrSchedule = 0.0,
     return out, state
 
   tx = _base.GradientTransformation(init, update)
-  return _base.masked(tx, mask) if mask is not None else tx
+  # A mask function marked ``elementwise`` (optix.packed_mask) gives each packed
+  # buffer one value, so the masked decay runs unchanged on packed trees.
+  return _base.described(_base.masked(tx, mask) if mask is not None else tx,
+                         "add_decayed_weights", weight_decay=weight_decay, mask=mask,
+                         elementwise=mask is None or getattr(mask, "elementwise", False) is True)
 
 
 class ScheduleCount(NamedTuple):

@@ -43,4 +43,6 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None, *,
            if nesterov else velocity)
     return _tree.cast_like(out, updates), TraceState(velocity)
 
-  return _base.GradientTransformation(init, update)
+  return _base.described(_base.GradientTransformation(init, update), "trace", elementwise=True,
+                         decay=decay, nesterov=nesterov, accumulator_dtype=accumulator_dtype,
+                         state_dtype=state_dtype)

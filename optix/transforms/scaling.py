@@ -65,4 +65,6 @@ def scale_by_learning_rate(learning_rate: _base.ScalarOrSchedule, *,
       _tree.check_match("updates", updates, "params", params)
     return inner.update(updates, state, params, **extra_args)
 
-  return _base.GradientTransformation(inner.init, update)
+  return _base.described(_base.GradientTransformation(inner.init, update),
+                         "scale_by_learning_rate", elementwise=True,
+                         learning_rate=learning_rate, flip_sign=flip_sign)

@@ -47,4 +47,6 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, *,
     mu = jax.tree.map(lambda g, m: (1 - b2) * g.astype(m.dtype) + b2 * m, updates, state.mu)
     return direction, ScaleByLionState(_tree.safe_increment(state.count), mu)
 
-  return _base.GradientTransformation(init, update)
+  return _base.described(_base.GradientTransformation(init, update), "scale_by_lion",
+                         elementwise=True, b1=b1, b2=b2, mu_dtype=mu_dtype,
+                         state_dtype=state_dtype)
