@@ -12,7 +12,7 @@ and runs it in one pass, whoever built the chain.
 
 from typing import Optional
 
-from optix import _base
+from optix import _base, _validate
 from optix.transforms.adaptive import scale_by_adam, scale_by_rms, scale_by_rss
 from optix.transforms.decay import MaskOrFn, add_decayed_weights
 from optix.transforms.momentum import trace
@@ -36,6 +36,7 @@ def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
   """
   if momentum is None:  # one output, one kernel already: nothing to fuse
     return chain(_base.identity(), scale_by_learning_rate(learning_rate))
+  _validate.in_range("momentum", momentum, 0.0, 1.0)  # trace would call it "decay"
   return chain(trace(momentum, nesterov, accumulator_dtype, state_dtype=state_dtype),
                scale_by_learning_rate(learning_rate))
 
@@ -62,6 +63,8 @@ def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: floa
   ``centered`` subtracts the squared mean gradient from ν. State: 4 bytes/param
   (+4 centered, +4 momentum).
   """
+  if momentum is not None:
+    _validate.in_range("momentum", momentum, 0.0, 1.0)
   return chain(
       scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=centered,
                    state_dtype=state_dtype),
@@ -105,23 +108,25 @@ def adamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
 
 
 def nadam(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, state_dtype=None):
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None, *, nesterov: bool = True,
+          state_dtype=None):
   r"""NAdam (Dozat 2016, ICLR workshop): Adam with Nesterov momentum.
 
   .. math:: \hat m_t = \frac{\beta_1 m_t}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g_t}{1-\beta_1^t},
      \quad \theta \leftarrow \theta - \eta\,\frac{\hat m_t}{\sqrt{v_t/(1-\beta_2^t)} + \varepsilon}
 
   with Adam's ``m_t``, ``v_t``: the step looks one momentum update ahead. Defaults
-  are Adam's (optax's). State: 8 bytes/param (fp32 m and v).
+  are Adam's (optax's); ``nesterov=False`` is plain Adam, as in optax. State: 8
+  bytes/param (fp32 m and v).
   """
-  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True,
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
               state_dtype=state_dtype)
 
 
 def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype=None,
            weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
-           state_dtype=None):
+           nesterov: bool = True, state_dtype=None):
   r"""NAdamW: NAdam with decoupled weight decay (arXiv 1711.05101).
 
   .. math:: \theta \leftarrow \theta - \eta\,\Big(\frac{\hat m_t}{\sqrt{v_t/(1-\beta_2^t)}
@@ -131,7 +136,7 @@ def nadamw(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0
   State: 8 bytes/param.
   """
   return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-               nesterov=True, state_dtype=state_dtype)
+               nesterov=nesterov, state_dtype=state_dtype)
 
 
 def lion(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,

@@ -46,7 +46,7 @@ ENTRIES = [
           bad=[("learning_rate", lambda: optix.sgd(-0.1))]),
     Entry("sgd_momentum", lambda: optix.sgd(0.05, momentum=0.9),
           lambda: optax.sgd(0.05, momentum=0.9),
-          bad=[("decay", lambda: optix.sgd(0.1, momentum=1.5))]),
+          bad=[("momentum", lambda: optix.sgd(0.1, momentum=1.5))]),
     Entry("sgd_nesterov", lambda: optix.sgd(0.05, momentum=0.9, nesterov=True),
           lambda: optax.sgd(0.05, momentum=0.9, nesterov=True)),
     Entry("adagrad", lambda: optix.adagrad(0.1), lambda: optax.adagrad(0.1),

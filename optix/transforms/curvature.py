@@ -276,6 +276,8 @@ def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule 
   dtypes follow ``state_dtype`` and a missing ``kfac_stats`` raises unless
   ``require_stats=False``, as in :func:`scale_by_kfac`.
   """
+  if momentum is not None:  # trace would call it "decay"
+    _validate.in_range("momentum", momentum, 0.0, 1.0)
   return _base.chain(
       scale_by_kfac(damping, ema_decay, inverse_update_period, kl_clip,
                     learning_rate if kl_clip is not None else None, state_dtype=state_dtype,
