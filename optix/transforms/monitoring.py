@@ -52,13 +52,11 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
      \eta^{\rm eff}_t = \|u_t\| / \|g_t\|
 
   (so ``effective_lr`` is exactly the learning rate for plain SGD). Spike
-  detection keeps a debiased running mean ``\bar n`` of ``‖g‖`` over earlier
-  non-spike steps (decay ``decay``); step t is a spike when
-  ``‖g_t‖ > spike_factor · \bar n`` after ``warmup_steps`` steps, or when
-  ``‖g_t‖`` is not finite. Spikes do not enter the running mean, so one bad
-  batch does not raise the bar for the next. ``spike_factor=4`` flags the
-  order-of-magnitude jumps that precede loss blow-ups without firing on normal
-  batch noise; ``decay=0.99`` averages over ~100 steps.
+  detection keeps a debiased running mean :math:`\bar n` of :math:`\|g\|` over
+  earlier non-spike steps (decay ``decay``); step t is a spike when
+  :math:`\|g_t\| > \text{spike\_factor} \cdot \bar n` after ``warmup_steps``
+  steps, or when :math:`\|g_t\|` is not finite. Spikes do not enter the running
+  mean, so one bad batch does not raise the bar for the next.
 
   Read the statistics with :func:`monitor_stats` (or from the
   :class:`MonitorState` inside the optimizer state); everything is computed in
@@ -70,6 +68,23 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
   per-leaf, is the norm of the whole array. Reference: the "update/param ratio ~1e-3" heuristic from
   Karpathy's CS231n notes; loss-spike monitoring as in Wortsman et al. 2023
   (arXiv 2309.14322).
+
+  Args:
+    inner: the optimizer (or any transform) to wrap; None measures the updates
+      passing through an identity.
+    spike_factor: a step whose gradient norm exceeds ``spike_factor`` times the
+      running mean is a spike; in (1, inf), default 4: flags the
+      order-of-magnitude jumps that precede loss blow-ups without firing on
+      normal batch noise.
+    decay: decay of the running mean of the gradient norm, in [0, 1); default
+      0.99 averages over ~100 steps.
+    warmup_steps: steps before spikes are flagged (the mean needs a few values
+      first); an integer >= 0, default 10.
+    axis_name: the mapped axis name inside ``jax.shard_map``/``pmap`` so that
+      every norm is of the whole array (None under ``jit``, the default).
+
+  Returns:
+    A ``GradientTransformation`` whose state is a :class:`MonitorState`.
   """
   _validate.in_range("spike_factor", spike_factor, 1.0, low_closed=False)
   _validate.unit_interval("decay", decay)
