@@ -225,12 +225,14 @@ def layout_of(tree, *, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE, groups=None,
     sizes[b] += size
     counts[b] += 1
   if len(buffers) == 1 and large == 0 and len(slots) >= 2:
-    # Never pack a tree of several leaves into a single array: XLA's algebraic
-    # simplifier rewrites ``x / broadcast(c)`` (Adam's bias correction, any
-    # division by a traced scalar) into ``x * broadcast(1 / c)`` only when the
-    # scalar has a single user, which changes the last bit. A tree of several
-    # leaves gives the scalar several users, so its packed form must too: the
-    # last leaf gets a buffer of its own (one more tiny kernel, bit-exact results).
+    # Never pack a tree of several leaves into a single array. The mechanism:
+    # XLA's CPU pipeline treats a division by a traced scalar (Adam's and RMSProp's
+    # bias corrections) differently when the scalar has a single user than when it
+    # has several (it becomes a multiplication by the reciprocal, which changes
+    # the last bit of some elements). A tree of several leaves gives the scalar
+    # several users, so its packed form must too: the last leaf gets a buffer of
+    # its own (one more tiny kernel, bit-exact results). tests/test_packing.py
+    # checks that one buffer still differs; when it no longer does, drop this.
     last = slots[-1]
     slots[-1] = _Slot(last.shape, last.dtype, 1, 0)
     size = int(np.prod(last.shape, dtype=np.int64))

@@ -148,6 +148,20 @@ def test_the_step_is_not_estimated_cheap(make, monkeypatch):
   assert compiled.cost_analysis()["flops"] >= 1000
 
 
+def test_without_the_padding_the_step_is_estimated_cheap(monkeypatch):
+  """The other half of the mechanism behind ``fused._costed``: unpadded, the same
+  one-pass step (one leaf) is estimated under XLA's 1000-flop inline threshold.
+  When this fails, XLA no longer counts the custom call as cheap and the padding
+  can go."""
+  monkeypatch.setattr(fused, "_costed", lambda scalars, calls: scalars)
+  params = {"w": jnp.ones((4096,))}
+  tx = optix.adamw(1e-3)
+  step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True), donate_argnums=(0, 1))
+  compiled = step.lower(params, tx.init(params), params).compile()
+  assert "custom_call_target" in compiled.as_text()
+  assert compiled.cost_analysis()["flops"] < 1000
+
+
 @pytest.mark.parametrize("tx, pack", [(optix.lion(1e-3), False),
                                       (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), False),
                                       (optix.packed(optix.adamw(1e-2, weight_decay=0.1)), True)],
@@ -313,3 +327,54 @@ def test_a_chain_ending_in_packed_has_a_working_one_pass_step(fused_arg):
   step = optix.train_step(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"]), tx, fused=fused_arg)
   new, _, _ = step(dict(params), tx.init(params))
   assert float(new["w"][0, 0]) < 1.0
+
+
+def test_a_user_built_chain_of_the_shape_runs_the_kernel_bit_for_bit_as_the_alias():
+  """fused.plan reads the links' descriptions, not the alias that built them."""
+  params = _ONE_LEAF()
+  mine = optix.chain(optix.scale_by_adam(), optix.add_decayed_weights(0.3),
+                     optix.scale_by_learning_rate(1e-2))
+  step = jax.jit(lambda p, s, g: optix.apply_step(mine, g, s, p, fused=True))
+  assert "optix_fused_adam" in step.lower(params, mine.init(params), params).as_text()
+  _assert_equal(_run(mine, params, 10, True), _run(optix.adamw(1e-2, weight_decay=0.3), params, 10,
+                                                    True))
+  _assert_equal(_run(mine, params, 10, True), _run(mine, params, 10, False))
+  nested = optix.chain(optix.clip(1.0),
+                       optix.chain(optix.trace(0.9), optix.scale_by_learning_rate(0.1)))
+  assert fused.plan(nested).target == "optix_fused_momentum"
+  for tx in (optix.nadamw(1e-2), optix.chain(optix.scale_by_adam(), optix.clip(1.0),
+                                             optix.scale_by_learning_rate(0.1)),
+             optix.chain(optix.trace(0.9), optix.add_decayed_weights(0.1),
+                         optix.scale_by_learning_rate(0.1))):
+    assert fused.plan(tx) is None  # no kernel computes these
+
+
+def test_each_schedule_is_evaluated_at_its_own_links_count():
+  """The learning-rate and decay schedules see their own links' counts, as the
+  chain evaluates them, even when these differ from the moment link's count (a
+  state assembled from several sources, or links resumed separately)."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 64)}
+  tx = optix.adamw(optix.linear_schedule(1e-2, 1e-3, 10),
+                   weight_decay=optix.linear_schedule(0.5, 0.0, 10))
+  state = tx.init(params)
+  state = (state[0], state[1]._replace(count=jnp.int32(7)), state[2]._replace(count=jnp.int32(4)))
+  g = _grads(params, 0)
+  kernel = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=True))(params, state, g)
+  u, s = jax.jit(tx.update)(g, state, params)
+  _assert_close(kernel, (optax.apply_updates(params, u), s), rtol=2e-7, atol=0)
+
+
+def test_packed_accepts_described_elementwise_chains_without_a_probe(monkeypatch):
+  """A chain whose links all say they are elementwise is accepted from its
+  description; any other link is probed (here: clipping)."""
+  from optix import packing
+  probed = []
+  monkeypatch.setattr(packing, "_check_elementwise", lambda tx, layout: probed.append(tx))
+  params = make_params()
+  for tx in (optix.adamw(1e-2, weight_decay=0.1, mask=optix.packed_mask(optix.matrices_only)),
+             optix.sgd(0.1), optix.rmsprop(0.1, momentum=0.9), optix.lion(1e-3)):
+    optix.packed(tx, groups=optix.matrices_only).init(params)
+  assert not probed
+  optix.packed(optix.chain(optix.clip(1.0), optix.adam(1e-2))).init(params)
+  optix.packed(optix.adamw(1e-2, weight_decay=0.1, mask=optix.matrices_only)).init(params)
+  assert len(probed) == 2

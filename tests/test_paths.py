@@ -3,12 +3,17 @@
 The reference is ``tx.update`` followed by ``optax.apply_updates`` under ``jax.jit``
 (what ``flax.nnx.Optimizer`` runs). The other paths -- ``optix.apply_step`` with
 the one-pass kernel on, off or chosen automatically, ``optix.packed(tx)`` through
-``update`` and through ``apply_step``, params kept packed with ``optix.pack`` --
-must give the same params on random trees (0-d, zero-size and odd-sized leaves,
-float32/bf16/fp16 params, gradients of another dtype than their params) and
-random chains, to a few ulps of each leaf's dtype (the kernel reproduces the
-chain's arithmetic but XLA may rewrite a scalar factor differently in a bigger
-graph; a global norm sums its squares in another order when packed).
+``update`` and through ``apply_step``, params kept packed with ``optix.pack``,
+state sharded over the 8 simulated devices (``optix.shard_state``),
+``flax.nnx.Optimizer``, and the chain inside ``optax.inject_hyperparams``,
+``optax.MultiSteps`` and ``optax.apply_if_finite`` -- must give the same params
+on random trees (0-d, zero-size and odd-sized leaves, float32/bf16/fp16 and
+complex64 params, gradients of another dtype than their params) and random
+chains (aliases and user-built chains of the shape ``optix.fused`` recognizes),
+to a few ulps of each leaf's dtype (the kernel reproduces the chain's arithmetic
+but XLA may rewrite a scalar factor differently in a bigger graph; a global norm
+sums its squares in another order when packed or sharded; an injected learning
+rate is a float32 array where the chain multiplies by a Python float).
 """
 
 import jax
@@ -31,11 +36,23 @@ CORES = {
     "lion": lambda lr: optix.lion(lr, weight_decay=0.1),
     "sgd_momentum": lambda lr: optix.sgd(lr, momentum=0.9),
     "rmsprop": lambda lr: optix.rmsprop(lr),
+    "adamw_decay_scheduled": lambda lr: optix.adamw(
+        lr, weight_decay=optix.linear_schedule(0.2, 0.0, 3)),
+    # user-built chains of the fusable shape
+    "chain_adam_decay": lambda lr: optix.chain(
+        optix.scale_by_adam(b1=0.8), optix.add_decayed_weights(0.05),
+        optix.scale_by_learning_rate(lr)),
+    "chain_lion": lambda lr: optix.chain(optix.scale_by_lion(), optix.scale_by_learning_rate(lr)),
+    "chain_nesterov": lambda lr: optix.chain(optix.trace(0.8, nesterov=True),
+                                             optix.scale_by_learning_rate(lr)),
 }
 PREFIXES = {
     "clip_by_global_norm": lambda: optix.clip_by_global_norm(1.0),
     "clip": lambda: optix.clip(0.5),
+    "l2": lambda: optix.add_decayed_weights(0.01),
 }
+# cores whose transforms take complex params
+COMPLEX_CORES = ["adam", "adamw", "chain_adam_decay", "chain_nesterov", "rmsprop", "sgd_momentum"]
 STEPS = 3
 
 
@@ -54,21 +71,35 @@ def trees(draw, max_leaves):
   return params, grad_dtypes
 
 
+def _chain(prefix, core, lr):
+  """(description, tx, factory): ``factory(learning_rate)`` builds ``tx`` (for
+  ``optax.inject_hyperparams``)."""
+  rate = 1e-2 if lr == "constant" else optix.linear_schedule(1e-2, 1e-3, 4)
+
+  def factory(learning_rate):
+    links = [PREFIXES[p]() for p in prefix] + [CORES[core](learning_rate)]
+    return optix.chain(*links) if prefix else links[0]
+
+  return f"{'+'.join(list(prefix) + [core])}/{lr}", factory(rate), (factory, rate)
+
+
 @st.composite
 def chains(draw):
-  """(description, tx): a prefix of clipping links, then an optimizer alias with a
-  constant or scheduled learning rate."""
+  """A prefix of clipping and decay links, then an optimizer (an alias or a
+  user-built chain) with a constant or scheduled learning rate."""
   prefix = draw(st.lists(st.sampled_from(sorted(PREFIXES)), max_size=2, unique=True))
-  core = draw(st.sampled_from(sorted(CORES)))
-  lr = draw(st.sampled_from(["constant", "schedule"]))
-  rate = 1e-2 if lr == "constant" else optix.linear_schedule(1e-2, 1e-3, 4)
-  links = [PREFIXES[p]() for p in prefix] + [CORES[core](rate)]
-  return f"{'+'.join(prefix + [core])}/{lr}", (optix.chain(*links) if prefix else links[0])
+  return _chain(prefix, draw(st.sampled_from(sorted(CORES))),
+                draw(st.sampled_from(["constant", "schedule"])))
 
 
 def _grads(params, grad_dtypes, k):
-  return {name: jnp.asarray(np.random.default_rng(100 + k).standard_normal(jnp.shape(p)),
-                            grad_dtypes[name]) for name, p in params.items()}
+  def one(name, p):
+    rng = np.random.default_rng(100 + k)
+    g = rng.standard_normal(jnp.shape(p))
+    if jnp.issubdtype(grad_dtypes[name], jnp.complexfloating):
+      g = g + 1j * rng.standard_normal(jnp.shape(p))
+    return jnp.asarray(g, grad_dtypes[name])
+  return {name: one(name, p) for name, p in params.items()}
 
 
 def _reference(tx, params, grads):
@@ -103,7 +134,8 @@ def _assert_close(path, got, want, ulps=8):
     x, y = got[name], want[name]
     assert jnp.result_type(x) == jnp.result_type(y), (path, name)
     eps = float(jnp.finfo(jnp.result_type(y)).eps)
-    a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    wide = np.complex128 if jnp.issubdtype(jnp.result_type(y), jnp.complexfloating) else np.float64
+    a, b = np.asarray(x, wide), np.asarray(y, wide)
     np.testing.assert_allclose(a, b, rtol=ulps * eps, atol=ulps * eps,
                                err_msg=f"path {path}, leaf {name}")
 
@@ -112,12 +144,12 @@ def _state_moved(path, state, initial):
   """Every non-empty float array of the state changed (the optimizers above all
   move every moment entry on a Gaussian gradient)."""
   for x, x0 in zip(jax.tree.leaves(state), jax.tree.leaves(initial)):
-    if jnp.issubdtype(jnp.result_type(x), jnp.floating) and np.size(x):
-      assert np.any(np.asarray(x, np.float64) != np.asarray(x0, np.float64)), path
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact) and np.size(x):
+      assert np.any(np.asarray(x, np.complex128) != np.asarray(x0, np.complex128)), path
 
 
 def _check(tree, chain):
-  (params, grad_dtypes), (name, tx) = tree, chain
+  (params, grad_dtypes), (name, tx, _) = tree, chain
   grads = [_grads(params, grad_dtypes, k) for k in range(STEPS)]
   want, state = _reference(tx, params, grads)
   _state_moved(f"{name}: reference", state, tx.init(params))
@@ -158,6 +190,64 @@ def test_packed_gradient_of_another_dtype_is_the_reference_step(fused):
     np.testing.assert_array_equal(optix.unpack(state.inner[0].mu)["p01"], want_state[0].mu["p01"])
 
 
+def _mesh():
+  return jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _nnx(tx, params, grads):
+  """``flax.nnx.Optimizer`` on a module holding the params."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  class Holder(nnx.Module):
+    def __init__(self, tree):
+      self.p = nnx.data({k: nnx.Param(v) for k, v in tree.items()})
+
+  model = Holder(params)
+  opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  step = nnx.jit(lambda model, opt, g: opt.update(model, g))
+  for g in grads:
+    step(model, opt, nnx.state(Holder(g), nnx.Param))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))["p"]
+
+
+def _check_wrapped(tree, chain):
+  """The sharded, NNX and optax-wrapper paths against the reference."""
+  (params, grad_dtypes), (name, tx, (factory, rate)) = tree, chain
+  grads = [_grads(params, grad_dtypes, k) for k in range(STEPS)]
+  want, _ = _reference(tx, params, grads)
+  sharded = optix.shard_state(tx, _mesh())
+  for path, run in (("update", lambda: _reference(sharded, params, grads)),
+                    ("apply_step", lambda: _apply_step(sharded, params, grads, None))):
+    got, s = run()
+    _assert_close(f"{name}: shard_state, {path}", got, want)
+    _state_moved(f"{name}: shard_state, {path}", s, tx.init(params))
+  _assert_close(f"{name}: nnx.Optimizer", _nnx(tx, params, grads), want)
+  wrapped = {
+      # an injected rate is a float32 array where the chain multiplies by a Python float
+      "inject_hyperparams": optax.inject_hyperparams(
+          factory, hyperparam_dtype=jnp.float32)(learning_rate=rate),
+      "MultiSteps(1)": optax.MultiSteps(tx, every_k_schedule=1).gradient_transformation(),
+      "apply_if_finite": optax.apply_if_finite(tx, max_consecutive_errors=2),
+  }
+  for label, wtx in wrapped.items():
+    got, s = _apply_step(wtx, params, grads, None)
+    _assert_close(f"{name}: {label}", got, want, ulps=8 if label != "inject_hyperparams" else 16)
+    inner = getattr(s, "inner_opt_state", getattr(s, "inner_state", None))
+    _state_moved(f"{name}: {label}", inner, jax.tree.map(jnp.zeros_like, inner))
+
+
+@pytest.mark.parametrize("core", [c if c in ("adamw", "chain_nesterov", "rmsprop")
+                                  else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in COMPLEX_CORES])
+def test_complex_params_take_every_path(core):
+  """complex64 params and gradients (the kernel takes float32 only: its leaves
+  take the chain's path inside the one-pass step) next to a float32 leaf."""
+  params = {"z": jnp.asarray(np.arange(6.0) - 2.5 + 1j * np.linspace(1, -1, 6), jnp.complex64),
+            "w": jnp.linspace(-1.0, 1.0, 5)}
+  dtypes = {"z": jnp.complex64, "w": jnp.float32}
+  _check((params, dtypes), _chain((), core, "constant"))
+
+
 _SETTINGS = dict(deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -173,3 +263,16 @@ def test_every_path_computes_the_reference_step(tree, chain):
 @given(trees(max_leaves=60), chains())
 def test_every_path_computes_the_reference_step_many_trees(tree, chain):
   _check(tree, chain)
+
+
+@settings(max_examples=3, **_SETTINGS)
+@given(trees(max_leaves=4), chains())
+def test_sharded_nnx_and_wrapped_paths_compute_the_reference_step(tree, chain):
+  _check_wrapped(tree, chain)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, **_SETTINGS)
+@given(trees(max_leaves=40), chains())
+def test_sharded_nnx_and_wrapped_paths_compute_the_reference_step_many_trees(tree, chain):
+  _check_wrapped(tree, chain)
