@@ -130,25 +130,62 @@ def finite_or(new, old):
   return jnp.where(ok, new, old.astype(new.dtype))
 
 
+NULL_TOL = 1e-5    # eigenvalues <= NULL_TOL·λ_max span the null space of a statistic
+POWER_SHIFT = 1e-3  # power iteration on S + POWER_SHIFT·λ_max·I
+
+
 def eigenbasis_eigh(stats: jax.Array) -> jax.Array:
-  """Eigenvectors of a stack of symmetric matrices, by decreasing eigenvalue."""
-  _, v = jnp.linalg.eigh(_sym(stats))
-  return v[..., ::-1]
+  r"""Eigenvectors of a stack of symmetric PSD matrices, by decreasing eigenvalue,
+  with a basis of the null space fixed by the null space itself.
+
+  The eigenvectors of eigenvalues ``<= NULL_TOL·λ_max`` (a rank-deficient statistic:
+  ``L = Σ G Gᵀ`` after fewer steps than rows) are determined by rounding alone: any
+  rotation of them is an eigenbasis, and a 1e-7 change of the input picks another
+  one. Adam's per-coordinate normalization is not rotation invariant, so SOAP's update
+  would follow that rounding. They are replaced by the Gram–Schmidt basis of the
+  first ``k`` columns of the projector on the null space ``P_N`` (which is stable:
+  ``k`` its dimension), the range eigenvectors coming first:
+
+  .. math:: S = V \Lambda V^	op, \quad N = \{j: \lambda_j \le 	au \lambda_{max}\}, \quad
+            P_N = V_N V_N^	op, \quad Q = \mathrm{qr}([V_{ar N},\ P_N e_1, .., P_N e_k])
+
+  (signs may differ from ``V``'s: an eigenbasis all the same). An all-zero matrix
+  gets the identity (up to signs).
+  """
+  s = _sym(stats)
+  n = s.shape[-1]
+  w, v = jnp.linalg.eigh(s)
+  w, v = w[..., ::-1], v[..., ::-1]  # decreasing: the null space comes last
+  null = w <= NULL_TOL * jnp.maximum(w[..., :1], 0.0)
+  v_null = v * null[..., None, :]
+  proj = jnp.matmul(v_null, jnp.swapaxes(v_null, -1, -2), precision=_HI)
+  j = jnp.arange(n)
+  ranked = n - jnp.sum(null, axis=-1, keepdims=True)  # the range: V's first columns
+  idx = jnp.where(j < ranked, j, n + j - ranked)      # then P_N's first k columns
+  cols = jnp.concatenate([v, proj], axis=-1)
+  cols = jnp.take_along_axis(cols, jnp.broadcast_to(idx[..., None, :], s.shape), axis=-1)
+  return jnp.linalg.qr(cols)[0]
 
 
 def eigenbasis_power_qr(stats: jax.Array, basis: jax.Array) -> jax.Array:
   r"""One step of subspace (power) iteration from the previous basis, batched.
 
-  Columns of ``Q`` are first sorted by their Rayleigh quotients
-  ``diag(Qᵀ S Q)`` (largest first), then ``Q ← qr(S Q)``: a warm-started
-  refresh costing two matmuls and a QR instead of an eigendecomposition
-  (Vyas et al. 2024, Algorithm 4).
+  ``Q ← qr((S + c I) Q)``, its columns then sorted by the Rayleigh quotients
+  ``diag(Qᵀ S Q)`` of the previous basis (largest first): a warm-started refresh
+  costing two matmuls and a QR instead of an eigendecomposition (Vyas et al. 2024,
+  Algorithm 4, which sorts before the QR: where two quotients are nearly equal,
+  rounding then decides the Gram–Schmidt order and so the basis; a permutation
+  after it is harmless, the moments follow it exactly). The shift ``c = POWER_SHIFT·λ_max`` (``λ_max``
+  estimated by the largest quotient) leaves the eigenvectors and the convergence of the
+  leading ones as they are, but keeps the columns in the null space of ``S`` where they
+  were: without it ``S q`` is rounding noise there and the QR turns it into a new,
+  arbitrary null-space basis (see :func:`eigenbasis_eigh`).
   """
   stats = _sym(stats)
   q = basis.astype(stats.dtype)
   sq = jnp.matmul(stats, q, precision=_HI)
   est = jnp.sum(q * sq, axis=-2)  # diag(Qᵀ S Q)
+  shift = POWER_SHIFT * jnp.maximum(jnp.max(est, axis=-1, keepdims=True), 0.0)
+  q_new, _ = jnp.linalg.qr(sq + q * shift[..., None, :])
   order = jnp.argsort(-est, axis=-1)
-  sq = jnp.take_along_axis(sq, order[..., None, :], axis=-1)
-  q_new, _ = jnp.linalg.qr(sq)
-  return q_new
+  return jnp.take_along_axis(q_new, order[..., None, :], axis=-1)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
+from optix.transforms import moments
 from optix._sharding import check_axis
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, from_blocks, init_stats, make_plan,
@@ -55,10 +56,17 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
      v_t = \beta_2 v_{t-1} + (1-\beta_2) G'^{2}_t, \\
      u_t = Q_L \Big(\frac{\hat m'_t}{\sqrt{\hat v_t} + \epsilon}\Big) Q_R^\top
 
-  (hats: Adam's bias corrections; rank-k tensors: one basis per axis). The
-  statistics are updated first each step; the bases are computed by ``eigh`` at the
-  first step and refreshed every ``preconditioning_interval`` steps by one power
-  iteration + QR from the previous basis (:func:`eigenbasis_power_qr`). Both
+  (hats: Adam's bias corrections; rank-k tensors: one basis per axis). As in the
+  authors' code, ``G_t`` is projected on the basis of the statistics of the steps
+  before it, and the first step only computes the statistics and a basis (no update;
+  Adam's count starts at the second step). The basis of ``G_1 G_1ᵀ`` diagonalizes
+  ``G_1`` itself: ``G'_1`` would be its singular values plus rounding noise off the
+  diagonal, and Adam's sign-like first step would turn that noise into ±1 (a 1e-7
+  change of ``G_1`` changed the update by ~100%). The statistics are then updated
+  and the bases computed by ``eigh`` after the first step (with a unique basis for
+  the null space of rank-deficient statistics: :func:`eigenbasis_eigh`) and refreshed
+  every ``preconditioning_interval`` steps by one shifted power iteration + QR from
+  the previous basis (:func:`eigenbasis_power_qr`). Both
   moments live in the eigenbasis and are rotated when the basis changes: ``m'``
   exactly (``m' ← P_Lᵀ m' P_R`` with the overlaps ``P = Q_oldᵀ Q_new``: the same
   ``m`` as if it had been kept in the original coordinates), ``v`` by the squared
@@ -67,10 +75,10 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   per refresh instead of 2 per step (12 n³ flops per n×n matrix per step instead of
   16 n³). A non-finite new basis keeps the old one.
 
-  Differences from the authors' code: no skipped first step (the basis from
-  ``G_1`` is used at once); ``v`` is carried over by the squared-overlap rotation
+  Differences from the authors' code: ``v`` is carried over by the squared-overlap rotation
   rather than only permuted; ε is added to ``sqrt(v̂)`` as in Adam. With every axis
-  left diagonal (``max_preconditioner_dim=0``) it is exactly ``optax.adam``.
+  left diagonal (``max_preconditioner_dim=0``) it is exactly ``optax.adam`` (a leaf
+  without a basis makes its Adam step at step 0 too).
   Defaults are the paper's (β = 0.95, 0.95, interval 10, 1-D params on Adam,
   axes > 10000 not rotated). State: 2·Σ b² fp32 per block (stats + bases) + 8 bytes/param.
   ``mesh``/``axis``: split the eigendecompositions / QRs over devices, as in
@@ -130,45 +138,53 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     g = [x.astype(state_dtype) for x in g_leaves]
     gb = [to_blocks(x, p) if p.rank else x for x, p in zip(g, plans)]
 
+    old, mu, nu = tuple(state.bases), jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
+
+    # Adam in the basis of the previous steps' statistics: G' = Q_Lᵀ G Q_R, then back. A
+    # rotated leaf makes no update at step 0 (it has no basis yet), so its Adam count is
+    # one less than the step count; a leaf without a basis is plain Adam.
+    live = step > 0
+    corr = [(moments.correction(b1, k), moments.correction(b2, k)) for k in (count, step)]
+    out, new_mu, new_nu, it = [], [], [], 0
+    for x, m, v, plan, leaf in zip(gb, mu, nu, plans, g_leaves):
+      c1, c2 = corr[1 if plan.rank else 0]
+      if plan.rank:
+        q = old[it:it + plan.rank]
+        it += plan.rank
+        x = contract_axes(x, q, plan.precond)
+      m2, v2 = moments.ema_leaf(b1, m, x), moments.ema_sq_leaf(b2, v, x)
+      n = moments.debias_leaf(m2, c1) / (jnp.sqrt(moments.debias_leaf(v2, c2)) + eps)
+      if plan.rank:
+        n = from_blocks(contract_axes(n, [jnp.swapaxes(b, -1, -2) for b in q], plan.precond),
+                        plan, like=leaf)
+        n, m2, v2 = (jnp.where(live, y, z) for y, z in ((n, jnp.zeros_like(n)), (m2, m), (v2, v)))
+      out.append(n)
+      new_mu.append(m2)
+      new_nu.append(v2)
+
+    # Then the statistics, and the basis for the next step: eigh at step 0, a power
+    # iteration every ``interval`` steps (moving m and v into it).
     stats, it = [], iter(state.stats)
     for x, plan in zip(gb, plans):
       for i, use in enumerate(plan.precond):
         if use and plan.rank:
           stats.append(stat_update(next(it), x, i, beta_s))
-    stats, old = tuple(stats), tuple(state.bases)
-    mu, nu = jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
+    stats = tuple(stats)
 
-    def first():
+    def first():  # m and v are still zero: nothing to rotate
       new = [finite_or(q, o).astype(o.dtype)
              for q, o in zip(refresh_by_shape(eigenbasis_eigh, stats, mesh=mesh, axis=axis), old)]
-      return tuple(new), mu, nu  # m and v are zero at the first step: nothing to rotate
+      return tuple(new), new_mu, new_nu
 
     def refresh():
       new = [finite_or(q, o).astype(o.dtype)
              for q, o in zip(refresh_by_shape(eigenbasis_power_qr, stats, old, mesh=mesh,
                                               axis=axis), old)]
-      return (tuple(new),) + rotate_all(mu, nu, plans, old, new)
+      return (tuple(new),) + rotate_all(new_mu, new_nu, plans, old, new)
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))
-    bases, mu, nu = jax.lax.switch(branch, [first, refresh, lambda: (old, mu, nu)])
-
-    c1 = 1 - b1 ** count.astype(jnp.float32)
-    c2 = 1 - b2 ** count.astype(jnp.float32)
-    out, new_mu, new_nu, it = [], [], [], 0
-    for x, m, v, plan, leaf in zip(gb, mu, nu, plans, g_leaves):
-      if plan.rank:  # Adam in the eigenbasis: G' = Q_Lᵀ G Q_R, then back
-        q = bases[it:it + plan.rank]
-        it += plan.rank
-        x = contract_axes(x, q, plan.precond)
-      m = (1 - b1) * x + b1 * m
-      v = (1 - b2) * jnp.square(x) + b2 * v  # the order of optix.adam: bit-identical
-      n = (m / c1) / (jnp.sqrt(v / c2) + eps)
-      if plan.rank:
-        n = from_blocks(contract_axes(n, [jnp.swapaxes(b, -1, -2) for b in q], plan.precond),
-                         plan, like=leaf)
-      out.append(n)
-      new_mu.append(m)
-      new_nu.append(v)
+    bases, new_mu, new_nu = jax.lax.switch(branch, [first, refresh,
+                                                    lambda: (old, new_mu, new_nu)])
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleBySoapState(count, jax.tree.unflatten(treedef, new_mu),
                              jax.tree.unflatten(treedef, new_nu), stats, bases)
