@@ -27,9 +27,6 @@ NOT_SHARDABLE = {}
 # Bugs this matrix found in files owned by other areas (reported, not fixed here): the cells
 # run as non-strict xfails, so the table shows them and a fix shows up as XPASS.
 KNOWN_BUGS = {
-    # Not a bug: after 3 steps SOAP's block statistics are rank-deficient, the eigenbasis of the
-    # null space is arbitrary, and the sharded eigh picks another one (update diffs ~1e-3).
-    ("sharded", "soap"): "eigenbasis of rank-deficient statistics is not unique under sharding",
 }
 # Inverse matrix roots and eigenvectors amplify the reduction-order rounding of sharded sums.
 ROOT_FAMILIES = ("shampoo", "soap")
