@@ -55,11 +55,12 @@ def test_tree_mismatch_is_named(entry):
     tx.update(grads, state, params, **entry.extra_args)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=ids)
-def test_checkpoint_round_trip_resumes_bit_exactly(entry, tmp_path):
-  params = params_for(entry)
-  tx = entry.make()
-  step = jax.jit(lambda g, s, p: tx.update(g, s, p, **entry.extra_args))
+def _checkpoint_resume(tx, params, extra_args, path):
+  """Three steps, save (orbax), restore into the abstract state a fresh process builds
+  (``jax.eval_shape(tx.init, params)``, no live array), three more steps from both. Asserts the
+  restored state has the saved state's structure, shapes and dtypes and its bits, and that the
+  resumed run equals the uninterrupted one bit for bit."""
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))
 
   def run(state, p, keys):
     for k in keys:
@@ -69,16 +70,47 @@ def test_checkpoint_round_trip_resumes_bit_exactly(entry, tmp_path):
 
   keys = jax.random.split(jax.random.key(3), 6)
   state, p = run(tx.init(params), params, keys[:3])
+  target = {"state": jax.eval_shape(tx.init, params), "params": jax.eval_shape(lambda: params)}
   with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(tmp_path / "ckpt", {"state": state, "params": p})
+    ckpt.save(path, {"state": state, "params": p})
     ckpt.wait_until_finished()
-    restored = ckpt.restore(tmp_path / "ckpt",
-                            jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                         {"state": state, "params": p}))
-  assert jax.tree.structure(restored["state"]) == jax.tree.structure(state)
+    restored = ckpt.restore(path, target)
+  # The state after steps must be what init promised: a resume only knows init's shapes.
+  chex.assert_trees_all_equal_shapes_and_dtypes(restored["state"], state)
+  jax.tree.map(np.testing.assert_array_equal, restored["state"], state)
   expected = run(state, p, keys[3:])
   resumed = run(restored["state"], restored["params"], keys[3:])
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=ids)
+def test_checkpoint_round_trip_resumes_bit_exactly(entry, tmp_path):
+  _checkpoint_resume(entry.make(), params_for(entry), entry.extra_args, tmp_path / "ckpt")
+
+
+def _drifting(field_after_update):
+  """sgd with a counter whose state after an update is ``field_after_update(state)``."""
+  def init(params):
+    del params
+    return {"count": jnp.zeros([], jnp.int32)}
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: -0.1 * g, updates), field_after_update(state)
+
+  return optix.GradientTransformation(init, update)
+
+
+@pytest.mark.parametrize("drift", [
+    pytest.param(lambda s: {"count": s["count"].astype(jnp.float32) + 1}, id="dtype"),
+    pytest.param(lambda s: {"count": jnp.stack([s["count"] + 1] * 2)}, id="shape"),
+    pytest.param(lambda s: {"count": s["count"] + 1, "extra": jnp.zeros(2)}, id="structure"),
+])
+def test_checkpoint_check_catches_state_drift(drift, tmp_path):
+  """A state whose structure, shape or dtype after an update differs from init's cannot be
+  resumed from the abstract target: the round-trip check fails on it."""
+  with pytest.raises((AssertionError, ValueError, TypeError)):
+    _checkpoint_resume(_drifting(drift), {"w": jnp.ones(3)}, {}, tmp_path / "ckpt")
 
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e.bad], ids=[e.name for e in ENTRIES if e.bad])
