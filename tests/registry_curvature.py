@@ -1,4 +1,4 @@
-"""Registry entries for issue 8: K-FAC and L-BFGS (their extra args are fixed callables/arrays,
+"""Registry entries for K-FAC and L-BFGS (their extra args are fixed callables/arrays,
 so every shared contract test applies)."""
 
 import jax

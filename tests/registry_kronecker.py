@@ -1,4 +1,4 @@
-"""Registry entries for Shampoo and SOAP (issue 4)."""
+"""Registry entries for Shampoo and SOAP."""
 
 import jax
 import optax

@@ -1,4 +1,4 @@
-"""Registry entries for issue 3: Adafactor and 8-bit Adam/AdamW."""
+"""Registry entries for the memory-lean optimizers: Adafactor and 8-bit Adam/AdamW."""
 
 import jax
 import optax

@@ -1,4 +1,4 @@
-"""Registry entries for the packed engine (issue 6): elementwise chains run on
+"""Registry entries for the packed engine: elementwise chains run on
 packed buffers must keep the contract and match optax's unpacked optimizers."""
 
 import jax

@@ -1,4 +1,4 @@
-"""Registry entries for issue 3: guards, loss scaling, accumulation, master weights."""
+"""Registry entries for the safety wrappers: guards, loss scaling, accumulation, master weights."""
 
 import optax
 

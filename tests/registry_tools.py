@@ -1,4 +1,4 @@
-"""Registry entries for the monitoring transform (issue 7): a pass-through, so
+"""Registry entries for the monitoring transform: a pass-through, so
 its parity reference is the wrapped optax optimizer itself."""
 
 import optax

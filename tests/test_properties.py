@@ -1,4 +1,4 @@
-"""Property-based tests (issue 9): random tree structures (nested dicts, lists and tuples, None
+"""Property-based tests: random tree structures (nested dicts, lists and tuples, None
 leaves, scalars, zero-size arrays, mixed float dtypes) and random hyperparameters inside their
 valid ranges. init/update never crash, structure/shapes/dtypes are stable, updates are finite."""
 

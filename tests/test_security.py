@@ -1,4 +1,4 @@
-"""Security (issue 9): optimizer checkpoints go through orbax (tensorstore + JSON metadata), never
+"""Security: optimizer checkpoints go through orbax (tensorstore + JSON metadata), never
 pickle; a malformed or tampered checkpoint fails with an error and never runs code from it; the
 optix package itself reads no files or configuration (nothing to exploit)."""
 
