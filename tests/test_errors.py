@@ -1,4 +1,4 @@
-"""Error messages (issue 9): every user-facing error we can trigger names the argument or tree path
+"""Error messages: every user-facing error we can trigger names the argument or tree path
 and the expected value, and is raised by optix itself at construction (or at the first
 ``init``/``update`` for tree errors), not deep inside JAX."""
 

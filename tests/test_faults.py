@@ -1,4 +1,4 @@
-"""Faults and long runs (issue 9): saturating step counters at 2**31 - 1, schedules out to 1e9
+"""Faults and long runs: saturating step counters at 2**31 - 1, schedules out to 1e9
 steps, a run SIGKILLed mid-training resumed bit-exactly from its last orbax checkpoint, same-seed
 runs bit-identical, and the guards recovering after a burst of bad steps."""
 

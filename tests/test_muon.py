@@ -210,8 +210,9 @@ def test_muon_beats_tuned_adamw_on_an_mlp():
 
 
 def test_sharded_params_on_an_explicit_mesh():
-  """optax.contrib.muon raises ShardingTypeError here (DESIGN §8); optix gathers
-  each sharded matrix, orthogonalizes, and reshards the update like the param."""
+  """optax.contrib.muon raises ShardingTypeError here (``x @ x.T`` on a sharded matrix
+  in Explicit mode); optix gathers each sharded matrix, orthogonalizes, and reshards
+  the update like the param."""
   params = {"a": jnp.ones((16, 8)), "b": jnp.ones((8, 16)), "bias": jnp.ones(8)}
   grads = optix.testing.random_like(jax.random.key(6), params)
   tx = optix.muon(0.02, 1e-3)
@@ -289,8 +290,8 @@ def test_split_is_skipped_under_pmap_and_rejects_unknown_axis():
 
 
 def test_split_with_fewer_matrices_than_devices_replicated_params():
-  """Regression (found by benchmarks/muon.py): 3 same-shape matrices on 8 devices,
-  replicated params under jit on an Auto mesh, used to fail shard_map's vma check."""
+  """Fewer same-shape matrices (3) than devices (8), replicated params under jit on an
+  Auto mesh: the split passes shard_map's vma check and matches the unsplit step."""
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   params = [jax.random.normal(jax.random.key(i), (16, 16)) for i in range(3)]
   ref, split = optix.muon(0.02, 1e-3), optix.muon(0.02, 1e-3, mesh=mesh)
