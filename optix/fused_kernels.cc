@@ -11,10 +11,22 @@
 // The arithmetic is the XLA path's, operation for operation, so results are bit
 // for bit those of the unfused chain: XLA multiplies by the reciprocal of a
 // scalar divisor (the bias corrections arrive as reciprocals) and its LLVM
-// backend contracts `a * b + c` into a fused multiply-add where the target has
-// one; the std::fma calls below sit exactly where it does (FMA() falls back to
-// a * b + c on targets without FMA, as XLA does). Built with
-// -ffp-contract=off so that the compiler adds no contraction of its own.
+// backend, which compiles for the CPU it runs on, contracts `a * b + c` into a
+// fused multiply-add where that CPU has one. The Fma<true> calls below sit
+// exactly where it does; Fma<false> is `a * b + c`, as XLA computes it on a CPU
+// without FMA. Built with -ffp-contract=off so that the compiler adds no
+// contraction of its own.
+//
+// The library is built portably (no -march=native): each loop is compiled for
+// the architecture's baseline and, on x86-64, once more for AVX2 + FMA (x86-64-v3),
+// and the variant is picked at call time from the CPU's features (RunLoop):
+//   x86-64 with AVX2 and FMA: the AVX2 build, with fused multiply-adds;
+//   x86-64 with FMA but no AVX2: the baseline build with fused multiply-adds
+//     (std::fma, which the C library runs on the FMA unit);
+//   x86-64 without FMA: the baseline build, no fused multiply-adds;
+//   aarch64: the baseline (NEON) build, with fused multiply-adds, which every
+//     aarch64 CPU has and XLA always uses there;
+//   elsewhere: fused multiply-adds where the compiler says they are fast.
 
 #include <algorithm>
 #include <atomic>
@@ -31,13 +43,71 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-#ifdef __FMA__
-inline float FMA(float a, float b, float c) { return std::fma(a, b, c); }
+#if defined(__GNUC__) || defined(__clang__)
+#define OPTIX_INLINE inline __attribute__((always_inline))
 #else
-inline float FMA(float a, float b, float c) { return a * b + c; }
+#define OPTIX_INLINE inline
 #endif
 
+// a * b + c, fused (one rounding) when kFma.
+template <bool kFma>
+OPTIX_INLINE float Fma(float a, float b, float c) {
+  if constexpr (kFma) {
+    return std::fma(a, b, c);
+  } else {
+    return a * b + c;
+  }
+}
+
 inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+
+// The loop variants (see the top of the file). A loop is a struct whose
+// template<bool kFma> Run(lo, hi) is always inlined, so each variant below is
+// compiled whole for its own target.
+template <typename Loop>
+void RunBase(const Loop& loop, int64_t lo, int64_t hi) { loop.template Run<false>(lo, hi); }
+template <typename Loop>
+void RunBaseFma(const Loop& loop, int64_t lo, int64_t hi) { loop.template Run<true>(lo, hi); }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPTIX_X86_DISPATCH 1
+template <typename Loop>
+__attribute__((target("avx2,fma"))) void RunAvx2Fma(const Loop& loop, int64_t lo, int64_t hi) {
+  loop.template Run<true>(lo, hi);
+}
+#endif
+
+enum class Variant { kBase, kBaseFma, kAvx2Fma };
+
+// This CPU's variant, detected once.
+Variant HostVariant() {
+#ifdef OPTIX_X86_DISPATCH
+  static const Variant variant = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) return Variant::kBase;
+    return __builtin_cpu_supports("avx2") ? Variant::kAvx2Fma : Variant::kBaseFma;
+  }();
+  return variant;
+#elif defined(__aarch64__) || defined(__ARM_FEATURE_FMA) || defined(__FP_FAST_FMAF)
+  return Variant::kBaseFma;
+#else
+  return Variant::kBase;
+#endif
+}
+
+template <typename Loop>
+void RunLoop(const Loop& loop, int64_t lo, int64_t hi) {
+  switch (HostVariant()) {
+#ifdef OPTIX_X86_DISPATCH
+    case Variant::kAvx2Fma:
+      return RunAvx2Fma(loop, lo, hi);
+#endif
+    case Variant::kBaseFma:
+      return RunBaseFma(loop, lo, hi);
+    default:
+      return RunBase(loop, lo, hi);
+  }
+}
 
 // The leaves of one call: leaf k has n[k] elements; arrays[j][k] is its j-th
 // array (inputs first, then outputs).
@@ -148,6 +218,32 @@ ffi::ErrorOr<Leaves> Decode(ffi::RemainingArgs args, ffi::RemainingRets rets,
 //   m = (1-b1) g + b1 m;  v = (1-b2) g^2 + b2 v
 //   u = m/(1-b1^t) / (sqrt(v/(1-b2^t) + eps_root) + eps) [+ wd p];  p = p - lr u
 // scalars: 1/(1-b1^t), 1/(1-b2^t), -lr.
+struct AdamLoop {
+  const float *P, *G, *M, *V;
+  float *PO, *MO, *VO;
+  float b1, b2, c1, c2, eps, eps_root, inv_bc1, inv_bc2, neg_lr, wd;
+  bool decays;
+
+  template <bool kFma, bool kDecay>
+  OPTIX_INLINE void Step(int64_t lo, int64_t hi) const {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) {
+      const float g = G[i], p = P[i];
+      const float m = Fma<kFma>(g, c1, b1 * M[i]);
+      const float v = Fma<kFma>(g * g, c2, b2 * V[i]);
+      float u = (m * inv_bc1) / (std::sqrt(Fma<kFma>(v, inv_bc2, eps_root)) + eps);
+      if constexpr (kDecay) u = Fma<kFma>(p, wd, u);
+      PO[i] = Fma<kFma>(u, neg_lr, p);
+      MO[i] = m;
+      VO[i] = v;
+    }
+  }
+  template <bool kFma>
+  OPTIX_INLINE void Run(int64_t lo, int64_t hi) const {
+    decays ? Step<kFma, true>(lo, hi) : Step<kFma, false>(lo, hi);
+  }
+};
+
 ffi::Error Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                 ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
                 ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> where,
@@ -160,30 +256,38 @@ ffi::Error Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   const float* d = decay.typed_data();
   const auto& a = leaves->arrays;
   ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
-    const float *P = a[0][k], *G = a[1][k], *M = a[2][k], *V = a[3][k];
-    float *PO = a[4][k], *MO = a[5][k], *VO = a[6][k];
-    const float wd = d[2 * k];
-    const bool decays = d[2 * k + 1] != 0.0f;
-    auto step = [&](auto with_decay) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float g = G[i], p = P[i];
-        const float m = FMA(g, c1, b1 * M[i]);
-        const float v = FMA(g * g, c2, b2 * V[i]);
-        float u = (m * inv_bc1) / (std::sqrt(FMA(v, inv_bc2, eps_root)) + eps);
-        if constexpr (decltype(with_decay)::value) u = FMA(p, wd, u);
-        PO[i] = FMA(u, neg_lr, p);
-        MO[i] = m;
-        VO[i] = v;
-      }
-    };
-    decays ? step(std::true_type{}) : step(std::false_type{});
+    RunLoop(AdamLoop{a[0][k], a[1][k], a[2][k], a[3][k], a[4][k], a[5][k], a[6][k], b1, b2, c1,
+                     c2, eps, eps_root, inv_bc1, inv_bc2, neg_lr, d[2 * k], d[2 * k + 1] != 0.0f},
+            lo, hi);
   });
   return ffi::Error::Success();
 }
 
 // Lion: u = sign((1-b1) g + b1 m) [+ wd p];  m = (1-b2) g + b2 m;  p = p - lr u.
 // scalars: -lr.
+struct LionLoop {
+  const float *P, *G, *M;
+  float *PO, *MO;
+  float b1, b2, c1, c2, neg_lr, wd;
+  bool decays;
+
+  template <bool kFma, bool kDecay>
+  OPTIX_INLINE void Step(int64_t lo, int64_t hi) const {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) {
+      const float g = G[i], p = P[i], m = M[i];
+      float u = Sign(Fma<kFma>(g, c1, b1 * m));
+      if constexpr (kDecay) u = Fma<kFma>(p, wd, u);
+      PO[i] = Fma<kFma>(u, neg_lr, p);
+      MO[i] = Fma<kFma>(g, c2, b2 * m);
+    }
+  }
+  template <bool kFma>
+  OPTIX_INLINE void Run(int64_t lo, int64_t hi) const {
+    decays ? Step<kFma, true>(lo, hi) : Step<kFma, false>(lo, hi);
+  }
+};
+
 ffi::Error Lion(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                 ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args, ffi::RemainingRets rets,
                 ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> where,
@@ -194,27 +298,39 @@ ffi::Error Lion(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   const float* d = decay.typed_data();
   const auto& a = leaves->arrays;
   ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
-    const float *P = a[0][k], *G = a[1][k], *M = a[2][k];
-    float *PO = a[3][k], *MO = a[4][k];
-    const float wd = d[2 * k];
-    const bool decays = d[2 * k + 1] != 0.0f;
-    auto step = [&](auto with_decay) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float g = G[i], p = P[i], m = M[i];
-        float u = Sign(FMA(g, c1, b1 * m));
-        if constexpr (decltype(with_decay)::value) u = FMA(p, wd, u);
-        PO[i] = FMA(u, neg_lr, p);
-        MO[i] = FMA(g, c2, b2 * m);
-      }
-    };
-    decays ? step(std::true_type{}) : step(std::false_type{});
+    RunLoop(LionLoop{a[0][k], a[1][k], a[2][k], a[3][k], a[4][k], b1, b2, c1, c2, neg_lr,
+                     d[2 * k], d[2 * k + 1] != 0.0f},
+            lo, hi);
   });
   return ffi::Error::Success();
 }
 
 // SGD with momentum: t = g + mu t;  u = t (Nesterov: g + mu t);  p = p - lr u.
 // scalars: -lr. (No weight decay in the chain: `decay` is ignored.)
+struct MomentumLoop {
+  const float *P, *G, *T;
+  float *PO, *TO;
+  float mu, neg_lr;
+  bool nesterov;
+
+  template <bool kFma, bool kLookAhead>
+  OPTIX_INLINE void Step(int64_t lo, int64_t hi) const {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) {
+      const float g = G[i];
+      const float t = Fma<kFma>(mu, T[i], g);
+      float u = t;
+      if constexpr (kLookAhead) u = Fma<kFma>(mu, t, g);
+      PO[i] = Fma<kFma>(u, neg_lr, P[i]);
+      TO[i] = t;
+    }
+  }
+  template <bool kFma>
+  OPTIX_INLINE void Run(int64_t lo, int64_t hi) const {
+    nesterov ? Step<kFma, true>(lo, hi) : Step<kFma, false>(lo, hi);
+  }
+};
+
 ffi::Error Momentum(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                     ffi::Buffer<ffi::F32> decay, ffi::RemainingArgs args,
                     ffi::RemainingRets rets, ffi::Span<const int64_t> sizes,
@@ -225,20 +341,8 @@ ffi::Error Momentum(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   const float neg_lr = scalars.typed_data()[0];
   const auto& a = leaves->arrays;
   ParallelFor(pool, *leaves, [&](int64_t k, int64_t lo, int64_t hi) {
-    const float *P = a[0][k], *G = a[1][k], *T = a[2][k];
-    float *PO = a[3][k], *TO = a[4][k];
-    auto step = [&](auto look_ahead) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float g = G[i];
-        const float t = FMA(mu, T[i], g);
-        float u = t;
-        if constexpr (decltype(look_ahead)::value) u = FMA(mu, t, g);
-        PO[i] = FMA(u, neg_lr, P[i]);
-        TO[i] = t;
-      }
-    };
-    nesterov ? step(std::true_type{}) : step(std::false_type{});
+    RunLoop(MomentumLoop{a[0][k], a[1][k], a[2][k], a[3][k], a[4][k], mu, neg_lr, nesterov}, lo,
+            hi);
   });
   return ffi::Error::Success();
 }
