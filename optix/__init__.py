@@ -73,13 +73,14 @@ from optix.training import train_step  # noqa: E402
 from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 
 # Curvature (K-FAC) and quasi-Newton (L-BFGS, line searches).
-from optix.transforms.curvature import LayerStats, ScaleByKfacState, kfac, scale_by_kfac
+from optix.transforms.curvature import LayerStats, ScaleByKfacState, scale_by_kfac
 from optix.transforms.linesearch import (
     LinesearchInfo, ScaleByBacktrackingLinesearchState, ScaleByLbfgsState,
-    ScaleByLinesearchState, ScaleByZoomLinesearchState, ZoomLinesearchInfo, lbfgs,
+    ScaleByLinesearchState, ScaleByZoomLinesearchState, ZoomLinesearchInfo,
     scale_by_backtracking_linesearch, scale_by_lbfgs, scale_by_zoom_linesearch)
 
 
+from optix.second_order import kfac, lbfgs
 __version__ = "0.1.0"
 
 # The one-pass step (optix.apply_step).

@@ -35,8 +35,6 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
-from optix.transforms.momentum import trace
-from optix.transforms.scaling import scale_by_learning_rate
 
 
 # ---------------------------------------------------------------- statistics
@@ -260,28 +258,3 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
     return result, new_state
 
   return _base.GradientTransformation(init, update)
-
-
-def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule = 1e-3,
-         ema_decay: float = 0.95, inverse_update_period: int = 5,
-         kl_clip: Optional[float] = None, momentum: Optional[float] = None, *,
-         state_dtype=None, require_stats: bool = True) -> _base.GradientTransformation:
-  r"""K-FAC (Martens & Grosse 2015, arXiv 1503.05671): :math:`\theta \leftarrow
-  \theta - \eta\, \nu\, (A+\pi\sqrt\lambda)^{-1} \nabla_W (G+\sqrt\lambda/\pi)^{-1}`.
-
-  A chain of :func:`scale_by_kfac`, optional heavy-ball ``momentum`` and
-  ``scale_by_learning_rate``. Pass the layer statistics every step as
-  ``tx.update(grads, state, params, kfac_stats=stats)``; see
-  :mod:`optix.transforms.curvature` for the training step with Flax NNX. State
-  dtypes follow ``state_dtype`` and a missing ``kfac_stats`` raises unless
-  ``require_stats=False``, as in :func:`scale_by_kfac`.
-  """
-  if momentum is not None:  # trace would call it "decay"
-    _validate.in_range("momentum", momentum, 0.0, 1.0)
-  return _base.chain(
-      scale_by_kfac(damping, ema_decay, inverse_update_period, kl_clip,
-                    learning_rate if kl_clip is not None else None, state_dtype=state_dtype,
-                    require_stats=require_stats),
-      trace(momentum, state_dtype=state_dtype) if momentum is not None else _base.identity(),
-      scale_by_learning_rate(learning_rate),
-  )

@@ -22,14 +22,13 @@ optix adds around them:
 """
 
 import inspect
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from optix import _base, _tree, _validate
-from optix.transforms.scaling import scale, scale_by_learning_rate
 
 # The state types are optax's: a checkpoint moves between the two libraries.
 ScaleByLbfgsState = optax.ScaleByLBFGSState
@@ -280,49 +279,3 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int = 20, slope_rto
                                         jnp.full([], jnp.inf, scalar)))
 
   return _wrap_search("scale_by_backtracking_linesearch", inner, init, state_dtype)
-
-
-# ---------------------------------------------------------------- the alias
-
-# optax's default line search for L-BFGS: zoom, 20 evaluations, first guess 1.
-_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20,
-                                               initial_guess_strategy="one")
-
-
-def lbfgs(learning_rate: Optional[_base.ScalarOrSchedule] = None, memory_size: int = 10,
-          scale_init_precond: bool = True,
-          linesearch: Union[str, None, _base.GradientTransformationBase] = _DEFAULT_LINESEARCH,
-          *, max_linesearch_steps: int = 20) -> _base.GradientTransformation:
-  r"""L-BFGS with a line search: :math:`w_{k+1} = w_k - \eta_k P_k \nabla f(w_k)`.
-
-  A chain of :func:`scale_by_lbfgs` (two-loop recursion, memory m), ``scale(-1)``
-  (or ``scale_by_learning_rate``) and a line search choosing :math:`\eta_k`. The
-  default is optax's: :func:`scale_by_zoom_linesearch` (strong Wolfe) with 20
-  evaluations and first guess 1. ``linesearch`` also takes ``None`` (fixed step),
-  any transform, or the names ``"zoom"`` (the default search with
-  ``max_linesearch_steps`` evaluations) and ``"backtracking"``
-  (:func:`scale_by_backtracking_linesearch` with ``max_linesearch_steps`` trials
-  and ``store_grad=True``). For full-batch, deterministic problems (small models,
-  PINNs); the objective is passed at every step::
-
-      value_and_grad = optax.value_and_grad_from_state(f)   # reuses the search's last eval
-      value, grad = value_and_grad(params, state=opt_state)
-      updates, opt_state = opt.update(grad, opt_state, params, value=value, grad=grad,
-                                      value_fn=f)
-
-  Same signature, defaults and numbers as ``optax.lbfgs`` (``max_linesearch_steps``
-  is optix's, keyword-only); the first step is capped at unit length
-  (:math:`\gamma_0 = \min(1, 1/\|g_0\|)`). State: (2m + 3) values/param.
-  References: Liu & Nocedal, Math. Prog. 45 (1989); Nocedal & Wright (2006) §7.2.
-  """
-  if isinstance(linesearch, str):
-    _validate.one_of("linesearch", linesearch, {"zoom", "backtracking"})
-    _validate.integer("max_linesearch_steps", max_linesearch_steps, low=1)
-    linesearch = (scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
-                  if linesearch == "zoom" else
-                  scale_by_backtracking_linesearch(max_linesearch_steps, store_grad=True))
-  return _base.chain(
-      scale_by_lbfgs(memory_size, scale_init_precond),
-      scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate),
-      linesearch if linesearch is not None else _base.identity(),
-  )
