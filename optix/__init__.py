@@ -55,6 +55,8 @@ from optix.matrix_optimizers import shampoo, soap
 from optix.transforms.roots import inverse_pth_root_eigh, inverse_pth_root_newton
 from optix.transforms.shampoo import ScaleByShampooState, scale_by_shampoo
 from optix.transforms.soap import ScaleBySoapState, scale_by_soap
+from optix.matrix_optimizers import psgd_kron
+from optix.transforms.psgd import ScaleByPsgdKronState, scale_by_psgd_kron
 from optix.matrix_optimizers import muon, muon_labels
 from optix.transforms.muon import (
     ScaleByMuonState, matrix_view, newton_schulz, scale_by_muon)

@@ -173,3 +173,35 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
                     state_dtype=state_dtype, mesh=mesh, axis=axis),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))
+
+
+# -- PSGD Kron --
+
+from optix.transforms.psgd import scale_by_psgd_kron  # noqa: E402
+
+
+def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
+              weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
+              *, preconditioner_update_probability=None, max_size_triangular: int = 8192,
+              min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = None,
+              memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
+              precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
+              precond_dtype=None, state_dtype=None, seed: int = 0):
+  r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858): momentum
+  preconditioned by a fitted Kronecker-factored ``P = Q^\top Q``, then decoupled weight
+  decay and the learning rate.
+
+  .. math:: \theta \leftarrow \theta - \eta\,(\mathrm{clip}_{\mathrm{rms}}(Q^\top Q\,\hat m_t)
+            + \lambda\theta)
+
+  See :func:`optix.scale_by_psgd_kron` for every argument. The preconditioned update has
+  roughly unit RMS, so the learning rate is an Adam-sized one (the reference's default is
+  1e-3); PSGD needs less weight decay than AdamW.
+  """
+  return _base.chain(
+      scale_by_psgd_kron(b1, preconditioner_update_probability, max_size_triangular,
+                         min_ndim_triangular, max_skew_triangular, memory_save_mode,
+                         precond_lr, precond_init_scale, max_update_rms,
+                         precond_dtype=precond_dtype, state_dtype=state_dtype, seed=seed),
+      add_decayed_weights(weight_decay, weight_decay_mask),
+      scale_by_learning_rate(learning_rate))

@@ -1,0 +1,308 @@
+r"""PSGD Kron: preconditioned SGD with a Kronecker-factored preconditioner fitted on a
+Lie group (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858).
+
+The preconditioner of a tensor leaf with axes ``1..k`` is ``P = Q^\top Q`` with
+``Q = Q_k ⊗ ... ⊗ Q_1``: one factor per axis, an upper-triangular matrix or (for
+large or skewed axes, vectors and scalars) a diagonal one. Applying ``Q`` to a
+tensor ``X`` means applying each ``Q_i`` to axis ``i`` (:func:`apply_factors`).
+The factors are fitted to the PSGD criterion ``E[h^\top P h + v^\top P^{-1} v]`` in
+its whitening form (``h`` the gradient or momentum, ``v ~ N(0, I)``), whose minimiser
+is ``P = E[h h^\top]^{-1/2}``: the update ``P h`` whitens the gradient as Adam does
+elementwise, here with Kronecker-factored correlations.
+"""
+
+import math
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optix import _base, _tree, _validate
+from optix.transforms import moments
+
+_HI = jax.lax.Precision.HIGHEST
+_TINY = float(np.finfo(np.float32).tiny)
+# The probe-independent damping of the fitted gradient: sqrt(float32 eps) times its mean |h|.
+_DAMPING = math.sqrt(float(np.finfo(np.float32).eps))
+MEMORY_SAVE_MODES = (None, "one_diag", "all_diag")
+
+
+def update_probability_schedule(max_prob: float = 1.0, min_prob: float = 0.03,
+                                decay: float = 0.001, flat_start: int = 500) -> Callable:
+  r"""The default probability of a preconditioner update at step ``t`` (steps taken so far):
+
+  .. math:: p(t) = \mathrm{clip}\big(p_{\max}\, e^{-\lambda (t - t_0)},\ p_{\min},\ p_{\max}\big)
+
+  Every step is a fit for the first ``flat_start`` steps, then the probability decays
+  to ``min_prob`` = 0.03 by step ~4000 with the defaults: the preconditioner is learned
+  early and then only tracked, so a fit (about as many flops as a few matmuls per
+  factor) runs once every ~33 steps on average in the long run, as in the reference
+  implementation of PSGD Kron.
+  """
+  _validate.in_range("max_prob", max_prob, 0.0, 1.0)
+  _validate.in_range("min_prob", min_prob, 0.0, 1.0)
+  _validate.nonnegative("decay", decay)
+  _validate.integer("flat_start", flat_start)
+
+  def schedule(count):
+    p = max_prob * jnp.exp(-decay * (jnp.asarray(count, jnp.float32) - flat_start))
+    return jnp.clip(p, min_prob, max_prob)
+
+  return schedule
+
+
+def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
+                 min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = None,
+                 memory_save_mode: Optional[str] = None) -> tuple:
+  """One bool per axis of ``shape``: True for a triangular factor, False for a diagonal one.
+
+  An axis gets a diagonal factor when it has size 1, is larger than
+  ``max_size_triangular``, is more than ``max_skew_triangular`` times the second
+  largest axis, when the leaf has fewer than ``min_ndim_triangular`` axes (vectors),
+  or by ``memory_save_mode`` ("one_diag": the largest axis, "all_diag": every axis).
+  A scalar is one diagonal factor of size 1.
+  """
+  shape = tuple(shape) or (1,)
+  forced = [memory_save_mode == "all_diag"] * len(shape)
+  if memory_save_mode == "one_diag" and len(shape) > 1:
+    forced[int(np.argmax(shape))] = True
+  second = sorted(shape)[-2] if len(shape) > 1 else 1
+  return tuple(not (n == 1 or n > max_size_triangular or len(shape) < min_ndim_triangular
+                    or (max_skew_triangular is not None and n > max_skew_triangular * second)
+                    or f)
+               for n, f in zip(shape, forced))
+
+
+def apply_factors(qs: Sequence[jax.Array], x: jax.Array, transpose: bool = False) -> jax.Array:
+  r"""``Q x`` (or ``Q^\top x``): each factor ``Q_i`` (matrix or diagonal vector) on axis ``i``."""
+  for axis, q in enumerate(qs):
+    if q.ndim == 1:
+      x = x * q.reshape([-1 if i == axis else 1 for i in range(x.ndim)])
+    else:
+      x = jnp.moveaxis(jnp.tensordot(q, x, axes=(0 if transpose else 1, axis), precision=_HI),
+                       0, axis)
+  return x
+
+
+def solve_factors_transposed(qs: Sequence[jax.Array], x: jax.Array) -> jax.Array:
+  r"""``Q^{-\top} x``: a triangular solve with each ``Q_i^\top`` on axis ``i`` (a division for
+  diagonal factors); as cheap as a matmul, and no inverse is ever formed."""
+  for axis, q in enumerate(qs):
+    if q.ndim == 1:
+      x = x / q.reshape([-1 if i == axis else 1 for i in range(x.ndim)])
+    else:
+      moved = jnp.moveaxis(x, axis, 0)
+      flat = jax.lax.linalg.triangular_solve(q, moved.reshape(moved.shape[0], -1),
+                                             left_side=True, lower=False, transpose_a=True)
+      x = jnp.moveaxis(flat.reshape(moved.shape), 0, axis)
+  return x
+
+
+def _gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
+  """``X_(i) X_(i)ᵀ``: the contraction of ``x`` with itself over every axis but ``axis``
+  (only its diagonal for a diagonal factor)."""
+  others = [i for i in range(x.ndim) if i != axis]
+  if diagonal:
+    return jnp.sum(jnp.square(x), axis=others)
+  return jnp.tensordot(x, x, axes=(others, others), precision=_HI)
+
+
+def norm_lower_bound(m: jax.Array) -> jax.Array:
+  r"""A cheap lower bound of the spectral norm of a symmetric PSD matrix ``m``: one power step
+  ``\|m y\|``, ``y = m c / \|m c\|``, from its largest column ``c`` (within a small factor of
+  the norm in practice; an upper bound would make the normalised fit step too timid)."""
+  scale = jnp.max(jnp.abs(m))
+  mn = m / jnp.where(scale > 0, scale, 1.0)
+  col = jnp.take(mn, jnp.argmax(jnp.sum(jnp.square(mn), axis=0)), axis=1)
+  y = jnp.matmul(mn, col, precision=_HI)
+  y = y / jnp.maximum(jnp.linalg.norm(y), _TINY)
+  return scale * jnp.linalg.norm(jnp.matmul(mn, y, precision=_HI))
+
+
+def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
+                precond_lr) -> list:
+  r"""One step of the PSGD fit of the factors ``qs`` to the pair (``h``, probe ``v``).
+
+  With ``A = Q h`` and ``B = Q^{-\top} v`` (:func:`apply_factors`,
+  :func:`solve_factors_transposed`) and, for axis ``i``, the Gram matrices
+  ``A_i A_i^\top`` and ``B_i B_i^\top`` (contractions over the other axes), each factor
+  takes a step on the group of invertible upper-triangular matrices (or of positive
+  diagonal ones) with a normalised step size ``μ = precond_lr``:
+
+  .. math::
+     Q_i \leftarrow Q_i - \frac{\mu}{\|A_i A_i^\top + B_i B_i^\top\|}\,
+       \mathrm{triu}(A_i A_i^\top - B_i B_i^\top)\, Q_i
+
+  (for a diagonal factor: the diagonals, the max-norm, elementwise products). The
+  spectral norm is replaced by :func:`norm_lower_bound`. The step vanishes when
+  ``E[A_i A_i^\top] = E[B_i B_i^\top]``, i.e. at ``P h h^\top P = I`` in expectation.
+  """
+  a = apply_factors(qs, h)
+  b = solve_factors_transposed(qs, v)
+  out = []
+  for axis, q in enumerate(qs):
+    diagonal = q.ndim == 1
+    aa, bb = _gram(a, axis, diagonal), _gram(b, axis, diagonal)
+    if diagonal:
+      step = precond_lr / jnp.maximum(jnp.max(aa + bb), _TINY)
+      out.append(q - step * (aa - bb) * q)
+    else:
+      step = precond_lr / jnp.maximum(norm_lower_bound(aa + bb), _TINY)
+      out.append(q - step * jnp.matmul(jnp.triu(aa - bb), q, precision=_HI))
+  return out
+
+
+def balance_factors(qs: Sequence[jax.Array]) -> list:
+  """Rescales the factors to equal max-abs (their geometric mean) without changing ``Q``:
+  keeps them away from overflow and underflow in low precision."""
+  if len(qs) < 2:
+    return list(qs)
+  norms = jnp.stack([jnp.max(jnp.abs(q)) for q in qs])
+  ok = jnp.all(jnp.isfinite(norms) & (norms > 0))
+  safe = jnp.where(ok, norms, 1.0)
+  gmean = jnp.exp(jnp.mean(jnp.log(safe)))
+  return [q * (gmean / n).astype(q.dtype) for q, n in zip(qs, safe)]
+
+
+class ScaleByPsgdKronState(NamedTuple):
+  count: jax.Array   # int32, saturating
+  key: jax.Array     # uint32[2]: fixed; step t draws from fold_in(key, t)
+  mu: _base.Updates  # momentum, shaped like the params
+  qs: tuple          # per leaf (flattened order): a tuple of factors, (n, n) or (n,)
+
+
+def scale_by_psgd_kron(b1: float = 0.9,
+                       preconditioner_update_probability: Union[None, float, Callable] = None,
+                       max_size_triangular: int = 8192, min_ndim_triangular: int = 2,
+                       max_skew_triangular: Optional[float] = None,
+                       memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
+                       precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
+                       *, precond_dtype=None, state_dtype=None,
+                       seed: int = 0) -> _base.GradientTransformation:
+  r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, "Stochastic Hessian fitting on Lie
+  groups", arXiv 2402.11858): the momentum, preconditioned by a Kronecker-factored
+  ``P = Q^\top Q`` fitted to whiten it.
+
+  .. math::
+     m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad \hat m_t = m_t / (1 - \beta_1^t), \\
+     \text{with probability } p(t):\ Q \leftarrow \mathrm{fit}(Q;\ \hat m_t + \delta z,\ v),
+       \quad v, z \sim N(0, I), \\
+     u_t = \mathrm{clip}_{\mathrm{rms}}\big(Q^\top Q\, \hat m_t\big), \quad
+     \mathrm{clip}_{\mathrm{rms}}(u) = u \cdot \min\Big(1, \frac{\rho}{\mathrm{rms}(u)}\Big)
+
+  per leaf, where ``fit`` is one Lie-group step of every factor (:func:`fit_factors`,
+  normalised step size ``precond_lr``), ``δ = sqrt(eps_f32) · mean|m̂_t|`` a small damping
+  that keeps the fit well posed for rank-deficient momenta, and ``ρ = max_update_rms``.
+  The factors are first rebalanced to equal norms (:func:`balance_factors`: same ``Q``).
+  The fit's fixed point is ``P = E[\hat m \hat m^\top]^{-1/2}`` (restricted to Kronecker
+  products), so ``u`` has roughly unit RMS and the learning rate is an Adam-sized one.
+
+  Args:
+    b1: momentum (0.9, as in the reference implementation). The momentum is also what the
+      preconditioner is fitted on.
+    preconditioner_update_probability: probability of a fit at each step, a number in
+      [0, 1] or a schedule of the step count; ``None`` (default):
+      :func:`update_probability_schedule` (1 for 500 steps, then decaying to 0.03 by step
+      ~4000). The draw comes from the key in the state.
+    max_size_triangular: axes larger than this (8192) get a diagonal factor (memory
+      ``n²``, a fit costs ``O(n³)``).
+    min_ndim_triangular: leaves with fewer axes (2: vectors) get diagonal factors only.
+    max_skew_triangular: an axis more than this many times the second largest one gets a
+      diagonal factor (``None``: no limit, as in the reference).
+    memory_save_mode: ``None``, ``"one_diag"`` (the largest axis of each leaf diagonal)
+      or ``"all_diag"`` (every factor diagonal: a fitted elementwise preconditioner).
+    precond_lr: normalised step size μ of the fit, in [0, 1] (0.1: the reference's).
+    precond_init_scale: ``Q_0 = s^{1/k} I`` per factor, so ``P_0 = s² I`` (1.0).
+    max_update_rms: ρ of the RMS clip of each leaf's update (1.1, as in the reference;
+      ``None``: no clipping). It bounds the first steps, before ``P`` has adapted.
+    precond_dtype: dtype of the factors (``None``: the state dtype policy, at least
+      float32; ``jnp.bfloat16`` halves their memory, the fit still runs in float32).
+    state_dtype: momentum dtype (``None``: the policy, at least float32, same kind).
+    seed: the PRNG seed of the probes and of the update draws.
+
+  State: the momentum (4 bytes/param in float32) and ``Σ_i n_i²`` (triangular) or ``n_i``
+  (diagonal) values per leaf. Real params only: complex leaves raise ``ValueError``.
+  """
+  _validate.unit_interval("b1", b1)
+  if preconditioner_update_probability is not None and not callable(
+      preconditioner_update_probability):
+    _validate.in_range("preconditioner_update_probability",
+                       preconditioner_update_probability, 0.0, 1.0)
+  _validate.integer("max_size_triangular", max_size_triangular)
+  _validate.integer("min_ndim_triangular", min_ndim_triangular)
+  if max_skew_triangular is not None:
+    _validate.positive("max_skew_triangular", max_skew_triangular)
+  if memory_save_mode not in MEMORY_SAVE_MODES:
+    raise ValueError(f"memory_save_mode must be one of {MEMORY_SAVE_MODES!r}, "
+                     f"got {memory_save_mode!r}")
+  _validate.in_range("precond_lr", precond_lr, 0.0, 1.0)
+  _validate.positive("precond_init_scale", precond_init_scale)
+  if max_update_rms is not None:
+    _validate.positive("max_update_rms", max_update_rms)
+  _validate.integer("seed", seed)
+  probability = (update_probability_schedule() if preconditioner_update_probability is None
+                 else preconditioner_update_probability)
+
+  def kinds_of(x):
+    return factor_kinds(jnp.shape(x), max_size_triangular, min_ndim_triangular,
+                        max_skew_triangular, memory_save_mode)
+
+  def q_dtype(x):
+    return _tree.state_dtype_for(x, precond_dtype)
+
+  def init_factors(x):
+    shape, kinds = jnp.shape(x) or (1,), kinds_of(x)
+    s = precond_init_scale ** (1.0 / len(kinds))
+    return tuple(s * jnp.eye(n, dtype=q_dtype(x)) if tri else jnp.full((n,), s, q_dtype(x))
+                 for n, tri in zip(shape, kinds))
+
+  def init(params):
+    _tree.check_real("scale_by_psgd_kron", params)
+    leaves = jax.tree.leaves(params)
+    return ScaleByPsgdKronState(
+        count=jnp.zeros([], jnp.int32), key=jax.random.key_data(jax.random.key(seed)),
+        mu=_tree.zeros_like(params, state_dtype),
+        qs=tuple(init_factors(x) for x in leaves))
+
+  def update(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _tree.check_real("scale_by_psgd_kron", updates)
+    _tree.check_match("updates", updates, "state.mu", state.mu)
+    count = _tree.safe_increment(state.count)
+    mu = moments.ema(b1, state.mu, updates)
+    g_leaves, treedef = jax.tree.flatten(updates)
+    m_leaves = treedef.flatten_up_to(moments.debias(mu, b1, count))
+    keys = jax.random.split(jax.random.fold_in(state.key, state.count), 2 * len(g_leaves) + 1)
+    p = probability(state.count) if callable(probability) else probability
+    do_fit = jax.random.uniform(keys[0]) < p
+
+    def compute_dtype(q, m):
+      return jnp.promote_types(jnp.promote_types(q.dtype, m.dtype), jnp.float32)
+
+    def fit(qs):
+      out = []
+      for i, (factors, m) in enumerate(zip(qs, m_leaves)):
+        dt = compute_dtype(factors[0], m)
+        h = m.reshape(jnp.shape(m) or (1,)).astype(dt)
+        v = jax.random.normal(keys[2 * i + 1], h.shape, dt)
+        z = jax.random.normal(keys[2 * i + 2], h.shape, dt)
+        h = h + _DAMPING * jnp.mean(jnp.abs(h)) * z
+        new = fit_factors(balance_factors([q.astype(dt) for q in factors]), h, v, precond_lr)
+        out.append(tuple(n.astype(q.dtype) for n, q in zip(new, factors)))
+      return tuple(out)
+
+    qs = jax.lax.cond(do_fit, fit, lambda qs: qs, state.qs)
+    out = []
+    for factors, m, g in zip(qs, m_leaves, g_leaves):
+      dt = compute_dtype(factors[0], m)
+      h = m.reshape(jnp.shape(m) or (1,)).astype(dt)
+      f = [q.astype(dt) for q in factors]
+      u = apply_factors(f, apply_factors(f, h), transpose=True).reshape(jnp.shape(m))
+      if max_update_rms is not None:
+        rms = jnp.sqrt(jnp.mean(jnp.square(u)))
+        u = u * jnp.minimum(1.0, max_update_rms / (rms + 1e-12)).astype(dt)
+      out.append(u.astype(jnp.result_type(g)))
+    return jax.tree.unflatten(treedef, out), ScaleByPsgdKronState(count, state.key, mu, qs)
+
+  return _base.GradientTransformation(init, update)
