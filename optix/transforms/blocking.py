@@ -129,10 +129,14 @@ def stat_update(stat, g_blocks, i, beta):
   return new + stat if beta == 1 else beta * stat + (1 - beta) * new
 
 
+DEFAULT_BLOCK_SIZE = 1024
+
+
 def block_size_of(block_size):
-  if block_size is None:  # one 1024-block costs ~10 s of eigh on a 2-core CPU
-    return 512 if jax.default_backend() == "cpu" else 1024
-  return block_size
+  """``block_size``, or :data:`DEFAULT_BLOCK_SIZE` for None: one value on every backend,
+  so the state's shapes depend on the params only and checkpoints move between CPU and
+  accelerators (on a CPU a 1024-block's ``eigh`` is slow: pass ``block_size=512``)."""
+  return DEFAULT_BLOCK_SIZE if block_size is None else block_size
 
 
 def check_shapes(block_size, max_preconditioner_dim, preconditioning_interval):

@@ -305,10 +305,12 @@ def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
                                  args=(eps,)))
 
   def init(params):
+    _tree.check_real("scale_by_muon", params)
     return ScaleByMuonState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, dtype))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
+    _tree.check_real("scale_by_muon", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     count = _tree.safe_increment(state.count)
     mu = jax.tree.map(lambda g, m: beta * m + (1 - beta) * g.astype(m.dtype), updates, state.mu)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
 from optix._sharding import check_axis
-from optix.transforms.adaptive import debias
+from optix.transforms import moments
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, from_blocks, init_stats, make_plan,
     refresh_by_shape, stat_update, to_blocks)
@@ -112,7 +112,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
   Momentum is taken before preconditioning (the preconditioner is applied to
   ``\hat m_t``), which makes the graft an exact Adam. Shapes: see :mod:`optix.transforms.blocking`
-  (``block_size`` default 512 on CPU, 1024 elsewhere).
+  (``block_size`` default 1024 on every backend).
 
   Defaults: ``beta2=0.999``, ``ridge_epsilon=1e-6`` and the Adam graft follow Anil
   et al.; ``preconditioning_interval=10`` amortizes the roots (the expensive part).
@@ -188,6 +188,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     return tuple(new)
 
   def init(params):
+    _tree.check_real("scale_by_shampoo", params)
     leaves = jax.tree.leaves(params)
     stats, roots = init_stats(plans_of(leaves)[0], state_dtype, eye_roots=True)
     return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
@@ -195,6 +196,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
+    _tree.check_real("scale_by_shampoo", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     g_leaves, treedef = jax.tree.flatten(updates)
     plans, exps = plans_of(g_leaves)
@@ -216,18 +218,21 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
                          lambda: tuple(state.roots))
 
     # Momentum and graft.
-    mu = [(1 - b1) * x + b1 * m for m, x in zip(jax.tree.leaves(state.mu), g)]
+    # (optix.transforms.moments: the arithmetic of optix.adam / optix.nadam, bit for bit)
+    mu = [moments.ema_leaf(b1, m, x) for m, x in zip(jax.tree.leaves(state.mu), g)]
+    c1 = moments.correction(b1, count)
     if nesterov:
-      m_hat = [b1 * m / (1 - b1 ** (count.astype(jnp.float32) + 1))
-               + (1 - b1) * x / (1 - b1 ** count.astype(jnp.float32)) for m, x in zip(mu, g)]
+      ahead = moments.correction(b1, _tree.safe_increment(count))
+      m_hat = [moments.nesterov_leaf(m, x, b1, c1, ahead) for m, x in zip(mu, g)]
     else:
-      m_hat = jax.tree.leaves(debias(mu, b1, count))
+      m_hat = [moments.debias_leaf(m, c1) for m in mu]
     nu_old = jax.tree.leaves(state.nu)
     if graft == "adagrad":
       nu = [v + jnp.square(x) for v, x in zip(nu_old, g)]
     else:
-      nu = [(1 - graft_b2) * jnp.square(x) + graft_b2 * v for v, x in zip(nu_old, g)]
-    nu_hat = jax.tree.leaves(debias(nu, graft_b2, count)) if graft == "adam" else nu
+      nu = [moments.ema_sq_leaf(graft_b2, v, x) for v, x in zip(nu_old, g)]
+    c2 = moments.correction(graft_b2, count)
+    nu_hat = [moments.debias_leaf(v, c2) for v in nu] if graft == "adam" else nu
     grafted = [m / (jnp.sqrt(v) + graft_eps) for m, v in zip(m_hat, nu_hat)]
 
     # Preconditioned direction with the graft's per-layer norm.

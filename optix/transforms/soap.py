@@ -103,6 +103,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     return jnp.zeros(shape, state_dtype)
 
   def init(params):
+    _tree.check_real("scale_by_soap", params)
     leaves, treedef = jax.tree.flatten(params)
     plans = plans_of(leaves)
     stats, bases = init_stats(plans, state_dtype, eye_roots=True)
@@ -128,6 +129,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
+    _tree.check_real("scale_by_soap", updates)
     g_leaves, treedef = jax.tree.flatten(updates)
     plans = plans_of(g_leaves)
     expected = jax.tree.unflatten(treedef, [
