@@ -92,13 +92,28 @@ NON_SCHEDULE_ARGS = frozenset({
     "beta2", "shampoo_beta"})
 
 
-def _is_static(name, value) -> bool:
+def _is_numeric(parameter: inspect.Parameter) -> bool:
+  """Whether a parameter is a numeric hyperparameter (a float or a schedule), judged
+  from its signature: a float default, or an annotation naming float or a schedule
+  (``ScalarOrSchedule``). Parameters with an int default or annotation are
+  structural (steps, intervals, sizes): traced, they could not size arrays or loops."""
+  default = parameter.default
+  if isinstance(default, float):
+    return True
+  if isinstance(default, int) or parameter.annotation is inspect.Parameter.empty:
+    return False
+  text = parameter.annotation if isinstance(parameter.annotation, str) else repr(
+      parameter.annotation)
+  return "float" in text or "Schedule" in text
+
+
+def _is_static(name, value, parameter: Optional[inspect.Parameter] = None) -> bool:
   """Whether an argument is passed through as is rather than injected."""
   if name in NON_SCHEDULE_ARGS or isinstance(value, (bool, str, type)) or value is None:
     return True
-  # Python ints in optix signatures are structural (steps, intervals, sizes, block
-  # sizes): traced, they could not size arrays or loops. Pass a float to inject one.
-  return isinstance(value, int)
+  # A Python int is injected only where the signature says the parameter is numeric
+  # (``learning_rate=1``); elsewhere ints are structural and stay static.
+  return isinstance(value, int) and not (parameter is not None and _is_numeric(parameter))
 
 
 def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation],
@@ -123,8 +138,10 @@ def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation
     functions, meshes, inner transforms, and Shampoo/SOAP's statistics rates
     ``beta2``/``shampoo_beta``, where 1 switches to a running sum in Python),
   * a class (dtypes such as ``jnp.bfloat16``), a bool, a string or None,
-  * a Python ``int`` (structural in optix: step counts, intervals, sizes; pass
-    a float, e.g. ``weight_decay=0.0``, to inject a numeric argument),
+  * a Python ``int`` for a structural parameter (step counts, intervals, sizes:
+    those whose default or annotation is an int); an int for a numeric
+    hyperparameter (a float default or a float/schedule annotation, e.g.
+    ``learning_rate=1``) is injected as a float,
 
   and leaves the rest to optax: floats and arrays become injected
   hyperparameters, other callables become schedules. With optax's version, pass
@@ -154,6 +171,7 @@ def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation
 
   @functools.wraps(inner_factory)
   def build(*args, **kwargs):
+    given = signature.bind(*args, **kwargs)
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     static = set(user_static)
@@ -161,10 +179,13 @@ def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation
       kind = signature.parameters[name].kind
       if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
         continue
-      if _is_static(name, value):
+      if _is_static(name, value, signature.parameters[name]):
         static.add(name)
+      elif isinstance(value, int) and name in given.arguments:
+        given.arguments[name] = float(value)  # injected as a float, not an int32 array
     return optax.inject_hyperparams(inner_factory, static_args=static,
-                                    hyperparam_dtype=hyperparam_dtype)(*args, **kwargs)
+                                    hyperparam_dtype=hyperparam_dtype)(*given.args,
+                                                                       **given.kwargs)
 
   return build
 

@@ -93,13 +93,15 @@ class DynamicLossScale:
 
   @staticmethod
   def unscale(grads, state: LossScaleState, dtype=None):
-    """``g / S`` per leaf, computed in float32; returned in ``dtype`` (default: each
-    leaf's own dtype; pass ``jnp.float32`` to keep small float16 gradients)."""
+    """``g / S`` per leaf, computed in float32 or wider; returned in each leaf's own
+    dtype, or with ``dtype`` given in ``state_dtype_for(leaf, dtype)`` (pass
+    ``jnp.float32`` to keep small float16 gradients: complex leaves then come back
+    complex64, float64 ones as requested)."""
     inv = 1.0 / state.scale
 
     def unscale_one(g):
       wide = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-      return (wide * inv).astype(dtype or g.dtype)
+      return (wide * inv).astype(g.dtype if dtype is None else _tree.state_dtype_for(g, dtype))
     return jax.tree.map(unscale_one, grads)
 
   def adjust(self, state: LossScaleState, finite: jax.Array) -> LossScaleState:

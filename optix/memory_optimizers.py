@@ -28,7 +28,7 @@ def adafactor(learning_rate: Optional[_base.ScalarOrSchedule] = None,
               weight_decay_rate: Optional[_base.ScalarOrSchedule] = None,
               eps: float = 1e-30, factored: bool = True, weight_decay_mask: MaskOrFn = None,
               *, relative_step: Optional[bool] = None, max_relative_step: float = 1e-2,
-              min_param_scale: float = 1e-3, state_dtype=jnp.float32):
+              min_param_scale: float = 1e-3, state_dtype=None):
   r"""Adafactor (Shazeer & Stern 2018, arXiv 1804.04235).
 
   .. math::
@@ -46,7 +46,9 @@ def adafactor(learning_rate: Optional[_base.ScalarOrSchedule] = None,
 
   Arguments before ``*`` are optax's, with optax's defaults: with
   ``relative_step=False`` this matches ``optax.adafactor`` step for step (tested),
-  except that statistics are float32 for bf16 params (``state_dtype``).
+  except that statistics are float32 for bf16 params (``state_dtype=None``: the
+  params' precision, at least float32; complex params get real statistics of
+  :math:`|g|^2` and keep their phase, as in optax).
   State for an n×m matrix: n + m floats (without momentum).
 
   Args:

@@ -288,7 +288,7 @@ def _sgdr_from_cosine_kwargs(cosine_kwargs) -> Schedule:
   return optax.join_schedules(schedules, boundaries[:-1])
 
 
-def sgdr_schedule(cosine_kwargs, first_cycle_steps: Optional[int] = None,
+def sgdr_schedule(cosine_kwargs, *, first_cycle_steps: Optional[int] = None,
                   num_cycles: Optional[int] = None, cycle_mult: float = 1.0,
                   end_value: float = 0.0, warmup_steps: int = 0,
                   init_value: Optional[float] = None, peak_decay: float = 1.0) -> Schedule:
@@ -298,8 +298,8 @@ def sgdr_schedule(cosine_kwargs, first_cycle_steps: Optional[int] = None,
   the arguments of one :func:`warmup_cosine_decay_schedule` cycle, which lasts its
   ``decay_steps``; the cycles run one after the other.
 
-  The cycle form, ``sgdr_schedule(peak_value, first_cycle_steps, num_cycles, ...)``
-  (the first argument is then a number): cycle k (k = 0 … ``num_cycles``−1) lasts
+  The cycle form, ``sgdr_schedule(peak_value, first_cycle_steps=..., num_cycles=..., ...)``
+  (the first argument is then a number; the others keyword-only, as optax has none): cycle k (k = 0 … ``num_cycles``−1) lasts
   ``round(first_cycle_steps · cycle_mult^k)`` steps, warms up linearly from
   ``init_value`` (default ``end_value``) over ``warmup_steps``, and cosine-decays
   from ``peak_value · peak_decay^k`` to ``end_value``. After the last cycle the
@@ -311,7 +311,7 @@ def sgdr_schedule(cosine_kwargs, first_cycle_steps: Optional[int] = None,
     return _sgdr_from_cosine_kwargs(cosine_kwargs)
   peak_value = cosine_kwargs
   if first_cycle_steps is None or num_cycles is None:
-    raise ValueError("sgdr_schedule(peak_value, ...) needs first_cycle_steps and num_cycles; "
+    raise ValueError("sgdr_schedule(peak_value, ...) needs first_cycle_steps= and num_cycles=; "
                      "pass a list of warmup_cosine_decay_schedule arguments for optax's form")
   validate.finite("peak_value", peak_value)
   validate.integer("first_cycle_steps", first_cycle_steps, 1)

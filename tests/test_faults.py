@@ -86,7 +86,7 @@ SCHEDULES = {
     "inverse_sqrt": (lambda: optix.inverse_sqrt_schedule(1.0, 100), 100, -1),
     "cosine_onecycle": (lambda: optix.cosine_onecycle_schedule(10 ** 6, 1.0), 3 * 10 ** 5, -1),
     "linear_onecycle": (lambda: optix.linear_onecycle_schedule(10 ** 6, 1.0), 10 ** 6, -1),
-    "sgdr": (lambda: optix.sgdr_schedule(1.0, 1000, 5), 0, 0),
+    "sgdr": (lambda: optix.sgdr_schedule(1.0, first_cycle_steps=1000, num_cycles=5), 0, 0),
     "cyclical": (lambda: optix.cyclical_schedule(0.1, 1.0, 1000), 0, 0),
     "join": (lambda: optix.join_schedules([optix.linear_schedule(0.0, 1.0, 100),
                                            optix.cosine_decay_schedule(1.0, 10 ** 9)], [100]),

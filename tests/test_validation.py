@@ -46,9 +46,12 @@ CASES = [
      lambda: optix.wsd_schedule(3e-4, 2_000, 10_000, 9_000)),
     ("decay_shape", "linear", lambda: optix.wsd_schedule(1.0, 10, 100, 10, decay_shape="exp")),
     ("branch_step", "integer", lambda: optix.wsd_decay_branch(1.0, 100, 50, 10)),
-    ("cycle_mult", r"\[1, inf\]", lambda: optix.sgdr_schedule(1.0, 10, 3, cycle_mult=0.5)),
-    ("warmup_steps", "first_cycle_steps", lambda: optix.sgdr_schedule(1.0, 10, 3, warmup_steps=10)),
-    ("num_cycles", "integer", lambda: optix.sgdr_schedule(1.0, 10, 0)),
+    ("cycle_mult", r"\[1, inf\]", lambda: optix.sgdr_schedule(
+        1.0, first_cycle_steps=10, num_cycles=3, cycle_mult=0.5)),
+    ("warmup_steps", "first_cycle_steps", lambda: optix.sgdr_schedule(
+        1.0, first_cycle_steps=10, num_cycles=3, warmup_steps=10)),
+    ("num_cycles", "integer", lambda: optix.sgdr_schedule(
+        1.0, first_cycle_steps=10, num_cycles=0)),
     ("timescale", "integer", lambda: optix.inverse_sqrt_schedule(1.0, 10, timescale=0)),
     ("step_size", "integer", lambda: optix.cyclical_schedule(0.1, 1.0, 0)),
     ("mode", "triangular", lambda: optix.cyclical_schedule(0.1, 1.0, 10, mode="sine")),

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 from optix import _base, _tree, _validate
 
 
-def global_norm(tree, axis_name=None) -> jax.Array:
-  """√(Σ_leaves Σ x²), accumulated in float32.
+def global_norm(updates, axis_name=None) -> jax.Array:
+  """√(Σ_leaves Σ |x|²), accumulated in each leaf's dtype, at least float32
+  (complex leaves count their modulus, as in optax).
 
   Under ``jit`` with sharded leaves XLA inserts the cross-device sum itself, so
   the value is the true global norm whatever the sharding.
@@ -22,10 +23,10 @@ def global_norm(tree, axis_name=None) -> jax.Array:
   JAX does not track this) every leaf is taken as a distinct slice. For
   data-parallel gradients, ``pmean`` them first and leave ``axis_name`` unset.
   """
-  leaves = jax.tree.leaves(tree)
+  leaves = jax.tree.leaves(updates)
   if not leaves:
     return jnp.zeros([], jnp.float32)
-  squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves]
+  squares = [jnp.sum(_abs_sq(x)) for x in leaves]
   if axis_name is None:
     return jnp.sqrt(sum(squares))
   names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
@@ -39,6 +40,14 @@ def global_norm(tree, axis_name=None) -> jax.Array:
     axes = tuple(n for n in names if not tracked or n in varying(sq))
     groups[axes] = groups.get(axes, 0.0) + sq
   return jnp.sqrt(sum(jax.lax.psum(v, axes) if axes else v for axes, v in groups.items()))
+
+
+def _abs_sq(x):
+  """|x|² in the real dtype of ``x``'s precision, at least float32."""
+  x = jnp.asarray(x)
+  real = jnp.abs(x) if _tree.is_complex(x) else x
+  real = real.astype(jnp.promote_types(real.dtype, jnp.float32))
+  return jnp.square(real)
 
 
 def clip(max_delta: float) -> _base.GradientTransformation:
@@ -60,7 +69,7 @@ class ClipByGlobalNormState(NamedTuple):
   norm: jax.Array  # the global norm of the last gradient, before clipping
 
 
-def clip_by_global_norm(max_norm: float, axis_name=None) -> _base.GradientTransformation:
+def clip_by_global_norm(max_norm: float, *, axis_name=None) -> _base.GradientTransformation:
   r"""Rescales the whole update tree when its global norm exceeds ``max_norm``
   (Pascanu et al. 2013, arXiv 1211.5063).
 
@@ -78,12 +87,12 @@ def clip_by_global_norm(max_norm: float, axis_name=None) -> _base.GradientTransf
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    norm = global_norm(updates, axis_name)
+    norm = global_norm(updates, axis_name=axis_name)
     trigger = norm < max_norm
     out = jax.tree.map(
         lambda g: jnp.where(trigger, g, (g / norm.astype(g.dtype)) * max_norm).astype(g.dtype),
         updates)
-    return out, ClipByGlobalNormState(norm)
+    return out, ClipByGlobalNormState(norm.astype(jnp.float32))
 
   return _base.GradientTransformation(init, update)
 
@@ -98,7 +107,7 @@ def unitwise_norm(x: jax.Array, axis=None) -> jax.Array:
   (in, heads, head_dim) reduce over axis 0; conv kernels (HWIO, DHWIO) over
   every axis but the last. ``axis`` overrides the rule.
   """
-  sq = jnp.square(x.astype(jnp.float32))
+  sq = _abs_sq(x)
   if axis is None:
     if jnp.squeeze(x).ndim <= 1:
       axis = tuple(range(x.ndim))
@@ -133,8 +142,9 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
     def clip_one(g, p):
       g_norm = unitwise_norm(g, axis)
       max_norm = jnp.maximum(unitwise_norm(p, axis), eps) * clipping
-      clipped = g.astype(jnp.float32) * (max_norm / jnp.maximum(g_norm, 1e-6))
-      return jnp.where(g_norm < max_norm, g.astype(jnp.float32), clipped).astype(g.dtype)
+      wide = g.astype(_tree.state_dtype_for(g))  # float32 or wider; complex stays complex
+      clipped = wide * (max_norm / jnp.maximum(g_norm, 1e-6))
+      return jnp.where(g_norm < max_norm, wide, clipped).astype(g.dtype)
 
     return jax.tree.map(clip_one, updates, params), state
 

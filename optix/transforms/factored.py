@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
+from optix.transforms.moments import abs_sq
 
 
 def factored_dims(shape, factored: bool = True, min_dim_size_to_factor: int = 128):
@@ -41,10 +42,17 @@ class FactoredRmsState(NamedTuple):
   v: _base.Updates        # full EMA of g² (unfactored leaves; () otherwise)
 
 
+def decay_rate_pow(step, exponent=0.8) -> jax.Array:
+  r"""Adafactor's second-moment decay :math:`\hateta_{2t} = 1 - t^{-c}`, ``t = step + 1``
+  (``step`` counts from 0), in float32."""
+  t = jnp.asarray(step + 1, jnp.float32)
+  return 1.0 - t ** (-exponent)
+
+
 def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
                           step_offset: int = 0, min_dim_size_to_factor: int = 128,
-                          epsilon: float = 1e-30, *, state_dtype=jnp.float32
-                          ) -> _base.GradientTransformation:
+                          epsilon: float = 1e-30, decay_rate_fn=decay_rate_pow, *,
+                          state_dtype=None) -> _base.GradientTransformation:
   r"""Adafactor's scaling by a factored estimate of the gradient's RMS.
 
   With :math:`t` the 1-based step (minus ``step_offset``) and
@@ -64,7 +72,14 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
   :math:`u_t = g_t/\sqrt{v_t}`. State for an n×m matrix: n + m floats instead of nm.
 
   Defaults follow the paper and optax: ``decay_rate=0.8``, ``epsilon=1e-30``
-  (ε₁), ``min_dim_size_to_factor=128``. Statistics are float32 (``state_dtype``).
+  (ε₁), ``min_dim_size_to_factor=128``. ``decay_rate_fn(step, decay_rate)`` gives
+  :math:`\hateta_{2t}` from the 0-based step (minus ``step_offset``, floored at 0);
+  the default is ``decay_rate_pow`` (this module), the paper's; a bounded schedule keeps the
+  statistics moving late in training (Zhai et al. 2021, arXiv 2106.04560).
+
+  Statistics are real (:math:`|g|^2` for complex params, whose update keeps its
+  phase: :math:`u = g/\sqrt{\hat V}`), in the params' precision and at least
+  float32 (``state_dtype``; None: the policy of :func:`optix._tree.state_dtype_for`).
   """
   _validate.in_range("decay_rate", decay_rate, 0.0, 1.0, low_closed=False)
   _validate.integer("step_offset", step_offset, 0)
@@ -74,16 +89,20 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
   def dims(p):
     return factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
 
+  def stat_dtype(p):  # the real dtype of the policy's state dtype (complex64 -> float32)
+    return jnp.finfo(_tree.state_dtype_for(p, state_dtype)).dtype
+
   def init(params):
     def init_leaf(p):
       d = dims(p)
       shape = jnp.shape(p)
-      none = lambda: jnp.zeros((), state_dtype)  # a fresh buffer each: state must be donatable
+      dtype = stat_dtype(p)
+      none = lambda: jnp.zeros((), dtype)  # a fresh buffer each: state must be donatable
       if d is None:
-        return none(), none(), jnp.zeros(shape, state_dtype)
+        return none(), none(), jnp.zeros(shape, dtype)
       d1, d0 = d
-      row = jnp.zeros(shape[:d0] + shape[d0 + 1:], state_dtype)
-      col = jnp.zeros(shape[:d1] + shape[d1 + 1:], state_dtype)
+      row = jnp.zeros(shape[:d0] + shape[d0 + 1:], dtype)
+      col = jnp.zeros(shape[:d1] + shape[d1 + 1:], dtype)
       return row, col, none()
 
     leaves, treedef = jax.tree.flatten(params)
@@ -95,19 +114,20 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
     del params, extra_args
     _tree.check_match("updates", _structure(updates), "state.v", _structure(state.v))
     count = _tree.safe_increment(state.count)
-    t = jnp.maximum(count - step_offset, 1).astype(jnp.float32)
-    beta = 1.0 - t ** (-decay_rate)
+    beta = decay_rate_fn(jnp.maximum(state.count - step_offset, 0), decay_rate)
 
     def update_leaf(g, row, col, v):
-      g32 = g.astype(state_dtype)
-      g2 = jnp.square(g32) + epsilon
+      dtype = (row if dims(g) is not None else v).dtype
+      g32 = g.astype(_tree.state_dtype_for(g, dtype))
+      g2 = abs_sq(g32) + epsilon
+      beta_t = jnp.asarray(beta, dtype)
       d = dims(g)
       if d is None:
-        v = beta * v + (1 - beta) * g2
+        v = (beta_t * v + (1 - beta_t) * g2).astype(dtype)
         return (g32 * jax.lax.rsqrt(v)).astype(g.dtype), row, col, v
       d1, d0 = d
-      row = beta * row + (1 - beta) * jnp.mean(g2, axis=d0)
-      col = beta * col + (1 - beta) * jnp.mean(g2, axis=d1)
+      row = (beta_t * row + (1 - beta_t) * jnp.mean(g2, axis=d0)).astype(dtype)
+      col = (beta_t * col + (1 - beta_t) * jnp.mean(g2, axis=d1)).astype(dtype)
       row_axis = d1 if d1 < d0 else d1 - 1  # d1's position in ``row`` (d0 removed)
       row_scale = jax.lax.rsqrt(row / jnp.mean(row, axis=row_axis, keepdims=True))
       u = g32 * jnp.expand_dims(row_scale, d0) * jnp.expand_dims(jax.lax.rsqrt(col), d1)
@@ -124,7 +144,10 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
 
 
 def _rms(x):
-  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+  """RMS of |x| in ``x``'s precision, at least float32 (complex: the modulus)."""
+  x = jnp.asarray(x)
+  wide = x.astype(_tree.state_dtype_for(x))
+  return jnp.sqrt(jnp.mean(abs_sq(wide)))
 
 
 def clip_by_block_rms(threshold: float = 1.0) -> _base.GradientTransformation:
@@ -193,11 +216,11 @@ class EmaMomentumState(NamedTuple):
   mu: _base.Updates  # float32 by default
 
 
-def ema_momentum(decay: float, *, state_dtype=jnp.float32) -> _base.GradientTransformation:
+def ema_momentum(decay: float, *, state_dtype=None) -> _base.GradientTransformation:
   r"""Undebiased EMA momentum: :math:`m_t = \beta m_{t-1} + (1-\beta) u_t`, output :math:`m_t`.
 
   Adafactor's optional momentum (paper §7, β₁); off by default there because it
-  costs a full-size buffer.
+  costs a full-size buffer. ``state_dtype=None``: the params' dtype, at least float32.
   """
   _validate.unit_interval("decay", decay)
 

@@ -39,8 +39,12 @@ def ema_sq_leaf(decay, moment: jax.Array, value: jax.Array) -> jax.Array:
 
 
 def correction(decay, count: jax.Array) -> jax.Array:
-  """``1 - decay**count`` (float32): the mass a zero-initialised EMA has after ``count`` steps."""
-  return 1 - decay ** count.astype(jnp.float32)
+  """``1 - decay**count``: the mass a zero-initialised EMA has after ``count`` steps.
+
+  In the default float dtype (float32; float64 under ``jax_enable_x64``) for a
+  Python ``decay``, in ``decay``'s dtype for an array one, as optax computes it:
+  float64 moments then get a float64 correction."""
+  return 1 - decay ** count
 
 
 def debias_leaf(moment: jax.Array, corr: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Float32 master weights for low-precision (bf16/fp16) params."""
+"""Float32 (or wider) master weights for low-precision (bf16/fp16) params."""
 
 from typing import Any, NamedTuple
 
@@ -13,7 +13,7 @@ class MasterWeightsState(NamedTuple):
   inner_state: Any
 
 
-def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jnp.float32
+def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=None
                         ) -> _base.GradientTransformation:
   r"""Runs ``inner`` on a float32 copy of the params (Micikevicius et al. 2018,
   "Mixed Precision Training", arXiv 1710.03740).
@@ -29,8 +29,14 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jn
   copy until it changes the rounded value. The rounding of ``u`` does not
   accumulate either: each step is anchored on the master copy again.
 
-  Costs one ``master_dtype`` copy of the params in the state (it is kept for
-  float32 leaves too, so the state layout does not depend on dtypes). The params
+  ``master_dtype=None`` is the state-dtype policy
+  (:func:`optix._tree.state_dtype_for`): float32 for bf16/fp16 params, float64
+  for float64, complex64/complex128 for complex params (a real master copy would
+  drop the imaginary part); a requested real dtype becomes the complex dtype of
+  that precision for complex leaves.
+
+  Costs one master copy of the params in the state (it is kept for float32
+  leaves too, so the state layout does not depend on dtypes). The params
   must change only through the returned updates (reload the master copy, i.e.
   re-``init``, after editing params by hand).
   """
@@ -38,7 +44,8 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=jn
 
   def init(params):
     # A copy even where the dtype already matches, so params and state can both be donated.
-    master = jax.tree.map(lambda p: jnp.array(p, dtype=master_dtype, copy=True), params)
+    master = jax.tree.map(
+        lambda p: jnp.array(p, dtype=_tree.state_dtype_for(p, master_dtype), copy=True), params)
     return MasterWeightsState(master, inner.init(master))
 
   def update(updates, state, params=None, **extra_args):

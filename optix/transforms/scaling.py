@@ -1,6 +1,6 @@
 """Scaling by a constant, a schedule, or the learning rate."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,17 +45,20 @@ def scale_by_schedule(step_size_fn: _base.Schedule) -> _base.GradientTransformat
   return _base.GradientTransformation(init, update)
 
 
-def scale_by_learning_rate(learning_rate: _base.ScalarOrSchedule, *,
+def scale_by_learning_rate(learning_rate: Optional[_base.ScalarOrSchedule] = None, *,
                            flip_sign: bool = True) -> _base.GradientTransformation:
   """``u ← -η(t) · u`` (``flip_sign=False``: ``+η(t) · u``).
 
   The last link of every optimizer chain: descent means moving against the
-  gradient, hence the sign flip. ``learning_rate`` is a float >= 0 or a schedule.
+  gradient, hence the sign flip. ``learning_rate`` is a float >= 0 or a schedule;
+  None (optax's default) scales by nothing: the updates pass through unchanged.
   When ``params`` are passed, a params/updates tree mismatch raises a
   ``ValueError`` naming the differing paths.
   """
   sign = -1 if flip_sign else 1
-  if callable(learning_rate):
+  if learning_rate is None:
+    inner = _base.identity()
+  elif callable(learning_rate):
     inner = scale_by_schedule(lambda count: sign * learning_rate(count))
   else:
     inner = scale(sign * _validate.learning_rate("learning_rate", learning_rate))
