@@ -71,7 +71,8 @@ def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
   for i, (o, row) in enumerate(sorted(prof.items())):
-    ax.step(taus, row, where="post", color=f"C{i}", label=o, lw=1.8)
+    ax.step(taus, row, where="post", color=f"C{i}", label=o, lw=2.2 - 0.3 * i,
+            ls=("-", "--", "-.", ":")[i % 4])  # ties overlap: styles keep each line visible
   ax.set(xlabel="τ (time to target ÷ the fastest optimizer's)", ylabel="fraction of workloads",
          title="performance profiles", ylim=(-0.03, 1.03), xlim=(taus[0], taus[-1]))
   ax.legend(fontsize=8)

@@ -35,7 +35,7 @@ def workload(quick: bool = False) -> Workload:
 
   return Workload("digits_autoencoder", "64-32-16-8-16-32-64 tanh autoencoder on sklearn digits, "
                   "batch 128", init, loss_fn, batches, steps=200 if quick else 400,
-                  learning_rates={"adamw": 3e-2, "lion": 3e-3, "muon": 3e-2, "soap": 3e-2,
+                  learning_rates={"adamw": 3e-2, "lion": 1e-2, "muon": 0.1, "soap": 3e-2,
                                   "sgd": 0.1})
 
 

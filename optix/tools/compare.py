@@ -162,7 +162,7 @@ class CompareResult:
              "| × baseline time | ms/step | state bytes |", "|---" * 9 + "|"]
     for label, s in self.summary.items():
       lr = f"{s['lr']:.3g}" + (" (grid edge)" if s["edge"] else "")
-      final = (f"{s['final']:.4f} ± {s['final_spread']:.4f}" if np.isfinite(s["final"])
+      final = (f"{s['final']:.4g} ± {s['final_spread']:.2g}" if np.isfinite(s["final"])
                else "diverged")
       if s["steps_to_target"] is None:
         reach, secs, ratio = f"not in {self.steps}", "—", "—"
@@ -170,9 +170,9 @@ class CompareResult:
         reach, secs = str(s["steps_to_target"]), f"{s['time_to_target_s']:.2f}"
         ratio = (f"{s['time_to_target_s'] / base['time_to_target_s']:.2f}"
                  if base["time_to_target_s"] else "—")
-      lines.append(f"| {label} | {lr} | {final} | {s['best']:.4f} | {reach} | {secs} | {ratio} "
+      lines.append(f"| {label} | {lr} | {final} | {s['best']:.4g} | {reach} | {secs} | {ratio} "
                    f"| {s['ms_per_step']:.2f} | {s['state_bytes']:,} |")
-    lines.append(f"\nTarget: {self.baseline}'s tuned final loss {self.target:.4f}; "
+    lines.append(f"\nTarget: {self.baseline}'s tuned final loss {self.target:.4g}; "
                  f"{self.steps} steps; loss ± half the range over seeds.")
     return "\n".join(lines)
 
@@ -192,12 +192,13 @@ class CompareResult:
     ax1.axhline(self.target, color="0.4", ls=":", lw=1, label="target")
     finite = [v for s in self.summary.values() for v in np.asarray(s["curve"][1])
               if np.isfinite(v)]
+    log = bool(finite) and min(finite) > 0 and max(finite) > 100 * min(finite)  # decades
     if finite:
       lo, hi = min(finite), np.percentile(finite, 95)
-      ax1.set_ylim(lo - 0.05 * abs(hi - lo), hi)
-    ax1.set(xlabel="step", ylabel="loss", title=title)
+      ax1.set_ylim((lo / 2, hi) if log else (lo - 0.05 * abs(hi - lo), hi))
+    ax1.set(xlabel="step", ylabel="loss", title=title, yscale="log" if log else "linear")
     ax2.set(xscale="log", xlabel="learning rate", ylabel="final loss (first seed)",
-            title="learning-rate sweep")
+            title="learning-rate sweep", yscale="log" if log else "linear")
     if finite:
       ax2.set_ylim(ax1.get_ylim())
     ax1.legend(fontsize=8)
