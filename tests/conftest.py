@@ -12,9 +12,11 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 
-# -- The reliability matrix (issue 9): every (optimizer, cell) -> pass/fail/skip, printed at the
-# end of the run and written to $OPTIX_MATRIX_OUT (markdown) when set. A test joins the table by
-# being parametrized over a registry entry (`entry`); its column is named by MATRIX_CELLS below.
+# -- The reliability matrix: every (optimizer, cell) -> pass/fail/skip, printed at the end of the
+# run and written to $OPTIX_MATRIX_OUT (markdown) when set. A test joins the table by being
+# parametrized over a registry entry (`entry`); its column is named by MATRIX_CELLS below. A cell
+# that did not run says why: its own skip reason, "slow" when the `slow` marker deselected it, or
+# why its test is not parametrized over that entry (_static_reason).
 
 import pathlib  # noqa: E402
 
@@ -39,10 +41,6 @@ MATRIX_CELLS = {
     "test_counter_saturates": "count-2^31",
     "test_fused_step_matches_update": "fused",
 }
-# Cells run for a light subset by default, for every entry under `make test-all` (slow).
-_SLOW_CELLS = {"test_sharded_matches_unsharded", "test_sharded_bf16", "test_extra_args_accepted",
-               "test_inject_hyperparams", "test_scan_cond_state_stable",
-               "test_restore_onto_other_mesh", "test_nan_inf_guarded"}
 _RANK = {"failed": 3, "skipped": 1, "passed": 0}
 
 
@@ -50,12 +48,40 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: heavy cells and load tests; run with `make test-all`")
 
 
+def _matrix_key(item):
+  entry = getattr(item, "callspec", None) and item.callspec.params.get("entry")
+  name = getattr(item, "originalname", None)
+  return (str(entry), name) if entry is not None and name in MATRIX_CELLS else None
+
+
 def pytest_collection_modifyitems(config, items):
   for item in items:
-    entry = getattr(item, "callspec", None) and item.callspec.params.get("entry")
-    name = getattr(item, "originalname", None)
-    if entry is not None and name in MATRIX_CELLS:
-      item.user_properties.append(("matrix", (str(entry), name)))
+    key = _matrix_key(item)
+    if key is not None:
+      item.user_properties.append(("matrix", key))
+
+
+def pytest_deselected(items):
+  """Cells left out by -m/-k never report: remember why (under xdist each worker sends its list
+  to the controller in workeroutput, read back in pytest_testnodedown)."""
+  for item in items:
+    key = _matrix_key(item)
+    if key is not None:
+      why = ("slow: run `make test-all`" if item.get_closest_marker("slow")
+             else "deselected by -k/-m in this run")
+      _DESELECTED[key] = why
+
+
+def pytest_sessionfinish(session):
+  workeroutput = getattr(session.config, "workeroutput", None)
+  if workeroutput is not None:  # an xdist worker
+    workeroutput["optix_matrix_deselected"] = [[e, n, why] for (e, n), why in _DESELECTED.items()]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller, as each worker ends
+def pytest_testnodedown(node, error):
+  for e, n, why in getattr(node, "workeroutput", {}).get("optix_matrix_deselected", []):
+    _DESELECTED[e, n] = why
 
 
 def pytest_runtest_logreport(report):
@@ -78,17 +104,36 @@ def pytest_runtest_logreport(report):
 
 
 _MATRIX = {}  # (entry name, test name) -> (outcome, reason)
+_DESELECTED = {}  # (entry name, test name) -> why it did not run
+
+
+# Entries (by name prefix) without an optax_ref because optax (0.2.8) has no such optimizer.
+_NO_OPTAX_REF = {
+    "kfac": "optax has no K-FAC",
+    "shampoo": "optax has no Shampoo (distributed_shampoo is a separate package)",
+    "soap": "optax has no SOAP",
+    "psgd": "optax has no PSGD",
+    "adam8bit": "optax has no 8-bit quantized state",
+    "adamw8bit": "optax has no 8-bit quantized state",
+    "adafactor_relative_step": "optax.adafactor has no relative step size",
+    "mars": "optax has no MARS",
+    "cautious": "optax has no cautious masking",
+    "spike_guard": "optax has no spike guard",
+}
 
 
 def _static_reason(entry, name):
   """Why a cell has no test for this entry (not parametrized over it)."""
   if name == "test_matches_optax" and entry.optax_ref is None:
-    return "optax has no equivalent"
+    for prefix, why in _NO_OPTAX_REF.items():
+      if entry.name.startswith(prefix):
+        return why
+    return "no optax_ref in its registry entry"
   if name == "test_bad_hyperparameters_rejected" and not entry.bad:
     return "no validated argument of its own (pieces' args tested in their entries)"
-  if name in _SLOW_CELLS:
-    return "slow: run `make test-all`"
-  return "not collected in this run"
+  if name == "test_fused_step_matches_update":
+    return "no one-pass kernel for this chain: the plain chain runs"
+  return "its test is not parametrized over this entry"
 
 
 def _cell_text(outcome, reason):
@@ -112,7 +157,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
   for entry in ENTRIES:
     row = [entry.name]
     for c in cells:
-      outcome, reason = _MATRIX.get((entry.name, c), ("skipped", _static_reason(entry, c)))
+      outcome, reason = _MATRIX.get((entry.name, c), ("skipped", _DESELECTED.get(
+          (entry.name, c)) or _static_reason(entry, c)))
       text = _cell_text(outcome, reason)
       counts[text.split(" ")[0]] += 1
       row.append(text)

@@ -1,9 +1,9 @@
-"""Registry entries for Muon (issue 4): contract tests and parity with optax.contrib.muon."""
+"""Registry entries for Muon: contract tests and parity with optax.contrib.muon."""
 
 import jax
 import optax
 from jax.sharding import AxisType
-from optax.contrib import MuonDimensionNumbers
+from optax.contrib import MuonDimensionNumbers, _muon
 
 import optix
 from registry import Entry
@@ -67,7 +67,12 @@ ENTRIES = [
     Entry("muon_stacked_rms",
           lambda: optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,
                              shape_scaling="match_adamw_rms"),
-          params=_stacked_params),  # optax parity on these params: tests/test_muon.py
+          # consistent_rms=0.2: optax's name for the AdamW-matching RMS of the update.
+          lambda: optax.contrib.muon(
+              0.02, adam_learning_rate=1e-3, consistent_rms=0.2,
+              muon_weight_dimension_numbers=_optax_dims(lambda path: 1 if "layers" in path else 0)),
+          # Newton–Schulz rounding: single near-zero elements reach ~2e-4 relative, no drift.
+          params=_stacked_params, tol=5e-4),
     Entry("muon_heavy_ball_embed_on_adam",
           lambda: optix.muon(0.02, 1e-3, nesterov=False, adam_mask=("embed",)),
           lambda: optax.contrib.muon(
@@ -77,6 +82,10 @@ ENTRIES = [
           tol=1e-4),
     Entry("scale_by_muon_matrices",
           lambda: optix.chain(optix.scale_by_muon(), optix.scale_by_learning_rate(0.02)),
+          lambda: optax.chain(optax.contrib.scale_by_muon(weight_dimension_numbers=_optax_dims()),
+                              _muon.scale_by_shape(_optax_dims()),  # private in optax 0.2.8
+                              optax.scale_by_learning_rate(0.02)),
+          tol=1e-4,
           params=lambda: {"a": jax.random.normal(jax.random.key(0), (12, 5)),
                           "b": jax.random.normal(jax.random.key(1), (5, 12))}),
 ]

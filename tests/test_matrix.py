@@ -1,4 +1,4 @@
-"""The reliability matrix (issue 9): the cells test_contract/test_parity do not cover, over every
+"""The reliability matrix: the cells test_contract/test_parity do not cover, over every
 registry entry. conftest.py prints the whole (optimizer, cell) table at the end of the run.
 
 Cells here: 8-device sharded (``optix.shard_state`` on an (8,) mesh, equal to unsharded) in fp32
@@ -24,8 +24,8 @@ LIGHT = {"adamw", "lion", "sgd_momentum", "adafactor", "adam8bit", "muon", "appl
          "packed_adamw", "shard_state_adamw"}
 # Entries that cannot be wrapped again by shard_state, with the reason.
 NOT_SHARDABLE = {}
-# Bugs this matrix found in files owned by other areas (reported, not fixed here): the cells
-# run as non-strict xfails, so the table shows them and a fix shows up as XPASS.
+# Known failures of a cell, with the reason: the cells run as strict xfails, so the table shows
+# them and a fix fails the run (XPASS strict) until its line here is removed.
 KNOWN_BUGS = {
 }
 # Inverse matrix roots and eigenvectors amplify the reduction-order rounding of sharded sums.
@@ -37,7 +37,7 @@ def _entries(slow_unless_light: bool, group: str = ""):
   for e in ENTRIES:
     marks = [pytest.mark.slow] if slow_unless_light and e.name not in LIGHT else []
     if (group, e.name) in KNOWN_BUGS:
-      marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[group, e.name], strict=False))
+      marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[group, e.name], strict=True))
     out.append(pytest.param(e, id=e.name, marks=marks))
   return out
 
@@ -210,9 +210,18 @@ INJECT = {
     "signum": lambda: _INJ(optix.signum)(1e-2),
     "adan": lambda: _INJ(optix.adan)(1e-2),
     "cocob": lambda: _INJ(optix.cocob)(),
+    # The packed layout around an injected optimizer: hyperparameters are scalars, kept as is.
+    "packed_adamw": lambda: optix.packed(_INJ(optix.adamw)(1e-2, weight_decay=0.1)),
+    "packed_lion": lambda: optix.packed(_INJ(optix.lion)(1e-3, weight_decay=0.1)),
+    "packed_sgd_momentum": lambda: optix.packed(_INJ(optix.sgd)(0.05, momentum=0.9)),
+    "packed_clip_adam": lambda: optix.packed(
+        optix.chain(optix.clip_by_global_norm(1.0), _INJ(optix.adam)(1e-2))),
+    "packed_rmsprop_mixed_sizes": lambda: optix.packed(_INJ(optix.rmsprop)(0.01, momentum=0.9),
+                                                       max_leaf_size=20),
 }
 # Zeroing the injected learning rate does not stop these, by design.
 LR_READ_ELSEWHERE = {"rmsprop_centered_momentum",  # momentum after the learning rate (optax order)
+                     "packed_rmsprop_mixed_sizes",  # the same: rmsprop's momentum comes last
                      "adamw_scheduled",  # a scheduled rate is recomputed from the step
                      "lars",  # momentum after the learning rate (optax order)
                      # y moves toward the running average x at any rate
@@ -231,8 +240,7 @@ NO_INJECT = {
 def _inject_skip_reason(name):
   if name in NO_INJECT:
     return NO_INJECT[name]
-  for prefix, why in (("packed_", "packed needs an elementwise transform; the injected "
-                                  "hyperparameter state is not laid out like params"),
+  for prefix, why in (("packed_", "variant of packed_adamw: packed_adamw's inject cell covers it"),
                       ("shampoo_", "variant of shampoo: shampoo's inject cell covers it"),
                       ("soap_", "variant of soap: soap's inject cell covers it"),
                       ("psgd_kron_", "variant of psgd_kron: psgd_kron's inject cell covers it"),
@@ -244,6 +252,17 @@ def _inject_skip_reason(name):
                       ("monitor_", "monitor_adamw's inject cell covers it")):
     if name.startswith(prefix):
       return why
+  return None
+
+
+def _injected_state(state, replace_with=None):
+  """The InjectHyperparamsState at the top of ``state`` or under a wrapper's ``inner`` field
+  (packed); with ``replace_with``, ``state`` with that one swapped in."""
+  if hasattr(state, "hyperparams"):
+    return state if replace_with is None else replace_with
+  if hasattr(state, "inner"):
+    inner = _injected_state(state.inner, replace_with)
+    return inner if replace_with is None or inner is None else state._replace(inner=inner)
   return None
 
 
@@ -264,11 +283,13 @@ def test_inject_hyperparams(entry):
     chex.assert_trees_all_equal_dtypes(b_p, bf)
     _float_state_is_fp32(b_state)
   # The learning rates really are read from the state: zero them and the params stand still.
-  if (hasattr(state, "hyperparams") and "learning_rate" in state.hyperparams
+  injected = _injected_state(state)
+  if (injected is not None and "learning_rate" in injected.hyperparams
       and entry.name not in LR_READ_ELSEWHERE):
     hp = {k: jnp.zeros_like(v) if k.endswith("learning_rate") else v
-          for k, v in state.hyperparams.items()}
-    updates, _ = _step_fn(tx, entry)(_grads(keys[0], p), state._replace(hyperparams=hp), p)
+          for k, v in injected.hyperparams.items()}
+    updates, _ = _step_fn(tx, entry)(_grads(keys[0], p),
+                                     _injected_state(state, injected._replace(hyperparams=hp)), p)
     for u in jax.tree.leaves(updates):
       np.testing.assert_array_equal(np.asarray(u, np.float32), 0.0)
 
