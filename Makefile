@@ -30,6 +30,39 @@ bench: $(BIN)/activate
 bench-quick: $(BIN)/activate
 	$(BIN)/python -m benchmarks.suite --quick --out out/bench-quick
 
+# Mutation testing (mutmut 3) of the numerics core, one file at a time against the smallest fast
+# test selection that covers it (docs/guides/testing.md has the scores). Each file runs in
+# out/mutate/<file>/ under its own generated [mutmut] config; `mutmut results` and
+# `mutmut show <mutant>` there list the survivors. Files whose tests only build transforms are
+# forked from the warm test process; those that run XLA fork from a bare server (XLA is not
+# fork-safe once it has started). MUTATE_FILES picks files, MUTATE_TIMEOUT caps each run (s).
+MUTATE_FILES   ?= _validate schedules transforms/moments transforms/adaptive transforms/clipping transforms/safety
+MUTATE_TIMEOUT ?= 900
+MUTATE_TESTS__validate := tests/test_validate.py tests/test_validation.py::test_rejected_with_a_clear_message
+MUTATE_TESTS_schedules := tests/test_formulas.py tests/test_schedule_properties.py
+MUTATE_TESTS_transforms/moments := tests/test_formulas.py
+MUTATE_TESTS_transforms/adaptive := tests/test_formulas.py tests/test_parity.py
+MUTATE_TESTS_transforms/clipping := tests/test_formulas.py tests/test_parity.py
+MUTATE_TESTS_transforms/safety := tests/test_safety.py
+MUTATE_FORK := _validate
+
+define mutate_one
+	@d=out/mutate/$(subst /,_,$(1)); rm -rf $$d; mkdir -p $$d; \
+	ln -s $(CURDIR)/optix $$d/optix; ln -s $(CURDIR)/tests $$d/tests; \
+	printf '[mutmut]\nsource_paths = optix\nonly_mutate = optix/$(1).py\nuse_git_change_detection = false\n%b\npytest_add_cli_args = -q\npytest_add_cli_args_test_selection =\n%b\n[tool:pytest]\naddopts = -m "not slow"\n' \
+	  '$(if $(filter $(1),$(MUTATE_FORK)),process_isolation = fork\ntimeout_constant = 20,process_isolation = forkserver\nforkserver_warmup = none\ntimeout_constant = 300)' \
+	  '$(foreach t,$(MUTATE_TESTS_$(1)),    $(t)\n)' > $$d/setup.cfg; \
+	echo "== optix/$(1).py"; \
+	(cd $$d && timeout $(MUTATE_TIMEOUT) $(CURDIR)/$(BIN)/mutmut run > run.log 2>&1; \
+	 $(CURDIR)/$(BIN)/mutmut results --all true | awk '{print $$NF}' | sort | uniq -c)
+
+endef
+
+.PHONY: mutate
+mutate: $(BIN)/activate
+	$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/pip install --quiet -e '.[mutate]'
+	$(foreach f,$(MUTATE_FILES),$(call mutate_one,$(f)))
+
 docs: $(BIN)/activate
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
