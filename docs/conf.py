@@ -97,7 +97,7 @@ MEMORY_OPTIMIZERS += [(name, getattr(optix, name)(1e-3), "") for name in (
     "lars", "radam", "adabelief", "yogi", "amsgrad", "adamax", "adamaxw", "novograd", "sm3",
     "fromage", "adan", "sign_sgd", "signum", "rprop", "adadelta", "polyak_sgd",
     "optimistic_gradient_descent", "optimistic_adam", "noisy_sgd", "madgrad", "momo",
-    "momo_adam", "acprop")]
+    "momo_adam", "acprop", "optimistic_adam_v2", "galore", "sophia")]
 MEMORY_OPTIMIZERS += [
     ("prodigy", optix.prodigy(), ""),
     ("cocob", optix.cocob(), ""),

@@ -128,3 +128,5 @@ from optix.optax_family import (  # noqa: E402
     momo, momo_adam, novograd, noisy_sgd, optimistic_adam, optimistic_gradient_descent,
     polyak_sgd, radam, reduce_on_plateau, rprop, sam, sign_sgd, signum, simplified_ademamix, sm3,
     yogi)
+from optix.optax_family import (  # noqa: E402
+    galore, normalize, optimistic_adam_v2, sophia, split_real_and_imaginary)

@@ -7,16 +7,20 @@ params (float64 for float64), donation-safe, and its errors name the leaves.
 Aliases whose math is defined for real params only reject complex ones.
 """
 
+import jax
+import jax.numpy as jnp
 import optax
 
+from optix import _base, _tree
 from optix import _validate as v
-from optix.transforms.adapter import optax_alias
+from optix.transforms.adapter import optax_alias, scalars_as_vectors
 
 _lr = v.learning_rate
 
 
-def _alias(fn, checks, doc, real_only=True):
-  return optax_alias(fn, fn.__name__, checks, doc, real_only=real_only, module=__name__)
+def _alias(fn, checks, doc, real_only=True, wrap=None):
+  return optax_alias(fn, fn.__name__, checks, doc, real_only=real_only, module=__name__,
+                     wrap=wrap)
 
 
 def _adam_checks(**more):
@@ -82,7 +86,9 @@ per row and column (the minimum of their maxima bounds each coordinate's sum).
 
 .. math:: \nu_t(i) = \min_{r \ni i} \mu_{t-1}(r) + g_t(i)^2, \quad
    \theta \leftarrow \theta - \eta\, g / \sqrt{\nu_t}
-""")
+
+Scalar leaves are treated as 1-vectors (optax's transform indexes each leaf's axes).
+""", wrap=scalars_as_vectors)
 
 fromage = _alias(optax.fromage, dict(learning_rate=_lr, min_norm=v.nonnegative), r"""
 Fromage (Bernstein et al. 2020, arXiv 2002.03432): the step is a fixed fraction of each
@@ -164,16 +170,46 @@ gradient.
 .. math:: \theta \leftarrow \theta - \eta\,(g + \mathcal N(0, \eta_n/(1+t)^\gamma))
 """)
 
-lookahead = _alias(optax.lookahead, dict(sync_period=lambda n, x: v.integer(n, x, 1),
-                                         slow_step_size=lambda n, x: v.in_range(n, x, 0.0, 1.0)),
-                   r"""
-Lookahead (Zhang et al. 2019, arXiv 1907.08610): every ``sync_period`` steps the slow
-weights move a fraction α of the way to the fast ones, and the fast restart from them.
+def lookahead(fast_optimizer: optax.GradientTransformation, sync_period: int,
+              slow_step_size: float, reset_state: bool = False) -> _base.GradientTransformation:
+  r"""Lookahead (Zhang et al. 2019, arXiv 1907.08610): every ``sync_period`` steps the slow
+  weights move a fraction α = ``slow_step_size`` of the way to the fast ones, and the fast
+  restart from them.
 
-.. math:: \phi \leftarrow \phi + \alpha(\theta_k - \phi), \quad \theta \leftarrow \phi
+  .. math:: \phi \leftarrow \phi + \alpha(\theta_k - \phi), \quad \theta \leftarrow \phi
 
-Params are ``optax.LookaheadParams(fast, slow)``.
-""", real_only=False)
+  Params are ``optax.LookaheadParams(fast, slow)`` and the gradients are the fast params'
+  (``jax.grad(loss)(params.fast)``); the updates returned are ``LookaheadParams`` in the
+  params' dtypes. ``reset_state`` re-initializes the fast optimizer at each
+  synchronization. The state is ``fast_optimizer``'s (its dtype policy) and a step count.
+  optax's transform, validated here (``sync_period`` an integer >= 1, α in [0, 1]).
+  """
+  v.integer("sync_period", sync_period, 1)
+  v.in_range("slow_step_size", slow_step_size, 0.0, 1.0)
+  tx = optax.lookahead(fast_optimizer, sync_period, slow_step_size, reset_state)
+
+  def init(params):
+    if not isinstance(params, optax.LookaheadParams):
+      raise ValueError("lookahead's params must be optax.LookaheadParams(fast, slow), got "
+                       f"{type(params).__name__}")
+    return _copy_arrays(tx.init(params))
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args  # optax's lookahead passes none to the fast optimizer
+    _tree.require_params("lookahead", params)
+    _tree.check_match("updates", updates, "params.fast", params.fast)
+    out, new_state = tx.update(updates, state, params)
+    return (optax.LookaheadParams(_tree.cast_like(out.fast, params.fast),
+                                  _tree.cast_like(out.slow, params.slow)),
+            new_state)
+
+  return _base.GradientTransformation(init, update)
+
+
+def _copy_arrays(tree):
+  """A copy of every array leaf: no state buffer is shared with the params (donation)."""
+  return jax.tree.map(lambda x: jnp.array(x, copy=True) if hasattr(x, "dtype") else x, tree)
+
 
 madgrad = _alias(optax.contrib.madgrad, dict(learning_rate=_lr, momentum=v.unit_interval,
                                              weight_decay=v.nonnegative, eps=v.nonnegative),
@@ -236,4 +272,65 @@ Reduce on plateau (as in Keras/PyTorch's ``ReduceLROnPlateau``): multiplies the
 updates by a scale that drops by ``factor`` after ``patience`` steps without relative
 improvement ``rtol`` of the loss (the extra argument ``value``, averaged over
 ``accumulation_size`` steps).
+""", real_only=False)
+
+optimistic_adam_v2 = _alias(
+    optax.optimistic_adam_v2,
+    _adam_checks(alpha=v.nonnegative, beta=v.nonnegative, eps_root=v.nonnegative), r"""
+Optimistic Adam, the form of optax's ``optimistic_adam_v2`` (Daskalakis et al. 2018,
+arXiv 1711.00141): the optimistic correction is applied to the gradient before Adam's
+moments, with weights α (current) and β (correction), Nesterov momentum by default.
+
+.. math:: \tilde g_t = (\alpha + \beta) g_t - \beta g_{t-1}, \quad
+   \theta \leftarrow \theta - \eta\, \hat m_t(\tilde g) / (\sqrt{\hat v_t(\tilde g)} + \epsilon)
+""")
+
+galore = _alias(
+    optax.contrib.galore,
+    dict(learning_rate=_lr, rank=lambda n, x: v.integer(n, x, 1),
+         update_proj_gap=lambda n, x: v.integer(n, x, 1), scale=v.finite,
+         weight_decay=v.nonnegative), r"""
+GaLore (Zhao et al. 2024, arXiv 2403.03507): the base optimizer (Adam by default) runs on
+gradients projected onto the top-``rank`` left or right singular vectors of the matrix
+gradient, refreshed every ``update_proj_gap`` steps; its statistics have the projected,
+rank-``rank`` shape.
+
+.. math:: P = \mathrm{svd}(G)_{:, :r}, \quad R = P^\top G, \quad
+   \theta \leftarrow \theta - \eta\,(\alpha\, P\, \mathrm{base}(R) + \lambda\theta)
+
+Leaves that are not matrices (or that ``weight_dimension_numbers`` leaves out) take the
+base optimizer unprojected. Real params only (the projector is an SVD).
+""")
+
+sophia = _alias(
+    optax.contrib.sophia,
+    dict(learning_rate=_lr, b1=v.unit_interval, b2=v.unit_interval, eps=v.nonnegative,
+         weight_decay=v.nonnegative, gamma=v.nonnegative, clip_threshold=v.positive,
+         update_interval=lambda n, x: v.in_range(n, x, 1.0)), r"""
+Sophia (Liu et al. 2023, arXiv 2305.14342): momentum divided by an EMA of a diagonal
+Hessian estimate, clipped per coordinate.
+
+.. math:: m_t = \beta_1 m + (1-\beta_1) g_t, \quad
+   h \leftarrow \beta_2 h + (1-\beta_2)\,\hat h_t \ \text{every k steps}, \\
+   \theta \leftarrow \theta - \eta\,\big(\mathrm{clip}(\hat m_t / \max(\gamma h, \epsilon),
+   \rho) + \lambda\theta\big)
+
+The default ``hessian_diagonal_fn`` is Hutchinson's estimator
+:math:`u \odot (\nabla^2 f\, u)` with Rademacher :math:`u`: pass the loss of the params
+as the extra argument ``obj_fn`` to ``update``. Defaults are optax's (γ = 0.01,
+ρ = ``clip_threshold`` = 1, k = ``update_interval`` = 10).
+""")
+
+split_real_and_imaginary = _alias(optax.contrib.split_real_and_imaginary, {}, r"""
+Runs ``inner`` on the real and imaginary parts of complex params as two real leaves and
+recombines the updates, so a real-only optimizer (e.g. Adam's per-part moments) trains
+complex params. Real leaves pass through unchanged.
+
+.. math:: (\Delta_{re}, \Delta_{im}) = \mathrm{inner}(\Re g, \Im g), \quad
+   \Delta = \Delta_{re} + i\,\Delta_{im}
+""", real_only=False)
+
+normalize = _alias(optax.contrib.normalize, {}, r"""
+Divides the updates by their global norm, :math:`g / \lVert g \rVert_2`: the
+``adv_optimizer`` of :func:`optix.sam` is typically ``chain(normalize(), sgd(rho))``.
 """, real_only=False)

@@ -104,11 +104,18 @@ def schedule_free(base_optimizer: _base.GradientTransformation,
 
 def schedule_free_eval_params(state: ScheduleFreeState, params: _base.Params) -> _base.Params:
   r"""The averaged params ``x`` to evaluate (and checkpoint for inference):
-  :math:`x = (y - (1-\beta) z)/\beta`, in the params' dtypes."""
-  b1, z = getattr(state, "b1", None), getattr(state, "z", None)
+  :math:`x = (y - (1-\beta) z)/\beta`, in the params' dtypes.
+
+  ``state`` is the schedule-free state, any state that holds one (inside ``chain``,
+  ``apply_if_finite``, ...), an ``nnx.Optimizer``'s ``opt_state`` or the ``nnx.Optimizer``; ``params`` may be
+  ``nnx.state(model, nnx.Param)`` (the result holds arrays: ``nnx.update(model, x)``).
+  """
+  found = _tree.find_states(state, ScheduleFreeState)
+  sf = found[0] if found else _tree.plain_state(state)  # e.g. optax's schedule-free state
+  b1, z = getattr(sf, "b1", None), getattr(sf, "z", None)
   if b1 is None or z is None:
     raise ValueError("schedule_free_eval_params needs the state of optix.schedule_free, got "
                      f"{type(state).__name__}")
   return jax.tree.map(
       lambda y, z: ((y.astype(z.dtype) - (1.0 - b1) * z) / b1).astype(jnp.result_type(y)),
-      params, z)
+      _tree.plain_state(params), z)
