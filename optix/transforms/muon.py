@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from optix import _base, _tree, _validate
-from optix._sharding import check_axis, explicit_spec, map_stacked, replicated
+from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
 
 DEFAULT_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 SHAPE_SCALINGS = ("width", "match_adamw_rms", "none")
@@ -192,13 +192,40 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   ``leaves[i]`` is seen as ``views[i]``; matrices are transposed to wide form,
   grouped by ``(m, n)``, concatenated to ``(B, m, n)``, orthogonalized in one
   call, then split and put back in each leaf's shape. Returns float32 leaves.
-  Leaves sharded on an Explicit mesh are gathered first and the results
-  resharded like the leaf, so sharded params do not fail here.
+  Leaves sharded on an Explicit mesh (FSDP) are not gathered: each device
+  orthogonalizes the whole leaves it owns (``optix._sharding.map_owned``: one all-to-all
+  there and one back) and the results come back in the leaf's layout.
   """
+  out = [None] * len(leaves)
+  owned, units = {}, []  # units: (leaf index, view of one unit, arrays of that unit)
+  for i, view in enumerate(views):
+    spec = explicit_spec(leaves[i])
+    if spec is None:
+      continue
+    x, k = leaves[i], _unsharded_stack_axes(leaves[i].shape, view.count, spec)
+    if k is None:  # a sharded stacked axis: the whole leaf is one unit
+      units.append((i, view, [x]))
+    else:  # stacked layers on unsharded axes: each matrix is a unit of its own
+      x = x.reshape((view.count,) + x.shape[k:]) if k != 1 else x
+      units.append((i, view._replace(count=1), [x[j] for j in range(view.count)]))
+  for u, (_, v, xs) in enumerate(units):
+    owned.setdefault(v, []).extend((u, j) for j in range(len(xs)))
+  results = {}
+  for v, members in owned.items():
+    def one(x, v=v):
+      y = x.reshape((v.count, v.fan_in, v.fan_out))
+      y = orthogonalize_stack(jnp.swapaxes(y, 1, 2) if v.transposed else y)
+      return (jnp.swapaxes(y, 1, 2) if v.transposed else y).reshape(x.shape)
+    for key, r in zip(members, map_owned(one, [units[u][2][j] for u, j in members])):
+      results[key] = r
+  for u, (i, _, xs) in enumerate(units):
+    parts = [results[u, j] for j in range(len(xs))]
+    out[i] = parts[0] if len(parts) == 1 and views[i].count == 1 else (
+        jnp.stack(parts).reshape(leaves[i].shape))
   groups = {}
   for i, view in enumerate(views):
-    groups.setdefault(view.wide, []).append(i)
-  out = [None] * len(leaves)
+    if out[i] is None:
+      groups.setdefault(view.wide, []).append(i)
   for (m, n), members in groups.items():
     mats = []
     for i in members:
@@ -216,6 +243,18 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
       spec = explicit_spec(leaves[i])
       out[i] = x if spec is None else jax.sharding.reshard(x, spec)  # back to the leaf's layout
   return out
+
+
+def _unsharded_stack_axes(shape, count, spec):
+  """``k`` such that the first ``k`` axes of ``shape`` hold the ``count`` stacked matrices
+  and none of them is sharded in ``spec``; None when there is no such prefix."""
+  entries = tuple(spec) + (None,) * (len(shape) - len(spec))
+  size = 1
+  for k in range(len(shape)):
+    if size == count:
+      return k if count > 1 and all(e is None for e in entries[:k]) else None
+    size *= shape[k]
+  return None
 
 
 class ScaleByMuonState(NamedTuple):
@@ -258,7 +297,12 @@ def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
   (:func:`optix.map_stacked`: one all-gather per shape, no collectives inside
   the iterations; Jordan's distributed Muon does the same round-robin split).
   The result equals the unsplit one; each device does ~1/N of the
-  Newton–Schulz flops. Works on Auto and Explicit meshes, under ``jit`` with
+  Newton–Schulz flops. Gradients sharded on an Explicit mesh (FSDP) are never
+  gathered, ``mesh`` or not: each device orthogonalizes the matrices it owns
+  (round-robin over the matrices of one shape and layout) and only the results move
+  back, two all-to-alls per group: 8 × (512×512) params sharded by rows over 8
+  devices move 0.25× the param bytes per device per step (gathering: 2×).
+  Works on Auto and Explicit meshes, under ``jit`` with
   sharded or replicated params; inside ``shard_map``/``pmap`` (manual axes)
   the split is skipped and every device computes all matrices.
 
