@@ -115,7 +115,8 @@ def main(argv=None):
   prof = profiles(times)
   report = "\n".join([
       f"Machine: {machine()}. {args.trials} learning rates per optimizer, {args.seeds} seeds for "
-      f"the chosen one; total {time.perf_counter() - start:.0f} s.\n",
+      f"the chosen one; this invocation {time.perf_counter() - start:.0f} s (runs found in --out "
+      "are not rerun).\n",
       "### Time to target ÷ tuned AdamW's (lower is better)\n", ratio_table(times), "",
       "### Performance profiles (fraction of workloads within τ × the fastest)\n",
       profile_table(prof), "", *sections])
