@@ -13,7 +13,7 @@ Cells: dtype (float32, bfloat16, float64 under ``jax.enable_x64``, complex64)
 × wrapper (bare; inside ``optax.inject_hyperparams``, ``optax.MultiSteps``,
 ``optax.apply_if_finite``, ``optax.masked``, ``optax.chain``). The default run
 takes every name bare in float32 (but the line searches, held to optax by
-tests/test_linesearch_conformance.py, and all but four of the aliases that run
+tests/test_linesearch_conformance.py, and all but two of the aliases that run
 optax's own function) plus a representative subset of the other cells;
 ``-m slow`` runs the whole cross product.
 
@@ -259,12 +259,12 @@ WRAPPERS = ("bare", "inject", "multisteps", "apply_if_finite", "masked", "chain"
 NO_INJECT = {"chain", "named_chain", "masked", "multi_transform", "partition",
              "apply_if_finite", "with_extra_args_support", "mechanize", "schedule_free",
              "inject_hyperparams", "identity", "set_to_zero", "scale_by_schedule"}
-REPRESENTATIVE = ("adam", "sgd", "adafactor", "lion", "rmsprop", "adamw")
+REPRESENTATIVE = ("adam", "sgd", "adafactor", "lion")
 # Aliases that run optax's own function behind optix's checks (optix/optax_family.py):
-# the default run samples four of them, the slow run takes all.
+# the default run samples two of them, the slow run takes all.
 ADAPTERS = {n for n in OPTIMIZERS
             if getattr(getattr(optix, n), "__module__", "") == "optix.optax_family"}
-ADAPTER_SAMPLE = ("radam", "yogi", "sm3", "rprop")
+ADAPTER_SAMPLE = ("radam", "rprop")
 
 
 def _compare_cell(name, dtype_name, wrapper):
@@ -289,7 +289,8 @@ def _compare_cell(name, dtype_name, wrapper):
   for key in ("w", "b"):
     want = np.asarray(theirs[key], np.complex128 if dtype_name == "complex64" else np.float64)
     got = np.asarray(ours[key].astype(jnp.float32) if dtype_name == "bfloat16" else ours[key])
-    scale = max(1.0, float(np.max(np.abs(want))))
+    finite = np.abs(want[np.isfinite(want)])  # non-finite entries must match exactly
+    scale = max(1.0, float(np.max(finite))) if finite.size else 1.0
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale,
                                err_msg=f"{name} {dtype_name} {wrapper} leaf {key}")
 
@@ -302,7 +303,7 @@ def _cells():
         sampled = name not in HEAVY and (name not in ADAPTERS or name in ADAPTER_SAMPLE)
         default = ((dtype_name == "float32" and wrapper == "bare" and sampled)
                    or (name in REPRESENTATIVE and wrapper == "bare")
-                   or (name in REPRESENTATIVE[:2] and dtype_name == "float32"))
+                   or (name == "adam" and dtype_name == "float32"))
         marks = () if default else (pytest.mark.slow,)
         if dtype_name == "bfloat16" and name in BF16_ROUNDING:
           marks += (pytest.mark.xfail(reason=BF16_ROUNDING[name], strict=False),)
