@@ -18,6 +18,7 @@ from jax.sharding import AxisType
 
 import optix
 from registry import BY_NAME, ENTRIES, params_for
+from registry_family import hessian_of_squares
 
 # Entries whose heavy cells also run in the default (not slow) run: one per family.
 LIGHT = {"adamw", "lion", "sgd_momentum", "adafactor", "adam8bit", "muon", "apply_if_finite",
@@ -210,6 +211,38 @@ INJECT = {
     "signum": lambda: _INJ(optix.signum)(1e-2),
     "adan": lambda: _INJ(optix.adan)(1e-2),
     "cocob": lambda: _INJ(optix.cocob)(),
+    "acprop": lambda: _INJ(optix.acprop)(1e-2, weight_decay=0.01),
+    "adadelta": lambda: _INJ(optix.adadelta)(1.0),
+    "adamax": lambda: _INJ(optix.adamax)(1e-2),
+    "fromage": lambda: _INJ(optix.fromage)(1e-2),
+    # rank sets state shapes and the refresh gap a Python-side period: static.
+    "galore": lambda: _INJ(optix.galore, static_args=("rank", "update_proj_gap"))(
+        1e-2, rank=2, update_proj_gap=3),
+    "madgrad": lambda: _INJ(optix.madgrad)(1e-2),
+    "momo": lambda: _INJ(optix.momo)(1e-2),
+    "momo_adam": lambda: _INJ(optix.momo_adam)(1e-2),
+    "noisy_sgd": lambda: _INJ(optix.noisy_sgd, static_args=("seed",))(1e-2),
+    "novograd": lambda: _INJ(optix.novograd)(1e-2, weight_decay=0.01),
+    "optimistic_adam": lambda: _INJ(optix.optimistic_adam)(1e-2),
+    "optimistic_adam_v2": lambda: _INJ(optix.optimistic_adam_v2)(1e-2),
+    "optimistic_gradient_descent": lambda: _INJ(optix.optimistic_gradient_descent)(1e-2),
+    "polyak_sgd": lambda: _INJ(optix.polyak_sgd)(1.0),
+    "reduce_on_plateau": lambda: optix.chain(_INJ(optix.sgd)(0.1), optix.reduce_on_plateau(
+        patience=2, accumulation_size=2)),
+    "rprop": lambda: _INJ(optix.rprop)(1e-2),
+    "sam": lambda: optix.sam(_INJ(optix.sgd)(0.1), optix.chain(optix.normalize(),
+                                                              optix.sgd(0.05))),
+    "sign_sgd": lambda: _INJ(optix.sign_sgd)(1e-2),
+    "simplified_ademamix": lambda: _INJ(optix.simplified_ademamix)(1e-3),
+    "sm3": lambda: _INJ(optix.sm3)(1e-1),
+    "sophia": lambda: _INJ(optix.sophia)(1e-2, update_interval=2,
+                                         hessian_diagonal_fn=hessian_of_squares()),
+    "split_real_and_imaginary": lambda: optix.split_real_and_imaginary(_adam()),
+    "dadapt_adamw": lambda: _INJ(optix.dadapt_adamw)(),
+    "dog": lambda: _INJ(optix.dog)(),
+    "dowg": lambda: _INJ(optix.dowg)(),
+    "mechanize": lambda: optix.mechanize(_adam()),
+    "cautious_lion": lambda: _INJ(optix.cautious_lion)(1e-3, weight_decay=0.1),
     # The packed layout around an injected optimizer: hyperparameters are scalars, kept as is.
     "packed_adamw": lambda: optix.packed(_INJ(optix.adamw)(1e-2, weight_decay=0.1)),
     "packed_lion": lambda: optix.packed(_INJ(optix.lion)(1e-3, weight_decay=0.1)),
@@ -234,6 +267,8 @@ NO_INJECT = {
     "clip": "sgd after a clip: sgd's inject cell covers it",
     "clip_by_global_norm": "sgd after a clip: sgd's inject cell covers it",
     "adaptive_grad_clip": "sgd after a clip: sgd's inject cell covers it",
+    "normalize_sgd": "sgd after normalize: sgd's inject cell covers it",
+    "sophia_hutchinson": "variant of sophia: sophia's inject cell covers it",
 }
 
 
