@@ -30,6 +30,22 @@ bench: $(BIN)/activate
 bench-quick: $(BIN)/activate
 	$(BIN)/python -m benchmarks.suite --quick --out out/bench-quick
 
+# The lowest declared versions (ci/lowest.txt) in a second venv, on the tests that exercise the
+# dependencies' APIs (optax parity and wrappers, Flax NNX, the kernels built against the
+# main venv's jaxlib, loaded by the lowest jaxlib). It imports the checkout's optix.
+LOWEST       := .venv-lowest
+LOWEST_TESTS ?= tests/test_parity.py tests/test_interop.py tests/test_fused.py tests/test_readme.py
+
+$(LOWEST)/bin/activate: ci/lowest.txt
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --quiet --upgrade pip
+	$(LOWEST)/bin/pip install --quiet -r ci/lowest.txt pytest pytest-xdist hypothesis
+	touch $(LOWEST)/bin/activate
+
+.PHONY: test-lowest
+test-lowest: $(BIN)/activate $(LOWEST)/bin/activate
+	$(LOWEST)/bin/python -m pytest -n 2 -q $(LOWEST_TESTS)
+
 # Mutation testing (mutmut 3) of the numerics core, one file at a time against the smallest fast
 # test selection that covers it (docs/guides/testing.md has the scores). Each file runs in
 # out/mutate/<file>/ under its own generated [mutmut] config; `mutmut results` and
