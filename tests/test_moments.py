@@ -44,6 +44,10 @@ def test_correction_and_debias():
   _close(moments.correction(B, count), 1 - B ** 3)
   _close(moments.debias_leaf(jnp.asarray(M, jnp.float32), moments.correction(B, count)),
          M / (1 - B ** 3))
+  # A bfloat16 moment (state_dtype=bfloat16) stays bfloat16: the correction is cast to it.
+  low = moments.debias_leaf(jnp.asarray(M, jnp.bfloat16), moments.correction(B, count))
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(low, np.float64), M / (1 - B ** 3), rtol=1e-2)
   tree = moments.debias({"a": jnp.asarray(M, jnp.float32), "b": jnp.asarray(G, jnp.float32)},
                         B, count)
   _close(tree["a"], M / (1 - B ** 3))
