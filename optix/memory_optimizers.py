@@ -52,9 +52,41 @@ def adafactor(learning_rate: Optional[_base.ScalarOrSchedule] = None,
   State for an n×m matrix: n + m floats (without momentum).
 
   Args:
+    learning_rate: :math:`\rho_t`, a float >= 0 (finite) or a schedule of the
+      step count; None (default, optax's): the relative step below, unless
+      ``relative_step=False`` (then no learning rate at all, as in optax).
+    min_dim_size_to_factor: int >= 0; a tensor is factored when its
+      second-largest axis is at least this; 128 (optax's).
+    decay_rate: c in (0, 1], the exponent of :math:`\hat\beta_{2t} = 1 - t^{-c}`;
+      0.8 (the paper's).
+    decay_offset: int >= 0, steps subtracted from t in that schedule (for
+      fine-tuning from a checkpoint); 0.
+    multiply_by_parameter_scale: scale the step by
+      :math:`\max(\epsilon_2, \mathrm{RMS}(\theta))` (True, default: a
+      relative step) or not.
+    clipping_threshold: d > 0 of the update clip
+      :math:`\max(1, \mathrm{RMS}(u_t)/d)`; 1.0 (the paper's); None: no clip.
+    momentum: β₁ in [0, 1) of an EMA of the updates; None (default): none,
+      the paper's memory-lean choice.
+    dtype_momentum: dtype of the momentum buffer; float32.
+    weight_decay_rate: decoupled decay rate >= 0 or a schedule, applied to
+      θ after the step size (not multiplied by it, as in optax); None
+      (default): none.
+    eps: ε₁ >= 0, added to :math:`g^2`; 1e-30 (the paper's).
+    factored: factor the second moment of matrices (True, default) or keep it
+      full (False: Adam-like memory).
+    weight_decay_mask: which params decay: a tree of bools (or a prefix), or a
+      callable params -> such a tree; None: all.
     relative_step: use ρₜ = min(``max_relative_step``, 1/√t) as the step size
       (requires ``learning_rate=None``); default: on iff ``learning_rate`` is None.
-    min_param_scale: ε₂, the floor of RMS(θ) (10⁻³, the paper's).
+    max_relative_step: the cap > 0 of the relative step; 1e-2 (the paper's).
+    min_param_scale: ε₂ >= 0, the floor of RMS(θ) (10⁻³, the paper's).
+    state_dtype: dtype of the second-moment statistics; None is the policy:
+      the params' precision, at least float32 (real, also for complex params).
+
+  Returns:
+    A ``GradientTransformation`` (a ``chain``): ``init(params)``,
+    ``update(grads, state, params)``.
   """
   use_relative = relative_step_default(learning_rate, relative_step)
   # Checked here too so that errors name this function's arguments.
@@ -96,6 +128,24 @@ def adam8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float =
   ``block_size`` (see :func:`scale_by_adam8bit`). Leaves smaller than
   ``min_8bit_size`` keep float32 moments; √v is rounded stochastically unless
   ``stochastic_rounding=False``. State: ≈2.03 bytes/param instead of 8.
+
+  Args:
+    learning_rate: η, a float >= 0 (finite) or a schedule of the step count;
+      None: no learning rate and no sign flip (optax's convention).
+    b1: β₁ in [0, 1), the first moment's EMA decay; 0.9 (Adam's).
+    b2: β₂ in [0, 1), the second moment's EMA decay; 0.999 (Adam's).
+    eps: ε >= 0 outside the root; 1e-8.
+    eps_root: >= 0, inside the root; 0 (small and positive to differentiate
+      through the step).
+    block_size: int >= 1, values sharing one float32 absmax in the 8-bit
+      moments; 256 (the paper's).
+    min_8bit_size: int >= 0; smaller leaves (biases, norm scales) keep float32
+      moments; 4096.
+    stochastic_rounding: True (default) rounds the stored √v stochastically,
+      so v stays unbiased and does not stall; False: nearest.
+
+  Returns:
+    A ``chain`` ``GradientTransformation``.
   """
   return chain(scale_by_adam8bit(b1, b2, eps, eps_root, block_size=block_size,
                                  min_8bit_size=min_8bit_size,
@@ -112,6 +162,23 @@ def adamw8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float 
 
   :math:`\theta \leftarrow \theta - \eta\,(\hat m_t/(\sqrt{\hat v_t} + \epsilon) + \lambda\theta)`.
   Defaults as ``optix.adamw``. State: ≈2.03 bytes/param.
+
+  Args:
+    learning_rate: as in :func:`adam8bit` (a float >= 0 or a schedule; None: none).
+    b1: as in :func:`adam8bit`: in [0, 1); 0.9.
+    b2: as in :func:`adam8bit`: in [0, 1); 0.999.
+    eps: as in :func:`adam8bit`: >= 0; 1e-8.
+    eps_root: as in :func:`adam8bit`: >= 0; 0.
+    weight_decay: λ >= 0 (or a schedule), the decoupled decay; 1e-4, the
+      default of ``optax.adamw``.
+    mask: the params that decay: a bool tree (or prefix) or a callable
+      returning one (e.g. ``optix.matrices_only``); None: every leaf.
+    block_size: as in :func:`adam8bit`: int >= 1; 256.
+    min_8bit_size: as in :func:`adam8bit`: int >= 0; 4096.
+    stochastic_rounding: as in :func:`adam8bit`; True.
+
+  Returns:
+    A ``chain`` ``GradientTransformation``.
   """
   return chain(scale_by_adam8bit(b1, b2, eps, eps_root, block_size=block_size,
                                  min_8bit_size=min_8bit_size,

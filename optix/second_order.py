@@ -28,6 +28,28 @@ def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule 
   :mod:`optix.transforms.curvature` for the training step with Flax NNX. State
   dtypes follow ``state_dtype`` and a missing ``kfac_stats`` raises unless
   ``require_stats=False``, as in :func:`scale_by_kfac`.
+
+  Args:
+    learning_rate: the step size η: a float >= 0 (finite) or a schedule of the
+      step count; also the η of the ``kl_clip`` bound.
+    damping: Tikhonov damping λ >= 0, a float or a schedule; 1e-3 suits mean
+      cross-entropy / squared losses with learning rates 0.1-1.
+    ema_decay: ρ in [0, 1), decay of the factor EMAs; 0.95 (the paper's).
+    inverse_update_period: int >= 1, steps between refreshes of the damped
+      inverses; 5.
+    kl_clip: κ > 0, scales the step by ν so its predicted KL change is at most
+      κ; None (default): no clip (ν = 1).
+    momentum: heavy-ball momentum in [0, 1] (``optix.trace``'s decay); None
+      (default): none, as in the paper's plain K-FAC step.
+    state_dtype: dtype of the factors, inverses, fallback EMA and momentum;
+      None is the policy: at least float32 and the params' kind.
+    require_stats: True (default) raises when ``update`` gets no
+      ``kfac_stats`` for params with dense layers; False takes the diagonal
+      fallback instead.
+
+  Returns:
+    A ``GradientTransformation`` (a ``chain``) taking the extra argument
+    ``kfac_stats``.
   """
   if momentum is not None:  # trace would call it "decay"
     _validate.in_range("momentum", momentum, 0.0, 1.0)
@@ -70,6 +92,23 @@ def lbfgs(learning_rate: Optional[_base.ScalarOrSchedule] = None, memory_size: i
   is optix's, keyword-only); the first step is capped at unit length
   (:math:`\gamma_0 = \min(1, 1/\|g_0\|)`). State: (2m + 3) values/param.
   References: Liu & Nocedal, Math. Prog. 45 (1989); Nocedal & Wright (2006) §7.2.
+
+  Args:
+    learning_rate: a float >= 0 (finite) or a schedule multiplying the step;
+      None (default, optax's): a plain ``scale(-1)``, the line search choosing
+      the step length.
+    memory_size: m, an int >= 1: stored (s, y) pairs; 10 (optax's).
+    scale_init_precond: scale the initial inverse Hessian by
+      :math:`\gamma_k = s^\top y / y^\top y` (True, default) or use the
+      identity (False).
+    linesearch: a transform, ``"zoom"``, ``"backtracking"`` or None (fixed
+      step); default: zoom (strong Wolfe) with 20 evaluations and first guess 1.
+    max_linesearch_steps: int >= 1, evaluations (zoom) or trials
+      (backtracking) when ``linesearch`` is a name; 20. Ignored otherwise.
+
+  Returns:
+    A ``GradientTransformation`` (a ``chain``) taking the extra arguments
+    ``value``, ``grad`` and ``value_fn`` of the line search.
   """
   if isinstance(linesearch, str):
     _validate.one_of("linesearch", linesearch, {"zoom", "backtracking"})

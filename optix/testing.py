@@ -24,7 +24,16 @@ from optix import _base
 
 
 def random_like(key, tree, scale=1.0):
-  """Standard-normal arrays (times ``scale``) shaped and typed like ``tree``."""
+  """Standard-normal arrays (times ``scale``) shaped and typed like ``tree``.
+
+  Args:
+    key: a ``jax.random`` key; split once per leaf.
+    tree: a pytree of arrays (or ``ShapeDtypeStruct``) giving shapes and dtypes.
+    scale: the standard deviation; 1.0.
+
+  Returns:
+    A tree like ``tree``: draws made in float32, then cast to each leaf's dtype.
+  """
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(key, max(len(leaves), 1))
   return jax.tree.unflatten(treedef, [
@@ -38,7 +47,22 @@ def _abstract(tree):
 
 def check_state_stable(tx: _base.GradientTransformation, params, grads=None, **extra_args):
   """The state after ``update`` (and after either ``lax.cond`` branch) has the
-  same tree structure, shapes and dtypes as the state from ``init``."""
+  same tree structure, shapes and dtypes as the state from ``init``.
+
+  Args:
+    tx: the transform under test.
+    params: example params (any pytree of arrays).
+    grads: the gradients to update with; None (default): :func:`random_like`
+      ``params`` (key 0).
+    **extra_args: keyword extra arguments passed to ``update``.
+
+  Returns:
+    The state from ``tx.init(params)``.
+
+  Raises:
+    AssertionError: if a structure, shape or dtype changes, or the skipped
+      ``lax.cond`` branch does not return the input state bit for bit.
+  """
   grads = random_like(jax.random.key(0), params) if grads is None else grads
   state = tx.init(params)
   new_state = jax.eval_shape(lambda g, s, p: tx.update(g, s, p, **extra_args)[1],
@@ -70,9 +94,13 @@ def check_transform(tx: _base.GradientTransformation, params: Any, *, steps: int
     params: example params (any pytree of arrays).
     steps: jitted update steps taken with random gradients.
     reference: optional transform expected to give the same updates (parity).
-    rtol, atol: tolerances for the parity check.
+    rtol: relative tolerance of the parity check; 1e-5.
+    atol: absolute tolerance of the parity check; 1e-6.
     seed: seeds the random gradients.
     extra_args: keyword extra arguments passed to every ``update`` (e.g. ``value``).
+
+  Returns:
+    None.
   """
   extra_args = dict(extra_args or {})
   check_state_stable(tx, params, **extra_args)
@@ -95,7 +123,16 @@ def check_transform(tx: _base.GradientTransformation, params: Any, *, steps: int
 
 
 def max_relative_difference(a, b) -> float:
-  """Max over leaves and elements of ``abs(a - b) / max(abs(b), tiny)``, in float64 on the host."""
+  """Max over leaves and elements of ``abs(a - b) / max(abs(b), tiny)``, in float64 on the host.
+
+  Args:
+    a: a pytree of arrays (the values under test).
+    b: a pytree of the same structure (the reference: the denominator);
+      ``tiny`` is 1e-30.
+
+  Returns:
+    A Python float (0.0 for empty trees).
+  """
   diffs = jax.tree.map(
       lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
                                 / np.maximum(np.abs(np.asarray(y, np.float64)), 1e-30),

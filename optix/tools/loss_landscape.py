@@ -14,6 +14,17 @@ from optix import _validate
 
 @dataclasses.dataclass
 class LandscapeResult:
+  """What :func:`loss_landscape` evaluated; :meth:`plot` draws it.
+
+  Args:
+    alphas: the grid coordinates, shape ``(resolution,)``, centre exactly 0.
+    loss_1d: L(θ + α d₁), shape ``(resolution,)``.
+    loss_2d: L(θ + α d₁ + β d₂), shape ``(resolution, resolution)``, indexed
+      ``[β, α]``.
+    center_loss: L(θ), computed directly.
+    sharpness: the summary numbers (a dict), see :func:`loss_landscape`.
+    directions: ``(d₁, d₂)``, pytrees shaped like the params.
+  """
   alphas: np.ndarray        # the grid coordinates, shape (resolution,), centre exactly 0
   loss_1d: np.ndarray       # L(θ + α d₁), shape (resolution,)
   loss_2d: np.ndarray       # L(θ + α d₁ + β d₂), shape (resolution, resolution), [β, α]
@@ -48,6 +59,16 @@ def filter_normalized_direction(key, params, ignore_vectors: bool = False):
   output axis of Flax/Haiku kernels): ``d[..., j] ← d[..., j] · ‖θ[..., j]‖ / ‖d[..., j]‖``.
   Vectors and scalars are one filter each, or zero with ``ignore_vectors``
   (Li et al.'s choice for biases and norm scales).
+
+  Args:
+    key: a ``jax.random`` key; split once per leaf.
+    params: the weights θ (a pytree of arrays) whose filter norms the
+      direction takes.
+    ignore_vectors: zero the direction on leaves with ``ndim < 2`` (True) or
+      normalize them as one filter (False, default).
+
+  Returns:
+    A float32 pytree shaped like ``params``.
   """
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, max(len(leaves), 1))
@@ -91,10 +112,16 @@ def loss_landscape(loss_fn: Callable[[Any, Any], jax.Array], params: Any, data: 
     loss_fn: ``loss_fn(params, data) -> scalar``.
     params: the point to look around.
     data: the batch passed to ``loss_fn`` (use a fixed, reasonably large one).
-    resolution: grid points per axis, odd, >= 3.
-    span: the grid's half-width in units of the (filter-normalized) directions.
-    seed: for the directions.
-    ignore_vectors: zero the directions on biases/scales (Li et al.'s variant).
+    resolution: grid points per axis, an odd int >= 3; 21.
+    span: the grid's half-width (> 0) in units of the (filter-normalized)
+      directions; 1.0 (one weight norm each way).
+    seed: for the directions; 0.
+    ignore_vectors: zero the directions on biases/scales (Li et al.'s variant);
+      False.
+
+  Returns:
+    A :class:`LandscapeResult` (``resolution`` + ``resolution²`` loss
+    evaluations).
   """
   _validate.integer("resolution", resolution, 3)
   if resolution % 2 == 0:

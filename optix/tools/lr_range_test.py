@@ -20,6 +20,18 @@ from optix import _base, _validate
 
 @dataclasses.dataclass
 class LRRangeResult:
+  """What :func:`lr_range_test` recorded and suggests; :meth:`plot` draws it.
+
+  Args:
+    lrs: the learning rate used at each recorded step.
+    losses: the raw loss at each step (before that step's update).
+    smoothed: the debiased EMA of the loss (β = ``smoothing``).
+    suggested_lr: ``min_loss_lr / safety_factor`` (Smith's rule).
+    min_loss_lr: the LR at the smoothed-loss minimum: the sweep's edge.
+    stopped_early: True when the sweep stopped on divergence.
+    steepest_lr: the LR of the steepest descent of the smoothed loss in
+      log(lr) (fastai's rule); NaN when too few steps precede the minimum.
+  """
   lrs: np.ndarray           # the learning rate used at each recorded step
   losses: np.ndarray        # the raw loss at each step (before that step's update)
   smoothed: np.ndarray      # debiased EMA of the loss (beta = ``smoothing``)
@@ -66,16 +78,17 @@ def lr_range_test(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batches
                   skip_start: int = 5, safety_factor: float = 4.0) -> LRRangeResult:
   r"""Sweeps the learning rate exponentially and suggests one.
 
-  ``lr_t = min_lr · (max_lr / min_lr)^{t/(steps-1)}`` is passed to
-  ``tx_factory`` as a schedule, so one jitted step serves the whole sweep.
-  The smoothed loss is the debiased EMA ``s_t = (β s_{t-1} + (1-β) L_t)/(1-β^t)``;
-  the sweep stops once ``s_t > diverge_factor · min s``.
+  :math:`\eta_t = \eta_{\min} (\eta_{\max} / \eta_{\min})^{t/(T-1)}` (``min_lr``,
+  ``max_lr``, T = ``steps``) is passed to ``tx_factory`` as a schedule, so one
+  jitted step serves the whole sweep. The smoothed loss is the debiased EMA
+  :math:`s_t = a_t/(1-\beta^t)`, :math:`a_t = \beta a_{t-1} + (1-\beta) L_t`;
+  the sweep stops once :math:`s_t >` ``diverge_factor`` :math:`\cdot \min s`.
 
   The suggestion is ``lr(argmin s) / safety_factor``: the LR at the
   smoothed-loss minimum marks the edge past which the iterate stops improving
   (near the stability limit), and Smith's rule of thumb (2017, §3.3) puts a
   good learning rate a factor 3-4 below that maximum. ``steepest_lr`` — the
-  most negative slope ``ds/d\log lr`` (fastai's rule) — is also returned but
+  most negative slope :math:`ds/d\log\eta` (fastai's rule) — is also returned but
   is not the default: the slope measures ``lr·‖g‖²`` at the *current* iterate, so an
   optimizer that makes most of its progress early in the sweep (heavy-ball
   momentum, which moves ``1/(1-β)`` times faster at small LRs; ill-conditioned
@@ -95,12 +108,21 @@ def lr_range_test(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batches
       any other pytree of arrays stacked along axis 0 (cycled), e.g. ``(x, y)``
       with shapes ``(num_batches, batch, ...)``.
     tx_factory: ``learning_rate -> GradientTransformation``, e.g. ``optix.adam``.
-    min_lr, max_lr, steps: the sweep.
-    smoothing: β of the loss EMA (0.9: averages ~10 steps; raise for noisy losses).
-    diverge_factor: stop when the smoothed loss exceeds this multiple of its minimum.
-    skip_start: steps ignored by the steepest-slope rule and by the divergence
-      check (the EMA's first values are noisy).
-    safety_factor: the suggestion is this factor below the smoothed-loss minimum.
+    min_lr: the first learning rate, > 0; 1e-7 (far below any useful one).
+    max_lr: the last learning rate, > ``min_lr``; 10 (past most optimizers'
+      stability limit, so the edge is inside the sweep).
+    steps: int >= 3, steps (and recorded losses) of the sweep; 100.
+    smoothing: β of the loss EMA, in [0, 1) (0.9: averages ~10 steps; raise for
+      noisy losses).
+    diverge_factor: > 1; stop when the smoothed loss exceeds this multiple of its
+      minimum; 4.
+    skip_start: int >= 0, steps ignored by the steepest-slope rule and by the
+      divergence check (the EMA's first values are noisy); 5.
+    safety_factor: >= 1; the suggestion is this factor below the smoothed-loss
+      minimum; 4 (Smith's 3-4).
+
+  Returns:
+    An :class:`LRRangeResult`.
   """
   _validate.positive("min_lr", min_lr)
   _validate.in_range("max_lr", max_lr, min_lr, low_closed=False)

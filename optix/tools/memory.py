@@ -24,6 +24,14 @@ from optix import _base
 
 @dataclasses.dataclass(frozen=True)
 class StateMemory:
+  """What :func:`state_memory` measured; ``str()`` prints it as a table.
+
+  Args:
+    per_leaf: key path of each state leaf -> its bytes.
+    total_bytes: bytes of the whole optimizer state.
+    num_params: elements in the params tree (``bytes_per_param`` divides by it).
+    param_bytes: bytes of the params themselves.
+  """
   per_leaf: dict           # key path of each state leaf -> bytes
   total_bytes: int         # bytes of the whole optimizer state
   num_params: int          # elements in the params tree
@@ -53,6 +61,13 @@ def state_memory(tx: _base.GradientTransformationBase, params: Any) -> StateMemo
   dtypes are used (``tx.init`` runs under ``jax.eval_shape``), so a 70B-shaped
   tree costs nothing. Counts every array in the state: step counters, scales,
   placeholders.
+
+  Args:
+    tx: the transform (any ``GradientTransformation``).
+    params: a pytree of arrays or ``jax.ShapeDtypeStruct`` leaves.
+
+  Returns:
+    A :class:`StateMemory` (``bytes_per_param`` = total / params).
   """
   abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(jnp.shape(p), jnp.result_type(p)),
                           params)
@@ -77,7 +92,20 @@ MODELS = {
 
 
 def model_shapes(name: str, dtype=jnp.bfloat16) -> dict:
-  """A ``ShapeDtypeStruct`` tree of a named model size (see ``MODELS``); allocates nothing."""
+  """A ``ShapeDtypeStruct`` tree of a named model size (see ``MODELS``); allocates nothing.
+
+  Args:
+    name: one of ``"125M"``, ``"350M"``, ``"1.3B"``, ``"7B"``, ``"13B"``,
+      ``"70B"`` (GPT-2 / LLaMA-shaped decoders).
+    dtype: the params' dtype; bfloat16 (how such models train).
+
+  Returns:
+    A dict tree (``embed``, ``layers``, ``final_norm``, ``lm_head``) of
+    ``jax.ShapeDtypeStruct`` leaves.
+
+  Raises:
+    ValueError: if ``name`` is not one of these.
+  """
   if name not in MODELS:
     raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
   layers, d, ffn, vocab, gated = MODELS[name]
@@ -105,6 +133,15 @@ def memory_table(model: Any = "7B", optimizers: dict = None) -> str:
   state of each optimizer in ``optimizers`` (default: adamw, lion, adafactor,
   adam8bit) measured with :func:`state_memory`, and the total with bf16
   params and grads. GB are 10⁹ bytes.
+
+  Args:
+    model: a name as in :func:`model_shapes` (default ``"7B"``) or a params
+      tree (arrays or ``ShapeDtypeStruct`` leaves).
+    optimizers: a dict label -> transform; None (default): adamw, lion,
+      adafactor and adam8bit.
+
+  Returns:
+    The table as a string.
   """
   tree = model_shapes(model) if isinstance(model, str) else model
   n = sum(int(math.prod(jnp.shape(p))) for p in jax.tree.leaves(tree))
@@ -124,6 +161,14 @@ def memory_table(model: Any = "7B", optimizers: dict = None) -> str:
 
 
 def main(argv: Sequence[str] = None) -> None:
+  """The command line: prints :func:`memory_table` for ``--model`` (default 7B).
+
+  Args:
+    argv: the arguments (without the program name); None: ``sys.argv[1:]``.
+
+  Returns:
+    None.
+  """
   parser = argparse.ArgumentParser(
       prog="python -m optix.tools.memory",
       description="Training memory of a named model size: params, grads, optimizer state.")

@@ -41,9 +41,17 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
 
   Args:
     inner: the optimizer to step every ``every_k`` calls.
-    every_k: int >= 1 micro-batches per step.
-    average: divide the sum by ``every_k`` (True) or not.
-    accumulator_dtype: dtype of the running sum (``None``: the gradient dtype).
+    every_k: int >= 1 micro-batches per step (1: every call steps, the sum is
+      the gradient itself).
+    average: divide the sum by ``every_k`` (True, default: the step matches a
+      mean loss over the larger batch) or pass the sum (False: sum losses).
+    accumulator_dtype: dtype of the running sum; float32 (default) keeps small
+      bf16/fp16 gradients from rounding away; ``None``: each gradient's own dtype.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``MultiStepsState``
+    (``mini_step``, ``gradient_step``, ``acc_grads``, ``inner_state``); see
+    :func:`has_updated`.
   """
   every_k = _validate.integer("every_k", every_k, 1)
   inner = _base.with_extra_args_support(inner)
@@ -81,8 +89,16 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
 def has_updated(state) -> jax.Array:
   """True right after a call to :func:`multi_steps`' update that applied a step.
 
-  ``state``: the :class:`MultiStepsState`, or any optimizer state holding one
-  (a raw state or an ``nnx.Optimizer``'s ``opt_state``).
+  Args:
+    state: the :class:`MultiStepsState`, or any optimizer state holding one (a
+      raw state or an ``nnx.Optimizer``'s ``opt_state``); the first one found is
+      read.
+
+  Returns:
+    A 0-d bool ``jax.Array``.
+
+  Raises:
+    ValueError: if ``state`` holds no ``MultiStepsState``.
   """
   found = _tree.find_states(state, MultiStepsState)
   if not found:

@@ -61,7 +61,16 @@ def _key_name(entry):
 
 def path_str(path) -> str:
   """``("layers", 0, "layer")`` or a jax key path -> ``"layers/0/layer"`` (a Variable's
-  trailing ``.value`` dropped)."""
+  trailing ``.value`` dropped).
+
+  Args:
+    path: a sequence of names/indices or of jax key-path entries (``DictKey``,
+      ``SequenceKey``, ``GetAttrKey``, ...), e.g. from
+      ``jax.tree_util.tree_flatten_with_path``.
+
+  Returns:
+    The ``/``-joined path string (the layer names ``kfac_stats`` is keyed by).
+  """
   names = [_key_name(e) for e in path
            if not (isinstance(e, jax.tree_util.GetAttrKey) and e.name == "value")]
   return "/".join(names)
@@ -145,6 +154,33 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
   without ``kfac_stats=stats``: K-FAC would silently train as a diagonal
   preconditioner); ``require_stats=False`` allows it, and every layer then takes
   the diagonal fallback for that step.
+
+  Args:
+    damping: Tikhonov damping λ >= 0, a float or a schedule of the step count;
+      1e-3 (see above). Also the diagonal fallback's denominator offset.
+    ema_decay: ρ in [0, 1), decay of the factor EMAs (and the fallback's
+      :math:`g^2` EMA); 0.95 (the paper's).
+    inverse_update_period: int >= 1, steps between refreshes of the damped
+      inverses; 5 (1 inverts every step: exact but the most costly).
+    kl_clip: κ > 0, the bound on the step's predicted KL change; None (default)
+      disables the clip. Needs ``learning_rate``.
+    learning_rate: η, a float >= 0 (finite) or a schedule, used only by
+      ``kl_clip`` (it does not scale the updates: chain a learning rate after,
+      as :func:`optix.kfac` does); None (default), required when ``kl_clip``
+      is given.
+    min_factor_damping: floor >= 0 on each factor's traces in π and on its
+      damping :math:`\pi\sqrt\lambda`, :math:`\sqrt\lambda/\pi`; 1e-8
+      keeps the Cholesky well defined for layers with zero statistics.
+    state_dtype: dtype of the factors, inverses and fallback EMA; None is the
+      policy: at least float32 and the kernel's kind.
+    require_stats: a bool; True (default) raises when ``update`` gets no
+      ``kfac_stats`` for params with dense layers; False takes the diagonal
+      fallback instead.
+
+  Returns:
+    A ``GradientTransformation`` (taking the extra argument ``kfac_stats``: a
+    dict of layer path -> :class:`LayerStats`) whose state is
+    ``ScaleByKfacState``.
   """
   if not isinstance(require_stats, bool):
     raise ValueError(f"require_stats must be a bool, got {require_stats!r}")

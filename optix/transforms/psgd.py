@@ -1,13 +1,13 @@
 r"""PSGD Kron: preconditioned SGD with a Kronecker-factored preconditioner fitted on a
 Lie group (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858).
 
-The preconditioner of a tensor leaf with axes ``1..k`` is ``P = Q^\top Q`` with
-``Q = Q_k ⊗ ... ⊗ Q_1``: one factor per axis, an upper-triangular matrix or (for
+The preconditioner of a tensor leaf with axes ``1..k`` is :math:`P = Q^\top Q` with
+:math:`Q = Q_k \otimes \dots \otimes Q_1`: one factor per axis, an upper-triangular matrix or (for
 large or skewed axes, vectors and scalars) a diagonal one. Applying ``Q`` to a
 tensor ``X`` means applying each ``Q_i`` to axis ``i`` (:func:`apply_factors`).
-The factors are fitted to the PSGD criterion ``E[h^\top P h + v^\top P^{-1} v]`` in
-its whitening form (``h`` the gradient or momentum, ``v ~ N(0, I)``), whose minimiser
-is ``P = E[h h^\top]^{-1/2}``: the update ``P h`` whitens the gradient as Adam does
+The factors are fitted to the PSGD criterion :math:`E[h^\top P h + v^\top P^{-1} v]` in
+its whitening form (``h`` the gradient or momentum, :math:`v \sim N(0, I)`), whose minimiser
+is :math:`P = E[h h^\top]^{-1/2}`: the update ``P h`` whitens the gradient as Adam does
 elementwise, here with Kronecker-factored correlations.
 """
 
@@ -39,6 +39,17 @@ def update_probability_schedule(max_prob: float = 1.0, min_prob: float = 0.03,
   early and then only tracked, so a fit (about as many flops as a few matmuls per
   factor) runs once every ~33 steps on average in the long run, as in the reference
   implementation of PSGD Kron.
+
+  Args:
+    max_prob: :math:`p_{\max}` in [0, 1], the probability during the flat start
+      and the ceiling; 1.0 (fit every step while the preconditioner is learned).
+    min_prob: :math:`p_{\min}` in [0, 1], the floor; 0.03 (the reference's).
+    decay: the rate λ >= 0 of the exponential decay per step; 0.001.
+    flat_start: :math:`t_0`, an int >= 0: steps before the decay starts; 500.
+
+  Returns:
+    A schedule: a callable of the step count returning the probability (a
+    float32 scalar).
   """
   _validate.in_range("max_prob", max_prob, 0.0, 1.0)
   _validate.in_range("min_prob", min_prob, 0.0, 1.0)
@@ -61,7 +72,20 @@ def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
   ``max_size_triangular``, is more than ``max_skew_triangular`` times the second
   largest axis, when the leaf has fewer than ``min_ndim_triangular`` axes (vectors),
   or by ``memory_save_mode`` ("one_diag": the largest axis, "all_diag": every axis).
-  A scalar is one diagonal factor of size 1.
+  A scalar is one diagonal factor of size 1. The ranges are checked by
+  :func:`scale_by_psgd_kron`, not here.
+
+  Args:
+    shape: the leaf's shape (a sequence of ints; ``()`` for a scalar).
+    max_size_triangular: the largest axis size that may get a triangular
+      factor; 8192.
+    min_ndim_triangular: leaves with fewer axes get only diagonal factors; 2.
+    max_skew_triangular: an axis more than this many times the second largest
+      one gets a diagonal factor; None (default): no limit.
+    memory_save_mode: None (default), ``"one_diag"`` or ``"all_diag"``.
+
+  Returns:
+    A tuple of bools, one per axis (one for a scalar).
   """
   shape = tuple(shape) or (1,)
   forced = [memory_save_mode == "all_diag"] * len(shape)
@@ -75,7 +99,17 @@ def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
 
 
 def apply_factors(qs: Sequence[jax.Array], x: jax.Array, transpose: bool = False) -> jax.Array:
-  r"""``Q x`` (or ``Q^\top x``): each factor ``Q_i`` (matrix or diagonal vector) on axis ``i``."""
+  r"""``Q x`` (or :math:`Q^\top x`): each factor ``Q_i`` (matrix or diagonal vector) on axis ``i``.
+
+  Args:
+    qs: one factor per axis of ``x``: an ``(n_i, n_i)`` matrix or an ``(n_i,)``
+      diagonal.
+    x: the tensor, of shape ``(n_1, ..., n_k)``.
+    transpose: apply :math:`Q^\top` (True) instead of ``Q`` (False, default).
+
+  Returns:
+    A ``jax.Array`` of ``x``'s shape.
+  """
   for axis, q in enumerate(qs):
     if q.ndim == 1:
       x = x * q.reshape([-1 if i == axis else 1 for i in range(x.ndim)])
@@ -86,8 +120,17 @@ def apply_factors(qs: Sequence[jax.Array], x: jax.Array, transpose: bool = False
 
 
 def solve_factors_transposed(qs: Sequence[jax.Array], x: jax.Array) -> jax.Array:
-  r"""``Q^{-\top} x``: a triangular solve with each ``Q_i^\top`` on axis ``i`` (a division for
-  diagonal factors); as cheap as a matmul, and no inverse is ever formed."""
+  r""":math:`Q^{-\top} x`: a triangular solve with each :math:`Q_i^\top` on axis ``i`` (a
+  division for diagonal factors); as cheap as a matmul, and no inverse is ever formed.
+
+  Args:
+    qs: one factor per axis of ``x``: an upper-triangular ``(n_i, n_i)``
+      matrix or an ``(n_i,)`` diagonal, invertible (non-zero diagonal).
+    x: the tensor, of shape ``(n_1, ..., n_k)``.
+
+  Returns:
+    A ``jax.Array`` of ``x``'s shape.
+  """
   for axis, q in enumerate(qs):
     if q.ndim == 1:
       x = x / q.reshape([-1 if i == axis else 1 for i in range(x.ndim)])
@@ -110,8 +153,16 @@ def _gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
 
 def norm_lower_bound(m: jax.Array) -> jax.Array:
   r"""A cheap lower bound of the spectral norm of a symmetric PSD matrix ``m``: one power step
-  ``\|m y\|``, ``y = m c / \|m c\|``, from its largest column ``c`` (within a small factor of
-  the norm in practice; an upper bound would make the normalised fit step too timid)."""
+  :math:`\|m y\|`, :math:`y = m c / \|m c\|`, from its largest column ``c`` (within a small
+  factor of the norm in practice; an upper bound would make the normalised fit step too
+  timid).
+
+  Args:
+    m: a symmetric positive semi-definite ``(n, n)`` matrix.
+
+  Returns:
+    A scalar ``jax.Array`` in [0, ‖m‖₂] (0 for the zero matrix).
+  """
   scale = jnp.max(jnp.abs(m))
   mn = m / jnp.where(scale > 0, scale, 1.0)
   col = jnp.take(mn, jnp.argmax(jnp.sum(jnp.square(mn), axis=0)), axis=1)
@@ -124,11 +175,11 @@ def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
                 precond_lr) -> list:
   r"""One step of the PSGD fit of the factors ``qs`` to the pair (``h``, probe ``v``).
 
-  With ``A = Q h`` and ``B = Q^{-\top} v`` (:func:`apply_factors`,
+  With :math:`A = Q h` and :math:`B = Q^{-\top} v` (:func:`apply_factors`,
   :func:`solve_factors_transposed`) and, for axis ``i``, the Gram matrices
-  ``A_i A_i^\top`` and ``B_i B_i^\top`` (contractions over the other axes), each factor
+  :math:`A_i A_i^\top` and :math:`B_i B_i^\top` (contractions over the other axes), each factor
   takes a step on the group of invertible upper-triangular matrices (or of positive
-  diagonal ones) with a normalised step size ``μ = precond_lr``:
+  diagonal ones) with a normalised step size μ = ``precond_lr``:
 
   .. math::
      Q_i \leftarrow Q_i - \frac{\mu}{\|A_i A_i^\top + B_i B_i^\top\|}\,
@@ -136,7 +187,19 @@ def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
 
   (for a diagonal factor: the diagonals, the max-norm, elementwise products). The
   spectral norm is replaced by :func:`norm_lower_bound`. The step vanishes when
-  ``E[A_i A_i^\top] = E[B_i B_i^\top]``, i.e. at ``P h h^\top P = I`` in expectation.
+  :math:`E[A_i A_i^\top] = E[B_i B_i^\top]`, i.e. at :math:`P h h^\top P = I` in expectation.
+
+  Args:
+    qs: the current factors, one per axis of ``h``: upper-triangular
+      ``(n_i, n_i)`` matrices or ``(n_i,)`` diagonals.
+    h: the tensor the preconditioner whitens (gradient or momentum), shape
+      ``(n_1, ..., n_k)``.
+    v: the probe, ``N(0, I)`` noise of ``h``'s shape.
+    precond_lr: the normalised step size μ, in [0, 1] as
+      :func:`scale_by_psgd_kron` checks (a float or a traced scalar).
+
+  Returns:
+    A list of the updated factors, same shapes as ``qs``.
   """
   a = apply_factors(qs, h)
   b = solve_factors_transposed(qs, v)
@@ -155,7 +218,15 @@ def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
 
 def balance_factors(qs: Sequence[jax.Array]) -> list:
   """Rescales the factors to equal max-abs (their geometric mean) without changing ``Q``:
-  keeps them away from overflow and underflow in low precision."""
+  keeps them away from overflow and underflow in low precision.
+
+  Args:
+    qs: the factors (matrices or diagonals). Fewer than two, or any factor
+      with a zero or non-finite max-abs, leave them unchanged.
+
+  Returns:
+    A list of the rescaled factors, same shapes and dtypes.
+  """
   if len(qs) < 2:
     return list(qs)
   norms = jnp.stack([jnp.max(jnp.abs(q)) for q in qs])
@@ -182,7 +253,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
                        seed: int = 0) -> _base.GradientTransformation:
   r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, "Stochastic Hessian fitting on Lie
   groups", arXiv 2402.11858): the momentum, preconditioned by a Kronecker-factored
-  ``P = Q^\top Q`` fitted to whiten it.
+  :math:`P = Q^\top Q` fitted to whiten it.
 
   .. math::
      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad \hat m_t = m_t / (1 - \beta_1^t), \\
@@ -192,37 +263,44 @@ def scale_by_psgd_kron(b1: float = 0.9,
      \mathrm{clip}_{\mathrm{rms}}(u) = u \cdot \min\Big(1, \frac{\rho}{\mathrm{rms}(u)}\Big)
 
   per leaf, where ``fit`` is one Lie-group step of every factor (:func:`fit_factors`,
-  normalised step size ``precond_lr``), ``δ = sqrt(eps_f32) · mean|m̂_t|`` a small damping
-  that keeps the fit well posed for rank-deficient momenta, and ``ρ = max_update_rms``.
+  normalised step size ``precond_lr``),
+  :math:`\delta = \sqrt{\epsilon_{f32}} \cdot \mathrm{mean}|\hat m_t|` a small damping
+  that keeps the fit well posed for rank-deficient momenta, and ρ = ``max_update_rms``.
   The factors are first rebalanced to equal norms (:func:`balance_factors`: same ``Q``).
-  The fit's fixed point is ``P = E[\hat m \hat m^\top]^{-1/2}`` (restricted to Kronecker
+  The fit's fixed point is :math:`P = E[\hat m \hat m^\top]^{-1/2}` (restricted to Kronecker
   products), so ``u`` has roughly unit RMS and the learning rate is an Adam-sized one.
 
   Args:
-    b1: momentum (0.9, as in the reference implementation). The momentum is also what the
-      preconditioner is fitted on.
+    b1: momentum, in [0, 1) (0.9, as in the reference implementation). The momentum is
+      also what the preconditioner is fitted on.
     preconditioner_update_probability: probability of a fit at each step, a number in
       [0, 1] or a schedule of the step count; ``None`` (default):
       :func:`update_probability_schedule` (1 for 500 steps, then decaying to 0.03 by step
       ~4000). The draw comes from the key in the state.
-    max_size_triangular: axes larger than this (8192) get a diagonal factor (memory
-      ``n²``, a fit costs ``O(n³)``).
-    min_ndim_triangular: leaves with fewer axes (2: vectors) get diagonal factors only.
-    max_skew_triangular: an axis more than this many times the second largest one gets a
-      diagonal factor (``None``: no limit, as in the reference).
+    max_size_triangular: an int >= 0; axes larger than this (8192) get a diagonal factor
+      (memory ``n²``, a fit costs ``O(n³)``).
+    min_ndim_triangular: an int >= 0; leaves with fewer axes (2: vectors) get diagonal
+      factors only.
+    max_skew_triangular: a float > 0; an axis more than this many times the second
+      largest one gets a diagonal factor (``None``: no limit, as in the reference).
     memory_save_mode: ``None``, ``"one_diag"`` (the largest axis of each leaf diagonal)
       or ``"all_diag"`` (every factor diagonal: a fitted elementwise preconditioner).
     precond_lr: normalised step size μ of the fit, in [0, 1] (0.1: the reference's).
-    precond_init_scale: ``Q_0 = s^{1/k} I`` per factor, so ``P_0 = s² I`` (1.0).
-    max_update_rms: ρ of the RMS clip of each leaf's update (1.1, as in the reference;
+    precond_init_scale: s > 0: :math:`Q_0 = s^{1/k} I` per factor, so :math:`P_0 = s^2 I`
+      (1.0).
+    max_update_rms: ρ > 0 of the RMS clip of each leaf's update (1.1, as in the reference;
       ``None``: no clipping). It bounds the first steps, before ``P`` has adapted.
     precond_dtype: dtype of the factors (``None``: the state dtype policy, at least
       float32; ``jnp.bfloat16`` halves their memory, the fit still runs in float32).
     state_dtype: momentum dtype (``None``: the policy, at least float32, same kind).
-    seed: the PRNG seed of the probes and of the update draws.
+    seed: an int >= 0, the PRNG seed of the probes and of the update draws; 0.
 
-  State: the momentum (4 bytes/param in float32) and ``Σ_i n_i²`` (triangular) or ``n_i``
-  (diagonal) values per leaf. Real params only: complex leaves raise ``ValueError``.
+  State: the momentum (4 bytes/param in float32) and :math:`\sum_i n_i^2` (triangular) or
+  :math:`n_i` (diagonal) values per leaf. Real params only: complex leaves raise ``ValueError``.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByPsgdKronState``
+    (``count``, ``key``, ``mu``, ``qs``).
   """
   _validate.unit_interval("b1", b1)
   if preconditioner_update_probability is not None and not callable(

@@ -30,6 +30,13 @@ def dynamic_map(signed: bool) -> np.ndarray:
   ``j = 1..n``. The all-zero code is 0. So 1.0 and 0.0 are exact, the top decade
   has the finest grid (spacing 0.9/64 signed, 0.9/128 unsigned) and the smallest
   non-zero magnitude is 1e-6 (signed) or 1e-7 (unsigned).
+
+  Args:
+    signed: True for the map over [-1, 1] (a sign bit and 7 bits), False for
+      the one over [0, 1] (8 bits, for non-negative tensors).
+
+  Returns:
+    A sorted float32 ``np.ndarray`` of shape ``(256,)`` (cached: do not modify).
   """
   bits = 7 if signed else 8
   mags = [0.0]
@@ -64,6 +71,18 @@ def quantize(x: jax.Array, signed: bool = True, block_size: int = 256,
   (it maps to ±1). Sizes that are not a multiple of ``block_size`` are padded
   with zeros for the computation only. Use ``signed=False`` for non-negative
   tensors (Adam's ``v``): one more bit of resolution.
+
+  Args:
+    x: the real array to quantize, any shape and float dtype (computed in
+      float32).
+    signed: use the signed map (True, default) or the unsigned one (False:
+      only for ``x >= 0``); see :func:`dynamic_map`.
+    block_size: int >= 1, values per absmax block; 256 (the paper's).
+    key: a PRNG key for stochastic rounding; None (default): nearest rounding.
+
+  Returns:
+    A ``QuantizedArray``: ``codes`` (uint8, ``x``'s shape) and ``scales``
+    (float32, ``ceil(x.size / block_size)`` block absmaxes).
   """
   blocks = _blocks(jnp.ravel(x).astype(jnp.float32), block_size)
   absmax = jnp.max(jnp.abs(blocks), axis=1)
@@ -125,7 +144,16 @@ def _stochastic_code(y, signed, key):
 
 
 def dequantize(q: QuantizedArray, signed: bool = True, block_size: int = 256) -> jax.Array:
-  """float32 values ``map[code] · absmax(block)``, in the codes' shape."""
+  """float32 values ``map[code] · absmax(block)``, in the codes' shape.
+
+  Args:
+    q: a ``QuantizedArray`` from :func:`quantize`.
+    signed: the map it was quantized with; True (default) as in :func:`quantize`.
+    block_size: the block size it was quantized with (int >= 1); 256.
+
+  Returns:
+    A float32 ``jax.Array`` of shape ``q.codes.shape``.
+  """
   qmap = jnp.asarray(dynamic_map(signed))
   blocks = _blocks(jnp.ravel(q.codes), block_size)
   values = qmap[blocks] * q.scales[:, None]
@@ -133,6 +161,14 @@ def dequantize(q: QuantizedArray, signed: bool = True, block_size: int = 256) ->
 
 
 def is_quantized(x) -> bool:
+  """Whether ``x`` is a :class:`QuantizedArray` (the leaf test for its trees).
+
+  Args:
+    x: any value (a pytree node or leaf).
+
+  Returns:
+    A Python bool.
+  """
   return isinstance(x, QuantizedArray)
 
 
@@ -179,6 +215,26 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   parameter (≈2.03), 8 for the small leaves. ``state_dtype=None``: small leaves at
   least float32, the params' float kind. Complex params raise ``ValueError`` (the
   codecs are real).
+
+  Args:
+    b1: decay of the first-moment EMA, in [0, 1); 0.9 (the paper's).
+    b2: decay of the second-moment EMA, in [0, 1); 0.999 (the paper's).
+    eps: added to the root in the denominator, >= 0; 1e-8.
+    eps_root: added to :math:`v_t/(1-\beta_2^t)` inside the root, >= 0; 0 (use
+      a small value when differentiating through the optimizer).
+    block_size: int >= 1, values per absmax block; 256 (the paper's): smaller
+      blocks track local magnitudes better at 4 bytes of scale per block.
+    min_8bit_size: int >= 0; leaves with fewer elements stay unquantized; 4096.
+      0 quantizes every non-empty leaf.
+    stochastic_rounding: round the stored √v stochastically (True, default:
+      see above) or to nearest (False).
+    seed: int >= 0, seeds the stochastic rounding draws; 0.
+    state_dtype: dtype of the unquantized (small) leaves' moments; None is the
+      policy: at least float32 and the params' float kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByAdam8bitState``
+    (``count``, ``mu``, ``nu``).
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)

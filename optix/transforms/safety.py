@@ -17,7 +17,14 @@ from optix.transforms.clipping import global_norm
 
 
 def all_finite(tree) -> jax.Array:
-  """True when every element of every leaf is finite (a bool scalar)."""
+  """True when every element of every leaf is finite (a bool scalar).
+
+  Args:
+    tree: any pytree of arrays; an empty tree counts as finite.
+
+  Returns:
+    A 0-d bool ``jax.Array``.
+  """
   leaves = jax.tree.leaves(tree)
   if not leaves:
     return jnp.array(True)
@@ -25,7 +32,18 @@ def all_finite(tree) -> jax.Array:
 
 
 def select_tree(pred, on_true, on_false):
-  """``on_true`` where the scalar ``pred`` holds, else ``on_false``, leaf by leaf (exact)."""
+  """``on_true`` where the scalar ``pred`` holds, else ``on_false``, leaf by leaf (exact).
+
+  Args:
+    pred: a bool scalar (traced or concrete).
+    on_true: the tree chosen when ``pred`` holds.
+    on_false: the tree chosen otherwise; same structure, shapes and dtypes as
+      ``on_true``.
+
+  Returns:
+    A tree like ``on_true``: each leaf a ``jnp.where`` select, so the chosen
+    values come through bit for bit.
+  """
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
@@ -61,6 +79,12 @@ def apply_if_finite(inner: _base.GradientTransformationBase,
   Args:
     inner: the transform to guard (usually a whole optimizer).
     max_consecutive_errors: int >= 0; 5 absorbs a short burst of bad batches.
+      0 lets every non-finite step through (counted only).
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ApplyIfFiniteState``
+    (``notfinite_count``, ``last_finite``, ``total_notfinite``,
+    ``inner_state``).
   """
   max_consecutive_errors = _validate.integer("max_consecutive_errors", max_consecutive_errors, 0)
   inner = _base.with_extra_args_support(inner)
@@ -111,15 +135,23 @@ def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
 
   Args:
     inner: the transform to guard.
-    threshold: k > 1; 4 leaves ordinary noise alone (batch-to-batch norm
-      ratios are rarely above 2-3 once training has settled).
+    threshold: k, a float in (1, inf); 4 leaves ordinary noise alone
+      (batch-to-batch norm ratios are rarely above 2-3 once training has
+      settled).
     decay: EMA rate δ in [0, 1) of the norm average; 0.99 ≈ the last 100 steps.
-    warmup_steps: int >= 1, steps before the guard acts.
-    mode: ``"skip"`` or ``"clip"``.
+    warmup_steps: W, an int >= 1: accepted steps that only feed the average
+      before the guard acts; 10 gives the average a few samples first.
+    mode: ``"skip"`` (default: drop the step) or ``"clip"`` (rescale it to
+      :math:`k\bar n`).
     axis_name: inside ``jax.shard_map``/``pmap`` where each device holds a
       block of the gradients, the mapped axis name(s), so the norm (and with it
       the skip decision) is the whole tree's on every device; see
       :func:`optix.global_norm`. Not needed under ``jit`` with sharded arrays.
+      None (default): the local tree is the whole tree.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``SpikeGuardState``
+    (``count``, ``avg_norm``, ``last_norm``, ``spike_count``, ``inner_state``).
   """
   _validate.in_range("threshold", threshold, 1.0, low_closed=False)
   _validate.unit_interval("decay", decay)
@@ -169,6 +201,10 @@ def zero_nans() -> _base.GradientTransformation:
   Records, per leaf, whether the last step had a NaN (as ``optax.zero_nans``)
   and counts the steps that had any. A blunt tool: it hides the symptom, so
   log ``nan_steps``; prefer :func:`apply_if_finite` to skip the whole step.
+
+  Returns:
+    A ``GradientTransformation`` (no parameters) whose state is
+    ``ZeroNansState`` (``found_nan`` per leaf, ``nan_steps``).
   """
 
   def init(params):
@@ -196,6 +232,13 @@ def z_loss(logits: jax.Array, alpha: float = 1e-4) -> jax.Array:
   per example (reduces the last axis; returns ``logits.shape[:-1]`` in float32).
   Add its mean to the loss to keep the softmax normaliser near 1 and the
   logits from drifting upward; PaLM uses α = 1e-4 (the default).
+
+  Args:
+    logits: array ``[..., vocab]``, any float dtype (computed in float32).
+    alpha: the weight α >= 0; 1e-4 (PaLM's).
+
+  Returns:
+    Float32 ``jax.Array`` of shape ``logits.shape[:-1]``: the per-example term.
   """
   _validate.nonnegative("alpha", alpha)
   log_z = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
