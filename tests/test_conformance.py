@@ -6,7 +6,7 @@ steps), a schedule (compared at many steps), or a utility (compared on sample
 inputs); what cannot be compared says why (``NOT_COMPARED``). An optimizer cell
 builds the transformation with the *same call* in both libraries
 (``lib.adam(0.1)``), runs 20 jitted steps on a small anisotropic quadratic --
-``update`` (with ``value``, ``grad`` and ``value_fn`` extra arguments) then
+``update`` (with ``value``, ``grad``, ``value_fn`` and ``obj_fn`` extra arguments) then
 ``optax.apply_updates`` -- and compares the parameter trajectories.
 
 Cells: dtype (float32, bfloat16, float64 under ``jax.enable_x64``, complex64)
@@ -72,6 +72,8 @@ OPTIMIZERS = {
     "schedule_free": ((Inner(lambda lib: lib.sgd(1.0)), 0.1), {}),
     "schedule_free_adamw": ((0.1,), {}), "schedule_free_sgd": ((0.1,), {}),
     "simplified_ademamix": ((0.1,), {}), "scale_by_ademamix": ((), {}),
+    "galore": ((0.1,), {"rank": 2, "update_proj_gap": 5}), "sophia": ((0.1,), {}),
+    "optimistic_adam_v2": ((0.1,), {}),
     "scale_by_adopt": ((), {}), "scale_by_muon": ((), {}),
     # transforms
     "adaptive_grad_clip": ((0.1,), {}), "add_decayed_weights": ((0.1,), {}),
@@ -85,7 +87,8 @@ OPTIMIZERS = {
     "scale_by_schedule": ((Inner(lambda lib: lib.exponential_decay(0.1, 5, 0.5)),), {}),
     "scale_by_zoom_linesearch": ((), {"max_linesearch_steps": 15}),
     "scale_by_backtracking_linesearch": ((), {"max_backtracking_steps": 15}),
-    "identity": ((), {}), "set_to_zero": ((), {}),
+    "identity": ((), {}), "set_to_zero": ((), {}), "normalize": ((), {}),
+    "split_real_and_imaginary": ((Inner(lambda lib: lib.scale_by_adam()),), {}),
     # combinators, built from the same library's pieces
     "chain": ((Inner(lambda lib: lib.scale_by_adam()), Inner(lambda lib: lib.scale(-0.1))), {}),
     "named_chain": ((Inner(lambda lib: ("adam", lib.scale_by_adam())),
@@ -225,7 +228,7 @@ def trajectory(tx, params):
     def step(carry, _):
       p, s = carry
       g = grads(p)
-      u, s = tx.update(g, s, p, value=loss(p), grad=g, value_fn=loss)
+      u, s = tx.update(g, s, p, value=loss(p), grad=g, value_fn=loss, obj_fn=loss)
       p = optax.apply_updates(p, u)
       return (p, s), p
     return jax.lax.scan(step, (p, tx.init(p)), None, length=STEPS)[1]
