@@ -168,6 +168,15 @@ BF16_ROUNDING = {
     "dowg": "its distance estimate follows the bf16-rounded params",
 }
 
+# float64 cells that differ from optax beyond float64 rounding (strict xfail when bare).
+F64_DIFFERENCES = {
+    "inject_hyperparams": "deliberate: optix.inject_hyperparams injects float32 values by "
+                          "default (optax: the params' dtype); hyperparam_dtype=None is optax's",
+    "ademamix": "gap: AdEMAMix computes its alpha/beta3 warmups and bias corrections from a "
+                "float32 step count, so float64 runs carry float32 rounding",
+    "scale_by_ademamix": "gap: as ademamix (float32 step-count arithmetic)",
+}
+
 # Already held to optax's numbers step for step by tests/test_linesearch_conformance.py;
 # here only in the slow run (each compiles a line search: the slowest cells).
 HEAVY = {"lbfgs", "scale_by_lbfgs", "scale_by_zoom_linesearch",
@@ -310,6 +319,8 @@ def _cells():
         marks = () if default else (pytest.mark.slow,)
         if dtype_name == "bfloat16" and name in BF16_ROUNDING:
           marks += (pytest.mark.xfail(reason=BF16_ROUNDING[name], strict=False),)
+        if dtype_name == "float64" and name in F64_DIFFERENCES:
+          marks += (pytest.mark.xfail(reason=F64_DIFFERENCES[name], strict=wrapper == "bare"),)
         if name in KNOWN_GAPS:
           marks += (pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=dtype_name != "complex64"),)
         cells.append(pytest.param(name, dtype_name, wrapper, marks=marks,
