@@ -30,6 +30,13 @@ def test_ema_leaf_in_the_moment_dtype(value_dtype):
   _close(out, B * M + (1 - B) * G)
 
 
+def test_ema_leaf_complex_keeps_the_imaginary_part():
+  z = jnp.asarray([3 + 4j, -1j], jnp.complex64)
+  out = moments.ema_leaf(B, jnp.ones(2, jnp.complex64), z)
+  assert out.dtype == jnp.complex64
+  np.testing.assert_allclose(np.asarray(out), B + (1 - B) * np.array([3 + 4j, -1j]), rtol=1e-6)
+
+
 def test_ema_sq_leaf_real_and_complex():
   out = moments.ema_sq_leaf(B, jnp.asarray(M ** 2, jnp.float32), jnp.asarray(G, jnp.bfloat16))
   _close(out, B * M ** 2 + (1 - B) * G ** 2)
