@@ -9,8 +9,8 @@ from optix import _base, _tree, _validate
 
 
 def global_norm(updates, axis_name=None) -> jax.Array:
-  """√(Σ_leaves Σ |x|²), accumulated in each leaf's dtype, at least float32
-  (complex leaves count their modulus, as in optax).
+  """√(Σ_leaves Σ x̄·x), the 2-norm of every entry of the tree (complex entries count
+  their modulus, as in optax), accumulated in each leaf's dtype, at least float32.
 
   Under ``jit`` with sharded leaves XLA inserts the cross-device sum itself, so
   the value is the true global norm whatever the sharding.
