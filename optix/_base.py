@@ -74,7 +74,19 @@ def identity() -> GradientTransformation:
 
 # Combinators that already do the job: reused, not rewritten.
 named_chain = optax.named_chain
-apply_updates = optax.apply_updates
+
+
+def apply_updates(params, updates):
+  """``optax.apply_updates``: ``params + updates`` leaf by leaf, in the params'
+  dtypes. Trees that do not match raise ``ValueError`` naming the differing
+  paths (optax's error is JAX's raw pytree message)."""
+  try:
+    return optax.apply_updates(params, updates)
+  except (ValueError, TypeError):
+    _tree.check_match("updates", updates, "params", params)
+    raise
+
+
 partition = optax.partition
 multi_transform = optax.multi_transform
 set_to_zero = optax.set_to_zero

@@ -105,3 +105,11 @@ def test_user_error_message(name):
   _check(build, exc, *texts)
 
 
+
+
+def test_apply_updates_names_the_mismatched_paths():
+  params = {"a": jnp.ones(2), "b": {"c": jnp.ones(3)}}
+  with pytest.raises(ValueError, match=r"only in updates: \[\"\['x'\]\"\]"):
+    optix.apply_updates(params, {"x": jnp.ones(2), "b": {"c": jnp.ones(3)}})
+  with pytest.raises(ValueError, match=r"\['b'\]\['c'\]: \(2,\) vs \(3,\)"):
+    optix.apply_updates(params, {"a": jnp.ones(2), "b": {"c": jnp.ones(2)}})

@@ -32,6 +32,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
   """
   _validate.nonnegative("initial_accumulator_value", initial_accumulator_value)
   _validate.nonnegative("eps", eps)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     return ScaleByRssState(_tree.full_like(params, initial_accumulator_value, state_dtype))
@@ -79,6 +80,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
   _validate.unit_interval("decay", decay)
   _validate.nonnegative("eps", eps)
   _validate.nonnegative("initial_scale", initial_scale)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     return ScaleByRmsState(jnp.zeros([], jnp.int32),
@@ -143,6 +145,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   _validate.unit_interval("b2", b2)
   _validate.nonnegative("eps", eps)
   _validate.nonnegative("eps_root", eps_root)
+  _validate.dtype("mu_dtype", mu_dtype)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     return ScaleByAdamState(jnp.zeros([], jnp.int32),

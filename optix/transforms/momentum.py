@@ -30,6 +30,8 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None, *,
       params keep a complex velocity).
   """
   _validate.in_range("decay", decay, 0.0, 1.0)
+  _validate.dtype("accumulator_dtype", accumulator_dtype)
+  _validate.dtype("state_dtype", state_dtype)
   dtype = accumulator_dtype or state_dtype
 
   def init(params):

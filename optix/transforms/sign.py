@@ -38,6 +38,8 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, *,
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
+  _validate.dtype("mu_dtype", mu_dtype)
+  _validate.dtype("state_dtype", state_dtype)
   signs = {"hard": jnp.sign, "smooth": lambda x: jnp.tanh(smooth_beta * x),
            "refined": lambda x: jnp.where(jnp.abs(x) < 1.0, x, jnp.sign(x))}
   if mode not in signs:
