@@ -1,6 +1,7 @@
 """Packaging: optix works without its optional extras, the kernels build portably, and the
 wheel built from the sdist installs into a fresh venv with its kernels loading."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -23,10 +24,17 @@ _BLOCK_FLAX = textwrap.dedent("""
     """)
 
 
+def _env(python):
+  env = dict(os.environ)
+  if python != sys.executable:  # another venv: nothing of this one's path
+    env.pop("PYTHONPATH", None)
+  return env
+
+
 def _run_python(code, *, python=sys.executable, cwd=ROOT, timeout=600):
   env_code = "import os; os.environ.setdefault('JAX_PLATFORMS', 'cpu')\n"
   out = subprocess.run([python, "-c", env_code + code], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=_env(python))
   assert out.returncode == 0, out.stdout + out.stderr
   return out.stdout
 
@@ -87,6 +95,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_kernel(tmp_path):
   from this venv's site-packages through a path entry (its .pth files, hence the editable
   optix, are not processed there). The installed optix, not the checkout's, takes a fused step."""
   pytest.importorskip("build")
+  pytest.importorskip("wheel")  # setuptools < 70 builds wheels with it
   dist = tmp_path / "dist"
   subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist),
                   str(ROOT)], check=True, capture_output=True, timeout=900)
@@ -97,8 +106,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_kernel(tmp_path):
   python = venv / "bin" / "python"
   site = pathlib.Path(_run_python("import sysconfig; print(sysconfig.get_paths()['purelib'])",
                                   python=str(python), cwd=tmp_path).strip())
+  # Outside the checkout, whose optix.egg-info would read as optix already installed.
   subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-                  "--no-deps", "--no-index", str(wheels[0])], check=True, timeout=300)
+                  "--no-deps", "--no-index", str(wheels[0])], check=True, timeout=300,
+                 cwd=tmp_path, env=_env(str(python)))
   (site / "_optix_deps.pth").write_text(_dev_site_packages() + "\n")
   out = _run_python(textwrap.dedent("""
       import jax, jax.numpy as jnp
