@@ -18,11 +18,20 @@ AdamMask = Union[None, Sequence[str], Any, Callable[[_base.Params], Any]]
 
 
 def _name_mask(names):
+  """A mask that is True on leaves with a key-path component in ``names``; a name
+  that matches no leaf raises ``ValueError`` (a misspelled name must not select
+  nothing in silence)."""
   def mask(params):
-    def hit(path, _):
-      parts = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-      return any(part in names for part in parts)
-    return jax.tree_util.tree_map_with_path(hit, params)
+    parts_of = lambda path: {str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                             for k in path}
+    paths = [parts_of(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    seen = set().union(*paths) if paths else set()
+    missing = [n for n in names if n not in seen]
+    if missing:
+      raise ValueError(f"adam_mask names {missing} match no param: the key-path components "
+                       f"are {sorted(seen)[:20]}")
+    return jax.tree_util.tree_map_with_path(lambda path, _: bool(parts_of(path) & set(names)),
+                                            params)
   return mask
 
 
@@ -67,8 +76,11 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
 
   (:func:`optix.scale_by_muon`, then decoupled decay ``weight_decay`` on
   ``weight_decay_mask``). Biases, norm scales, scalars and every leaf selected by
-  ``adam_mask`` (embeddings and output heads, which Muon's authors keep on Adam)
-  get :func:`optix.adamw` with **its own** ``adam_learning_rate`` -- a required
+  ``adam_mask`` get :func:`optix.adamw` with **its own** ``adam_learning_rate``.
+  By default (``adam_mask=None``) every leaf with a matrix view goes to Muon,
+  embeddings and output heads included; Muon's authors keep those two on Adam:
+  pass their names, e.g. ``adam_mask=("embed", "head")`` (a name that matches
+  no param raises ``ValueError``). ``adam_learning_rate`` is a required
   argument: Muon's learning rate (~0.02 with "width" scaling) is ~10-100× too
   large for Adam. With ``shape_scaling="match_adamw_rms"`` (Liu et al. 2025,
   arXiv 2502.16982) both sides can share an AdamW-sized learning rate.
@@ -82,6 +94,43 @@ def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.Scalar
   State: 4 bytes/param on the Muon side (fp32 momentum), 8 on the AdamW side.
   ``mesh``/``axis`` split the Newton–Schulz work over the devices of ``mesh``
   (see :func:`optix.scale_by_muon`; same result, ~1/N of the flops per device).
+
+  Args:
+    learning_rate: Muon's step size (float >= 0 or schedule); ~0.02 with
+      ``shape_scaling="width"``, AdamW-sized (~1e-3) with "match_adamw_rms".
+    adam_learning_rate: the AdamW side's step size (float >= 0 or schedule):
+      required, as Muon's rate is far too large for Adam.
+    beta: Muon's momentum decay, in [0, 1); 0.95 (Jordan et al.).
+    weight_decay: decoupled decay on the Muon side, >= 0 or a schedule; 0.
+    weight_decay_mask: which Muon-side params decay (tree of bools or callable);
+      None: all of them.
+    adam_mask: params to send to AdamW although they have a matrix view: key
+      names (e.g. ``("embed", "head")``; a name matching nothing raises), a tree
+      of bools, or a callable params -> bools. None: only non-matrices go to AdamW.
+    nesterov: Nesterov momentum before orthogonalizing; True (Muon's default).
+    ns_steps: Newton–Schulz iterations, >= 1; 5.
+    ns_coefficients: the quintic's ``(a, b, c)``: Jordan's tuned
+      (3.4445, -4.7750, 2.0315) by default.
+    eps: added to the Frobenius norm before Newton–Schulz, >= 0; 1e-8.
+    shape_scaling: "width" (``sqrt(max(1, d_out/d_in))``, Muon's), "match_adamw_rms"
+      (``rms_scale·sqrt(max(d_in, d_out))``, Liu et al.) or "none".
+    rms_scale: target update RMS for "match_adamw_rms", > 0; 0.2 (Liu et al.).
+    stacked_axes: leading axes that index stacked layers (an int, a tree of
+      ints like the params, or a callable); 0.
+    compute_dtype: dtype of the Newton–Schulz matmuls; None: bf16 on GPU/TPU,
+      float32 on CPU.
+    adam_b1: the AdamW side's b1, in [0, 1); 0.9.
+    adam_b2: the AdamW side's b2, in [0, 1); 0.999.
+    adam_eps: the AdamW side's eps, >= 0; 1e-8.
+    adam_eps_root: the AdamW side's eps_root, >= 0; 0.
+    adam_weight_decay: the AdamW side's decoupled decay, >= 0 or a schedule; 0.
+    adam_nesterov: NAdam on the AdamW side; False.
+    state_dtype: dtype of both sides' moments; float32.
+    mesh: a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
+    axis: the mesh axis (or axes) of that split; "data".
+
+  Returns:
+    A ``GradientTransformation`` (an ``optax.partition`` of the two sides).
   """
   _validate.learning_rate("adam_learning_rate", adam_learning_rate)
   _validate.unit_interval("adam_b1", adam_b1)

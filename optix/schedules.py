@@ -233,6 +233,21 @@ def wsd_schedule(peak_value: float, warmup_steps: int, total_steps: int, decay_s
   phase lets one run serve every budget: decay from any checkpoint with
   :func:`wsd_decay_branch`. Example: ``(3e-4, 2_000, 100_000, 20_000, 3e-5)``
   gives 3e-4 at step 80k and 1.65e-4 at step 90k.
+
+  Args:
+    peak_value: P, the stable phase's value (any finite float).
+    warmup_steps: W, steps of the linear warmup from ``init_value`` (an integer
+      >= 0; 0: start at the peak).
+    total_steps: N, the whole schedule's length (an integer >= 1); after it the
+      value stays ``end_value``.
+    decay_steps: D, the length of the final decay (an integer >= 1, with
+      W + D <= N); 10-20% of N is the usual choice (Hägele et al.).
+    end_value: E, the value reached at step N; 0.
+    init_value: I, the value at step 0 of the warmup; 0.
+    decay_shape: "linear" (default, MiniCPM's), "cosine" or "sqrt".
+
+  Returns:
+    A schedule: step count -> float32 value.
   """
   validate.finite("peak_value", peak_value)
   validate.finite("end_value", end_value)

@@ -323,3 +323,12 @@ def test_split_under_inject_hyperparams_on_an_explicit_mesh():
     updates = jax.jit(split.update)(sp, state, sp)[0]
   for a, b in zip(updates, expected):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_mask_name_that_matches_nothing_raises():
+  params = {"embed": jnp.ones((8, 4)), "dense": {"kernel": jnp.ones((4, 4))}}
+  labels = optix.muon_labels(adam_mask=("embed",))(params)
+  assert labels == {"embed": "adam", "dense": {"kernel": "muon"}}
+  tx = optix.muon(0.02, 1e-3, adam_mask=("embedding",))
+  with pytest.raises(ValueError, match=r"\['embedding'\] match no param.*'embed'"):
+    tx.init(params)
