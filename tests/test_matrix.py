@@ -28,6 +28,12 @@ NOT_SHARDABLE = {}
 # Known failures of a cell, with the reason: the cells run as strict xfails, so the table shows
 # them and a fix fails the run (XPASS strict) until its line here is removed.
 KNOWN_BUGS = {
+    # optax's galore keeps a (0, 0) projector per non-matrix leaf; orbax cannot save zero-size
+    # arrays, so its checkpoint cells fail (the other heavy cells pass: XPASS).
+    ("", "galore"): "orbax cannot save galore's zero-size projectors",
+    # One element of 72 at 1.5e-5 relative (rtol 1e-5) after three steps with injected
+    # hyperparameters (arrays in place of Python floats); not investigated further.
+    ("", "acprop"): "injected hyperparameters round one element past rtol 1e-5",
 }
 # Inverse matrix roots and eigenvectors amplify the reduction-order rounding of sharded sums.
 ROOT_FAMILIES = ("shampoo", "soap")
@@ -258,7 +264,10 @@ LR_READ_ELSEWHERE = {"rmsprop_centered_momentum",  # momentum after the learning
                      "adamw_scheduled",  # a scheduled rate is recomputed from the step
                      "lars",  # momentum after the learning rate (optax order)
                      # y moves toward the running average x at any rate
-                     "schedule_free_sgd", "schedule_free_adamw"}
+                     "schedule_free_sgd", "schedule_free_adamw",
+                     "madgrad",  # dual averaging: x moves toward z (= x0 at a zero rate)
+                     "rprop",  # the rate only seeds the per-coordinate step sizes kept in state
+                     "dadapt_adamw"}  # optax's d estimate is 0/0 (NaN) at a zero rate
 NO_INJECT = {
     "lbfgs": "no learning_rate: the step comes from the line search",
     "lbfgs_backtracking": "no learning_rate: the step comes from the line search",
