@@ -80,9 +80,9 @@ from optix.transforms.linesearch import (
     LinesearchInfo, ScaleByBacktrackingLinesearchState, ScaleByLbfgsState,
     ScaleByLinesearchState, ScaleByZoomLinesearchState, ZoomLinesearchInfo,
     scale_by_backtracking_linesearch, scale_by_lbfgs, scale_by_zoom_linesearch)
-
-
 from optix.second_order import kfac, lbfgs
+
+
 __version__ = "0.1.0"
 
 # The one-pass step (optix.apply_step).

@@ -25,34 +25,40 @@ LIGHT = {"adamw", "lion", "sgd_momentum", "adafactor", "adam8bit", "muon", "appl
          "packed_adamw", "shard_state_adamw"}
 # Entries that cannot be wrapped again by shard_state, with the reason.
 NOT_SHARDABLE = {}
-# Known failures of a cell, with the reason: the cells run as strict xfails, so the table shows
-# them and a fix fails the run (XPASS strict) until its line here is removed.
+# Known failures of one cell (test function, entry), with the reason: the cell runs as a strict
+# xfail, so the table shows it and a fix fails the run (XPASS strict) until its line is removed.
 KNOWN_BUGS = {
     # optax's galore keeps a (0, 0) projector per non-matrix leaf; orbax cannot save zero-size
-    # arrays, so its checkpoint cells fail (the other heavy cells pass: XPASS).
-    ("", "galore"): "orbax cannot save galore's zero-size projectors",
+    # arrays.
+    ("test_restore_onto_other_mesh", "galore"): "orbax cannot save galore's zero-size projectors",
     # One element of 72 at 1.5e-5 relative (rtol 1e-5) after three steps with injected
     # hyperparameters (arrays in place of Python floats); not investigated further.
-    ("", "acprop"): "injected hyperparameters round one element past rtol 1e-5",
+    ("test_inject_hyperparams", "acprop"): "injected hyperparameters round one element past "
+                                           "rtol 1e-5",
 }
+
+
+@pytest.fixture(autouse=True)
+def _known_bug(request):
+  """Marks the cells listed in KNOWN_BUGS as strict xfails."""
+  entry = getattr(request.node, "callspec", None) and request.node.callspec.params.get("entry")
+  reason = KNOWN_BUGS.get((request.node.originalname, getattr(entry, "name", None)))
+  if reason:
+    request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 # Inverse matrix roots and eigenvectors amplify the reduction-order rounding of sharded sums.
 ROOT_FAMILIES = ("shampoo", "soap")
 
 
-def _entries(slow_unless_light: bool, group: str = ""):
-  out = []
-  for e in ENTRIES:
-    marks = [pytest.mark.slow] if slow_unless_light and e.name not in LIGHT else []
-    if (group, e.name) in KNOWN_BUGS:
-      marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[group, e.name], strict=True))
-    out.append(pytest.param(e, id=e.name, marks=marks))
-  return out
+def _entries(slow_unless_light: bool):
+  return [pytest.param(e, id=e.name,
+                       marks=[pytest.mark.slow] if slow_unless_light and e.name not in LIGHT else [])
+          for e in ENTRIES]
 
 
 ALL = _entries(False)
 HEAVY = _entries(True)
-SHARDED_ALL = _entries(False, "sharded")
-SHARDED_HEAVY = _entries(True, "sharded")
 
 
 def _mesh(shape=(8,), names=("data",)):
@@ -113,13 +119,13 @@ def _sharded_vs_plain(entry, dtype):
   return s_state
 
 
-@pytest.mark.parametrize("entry", SHARDED_HEAVY)
+@pytest.mark.parametrize("entry", HEAVY)
 def test_sharded_matches_unsharded(entry):
   _sharded_vs_plain(entry, jnp.float32)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", SHARDED_ALL)
+@pytest.mark.parametrize("entry", ALL)
 def test_sharded_bf16(entry):
   if entry.params is not None:
     pytest.skip("the entry's own params are fixed fp32 (bf16 covered by its family)")
@@ -387,7 +393,7 @@ def _zero1_specs(state, n):
   return specs
 
 
-@pytest.mark.parametrize("entry", SHARDED_HEAVY)
+@pytest.mark.parametrize("entry", HEAVY)
 def test_restore_onto_other_mesh(entry, tmp_path):
   """Saved from an unsharded run, restored straight into the ZeRO-1 layout of a (2, 4) mesh
   (optix.state_shardings as the restore target), continued under shard_state: same trajectory."""
