@@ -241,7 +241,8 @@ def fusable(tx) -> bool:
 # The step.
 
 def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
-               layout: Optional[packing.PackLayout] = None, fused: Optional[bool] = None):
+               layout: Optional[packing.PackLayout] = None, fused: Optional[bool] = None,
+               **extra_args):
   """One optimizer step: ``(params, state)`` after ``tx.update`` and
   ``apply_updates``, on the fastest valid path.
 
@@ -259,6 +260,8 @@ def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
       ``params`` are ordinary trees (``optix.packed`` passes it; give it only
       for a state built by ``tx.init(layout.pack(params))``).
     fused: see above.
+    **extra_args: keyword extra arguments of ``tx.update`` (e.g. ``value_fn``,
+      ``kfac_stats``), passed to every link on every path.
 
   Donate params and state to the enclosing ``jax.jit`` so that the kernel
   writes them in place.
@@ -272,29 +275,30 @@ def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
       _tree.check_match("grads", grads, "params", params)
       layout = packing.layout_of(params, **spec.hyperparams["options"])
     params, inner_state = apply_step(inner, grads, state.inner, params, layout=layout,
-                                     fused=fused)
+                                     fused=fused, **extra_args)
     return params, packing.PackedState(inner_state)
   if layout is not None and not layout.has_dtypes_of(grads):
     # a gradient of another dtype than its buffer: the chain's path, unpacked
-    new, inner = apply_step(tx, grads, packing.unpack_state(state), params, fused=fused)
+    new, inner = apply_step(tx, grads, packing.unpack_state(state), params, fused=fused,
+                            **extra_args)
     return new, packing.repack_state(state, inner)
   p = plan(tx)
   if p is not None and use_kernel(fused):
-    return _kernel_step(p, grads, state, params, layout)
+    return _kernel_step(p, grads, state, params, layout, extra_args)
   links = _links(tx)
   last = _base.spec_of(links[-1][0])
   if len(links) > 1 and last is not None and last.kind == "packed" and layout is None:
     # chain(prefix..., packed(tx)): the prefix runs, then the packed step
     g, new = grads, {}
     for link, path in links[:-1]:
-      g, new[path] = link.update(g, _state_at(state, path), params)
+      g, new[path] = link.update(g, _state_at(state, path), params, **extra_args)
     params, new[links[-1][1]] = apply_step(links[-1][0], g, _state_at(state, links[-1][1]),
-                                           params, fused=fused)
+                                           params, fused=fused, **extra_args)
     return params, _with_states(state, new)
   if layout is None:
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, **extra_args)
   else:
-    updates, state = tx.update(layout.pack(grads), state, layout.pack(params))
+    updates, state = tx.update(layout.pack(grads), state, layout.pack(params), **extra_args)
     updates = _tree.cast_like(layout.unpack(updates), grads)
   return _base.apply_updates(params, updates), state
 
@@ -348,7 +352,7 @@ def _leaf_flags(mask, params) -> list:
   return jax.tree.structure(params).flatten_up_to(full)
 
 
-def _kernel_step(p: Plan, grads, state, params, layout=None):
+def _kernel_step(p: Plan, grads, state, params, layout=None, extra_args=None):
   """The step of the chain ``p`` was made from, through the kernel. ``layout``:
   the ``PackLayout`` by which the chain's state is packed while grads and params
   are ordinary trees: each leaf's state is then read and written in its buffer,
@@ -356,15 +360,16 @@ def _kernel_step(p: Plan, grads, state, params, layout=None):
   run on packed gradients)."""
   pack = (lambda tree: tree) if layout is None else layout.pack
   packed_params = pack(params)
+  extra_args = extra_args or {}
   g, new = pack(grads), {}
   for link, path in p.prefix:
-    g, new[path] = link.update(g, _state_at(state, path), packed_params)
+    g, new[path] = link.update(g, _state_at(state, path), packed_params, **extra_args)
   if not p.prefix:
     core_grads = grads  # nothing packed for the kernel to read
   else:
     core_grads = g if layout is None else _tree.cast_like(layout.unpack(g), grads)
   for link, path in (pair for pair in (p.core, p.decay, p.rate) if pair is not None):
-    g, new[path] = link.update(g, _state_at(state, path), packed_params)
+    g, new[path] = link.update(g, _state_at(state, path), packed_params, **extra_args)
   updates = g if layout is None else _tree.cast_like(layout.unpack(g), grads)
   # The chain's params; XLA drops what the kernel's outputs replace.
   out_p, treedef = jax.tree.flatten(_base.apply_updates(params, updates))

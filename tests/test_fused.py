@@ -25,12 +25,13 @@ def _grads(params, k):
                                                   jnp.result_type(p)), params)
 
 
-def _run(tx, params, steps, one_pass, fused_arg=True, extra=None):
+def _run(tx, params, steps, one_pass, fused_arg=True, extra=None, extra_args=None):
+  kw = extra_args or {}
   if one_pass:
-    step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=fused_arg))
+    step = jax.jit(lambda p, s, g: optix.apply_step(tx, g, s, p, fused=fused_arg, **kw))
   else:
     step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-        *tx.update(g, s, p)))
+        *tx.update(g, s, p, **kw)))
   state = tx.init(params)
   for k in range(steps):
     params, state = step(params, state, _grads(params, k) if extra is None else extra(k))
@@ -68,7 +69,8 @@ def test_fused_step_matches_update(entry):
   scalar): params and state as the chain computes them, to a few float32 ulps
   (XLA may fold a scalar divisor differently from one graph to another)."""
   tx, params = entry.make(), params_for(entry)
-  _assert_close(_run(tx, params, 30, True), _run(tx, params, 30, False))
+  kw = dict(extra_args=entry.extra_args)  # e.g. K-FAC's statistics, passed on every path
+  _assert_close(_run(tx, params, 30, True, **kw), _run(tx, params, 30, False, **kw))
 
 
 _ONE_LEAF = lambda: {"w": jax.random.normal(jax.random.key(0), (3000,))}
