@@ -121,11 +121,22 @@ _FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "sh
                       "json", "subprocess"}
 
 
+# The one reader of files in optix: tools.compare keeps its finished runs in the JSON file the
+# user names (``out=``) and reads it back to resume. JSON decodes to plain data (no code runs),
+# and the test of that module feeds it a malformed file.
+_READS_FILES = {"compare.py"}
+
+
 def test_optix_reads_no_files_or_config():
   """optix reads nothing from disk (checkpoints are the user's orbax calls), so it has no
-  parser to feed malformed input: no open/eval/exec/pickle/np.load/json anywhere in optix/."""
+  parser to feed malformed input: no open/eval/exec/pickle/np.load/json anywhere in optix/,
+  except the results file of tools.compare (plain JSON, nothing else)."""
   found = []
   for path in sorted(PACKAGE.rglob("*.py")):
+    if path.name in _READS_FILES:
+      text = path.read_text()
+      assert not any(m in text for m in ("pickle", "eval(", "exec(", "yaml")), path
+      continue
     tree = ast.parse(path.read_text(), str(path))
     for node in ast.walk(tree):
       if isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -43,9 +43,10 @@ class FactoredRmsState(NamedTuple):
 
 
 def decay_rate_pow(step, exponent=0.8) -> jax.Array:
-  r"""Adafactor's second-moment decay :math:`\hateta_{2t} = 1 - t^{-c}`, ``t = step + 1``
-  (``step`` counts from 0), in float32."""
-  t = jnp.asarray(step + 1, jnp.float32)
+  r"""Adafactor's second-moment decay :math:`\hat\beta_{2t} = 1 - t^{-c}`, ``t = step + 1``
+  (``step`` counts from 0), in float32 (the 1 is added in float32, so a step count
+  saturated at 2**31 - 1 does not wrap)."""
+  t = jnp.asarray(step, jnp.float32) + 1.0
   return 1.0 - t ** (-exponent)
 
 
@@ -73,7 +74,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
 
   Defaults follow the paper and optax: ``decay_rate=0.8``, ``epsilon=1e-30``
   (ε₁), ``min_dim_size_to_factor=128``. ``decay_rate_fn(step, decay_rate)`` gives
-  :math:`\hateta_{2t}` from the 0-based step (minus ``step_offset``, floored at 0);
+  :math:`\hat\beta_{2t}` from the 0-based step (minus ``step_offset``, floored at 0);
   the default is ``decay_rate_pow`` (this module), the paper's; a bounded schedule keeps the
   statistics moving late in training (Zhai et al. 2021, arXiv 2106.04560).
 

@@ -146,8 +146,8 @@ def eigenbasis_eigh(stats: jax.Array) -> jax.Array:
   first ``k`` columns of the projector on the null space ``P_N`` (which is stable:
   ``k`` its dimension), the range eigenvectors coming first:
 
-  .. math:: S = V \Lambda V^	op, \quad N = \{j: \lambda_j \le 	au \lambda_{max}\}, \quad
-            P_N = V_N V_N^	op, \quad Q = \mathrm{qr}([V_{ar N},\ P_N e_1, .., P_N e_k])
+  .. math:: S = V \Lambda V^\top, \quad N = \{j: \lambda_j \le \tau \lambda_{max}\}, \quad
+            P_N = V_N V_N^\top, \quad Q = \mathrm{qr}([V_{\bar N},\ P_N e_1, .., P_N e_k])
 
   (signs may differ from ``V``'s: an eigenbasis all the same). An all-zero matrix
   gets the identity (up to signs).
