@@ -92,3 +92,13 @@ def test_sphinx_builds_without_warnings(tmp_path):
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
   else:
     assert "mathjax" in page.lower()
+
+
+def test_sources_hold_no_control_characters():
+  """A docstring written through a non-raw string turns ``\\beta``/``\\top`` into a backspace
+  and a tab, which render as garbage: no control character but newline in optix/ sources."""
+  root = DOCS.parent / "optix"
+  bad = [f"{p.relative_to(root)}:{i + 1}" for p in sorted(root.rglob("*.py"))
+         for i, line in enumerate(p.read_text().splitlines())
+         if any(ord(c) < 32 for c in line)]
+  assert not bad, bad
