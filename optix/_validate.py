@@ -84,6 +84,13 @@ def learning_rate(name, value):
   return in_range(name, value, 0.0, math.inf, high_closed=False)
 
 
+def required(name, value):
+  """``value`` is not None (an argument optax also requires)."""
+  if value is None:
+    raise ValueError(f"{name} is required: pass a number or a schedule, got None")
+  return value
+
+
 def dtype(name, value):
   """None (the state-dtype policy) or a floating or complex dtype."""
   if value is None:
