@@ -37,6 +37,24 @@ def schedule_free_sgd(learning_rate: float = 1.0, warmup_steps: Optional[int] = 
   rate linearly from 0, after which it stays constant: no decay to tune.
   ``weight_decay`` (None: none) is added to the gradient, so it is multiplied by
   the learning rate, as in PyTorch. Defaults are optax's. State: z (4 bytes/param).
+
+  Args:
+    learning_rate: the (peak) step size γ, a float >= 0; 1.0 (optax's). Without
+      ``warmup_steps`` a schedule is accepted too. It also sets the averaging
+      weights :math:`\gamma_t^r`.
+    warmup_steps: int >= 0, steps of the linear ramp from 0 to ``learning_rate``;
+      None (default): no warmup. 0 gives a learning rate of 0 throughout (as in
+      optax): use None.
+    b1: the interpolation β between the average x and z, in (0, 1]; 0.9 (the
+      paper's).
+    weight_decay: rate λ >= 0 of the decay added to the gradient; None
+      (default): no decay.
+    weight_lr_power: the exponent r of the averaging weights, any finite float;
+      2.0 (the paper's).
+    state_dtype: dtype of ``z``; None (default): at least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` with :func:`optix.schedule_free`'s state.
   """
   learning_rate = _warmup(learning_rate, warmup_steps)
   base = scale_by_learning_rate(learning_rate)
@@ -58,6 +76,24 @@ def schedule_free_adamw(learning_rate: float = 0.0025, warmup_steps: Optional[in
   Adam's momentum (the base is RMS scaling with bias correction: no first
   moment is stored). Defaults are optax's (η = 0.0025, the reference
   implementation's). State: z and v (8 bytes/param).
+
+  Args:
+    learning_rate: the (peak) step size γ, a float >= 0; 0.0025 (optax's).
+      Without ``warmup_steps`` a schedule is accepted too. It also sets the
+      averaging weights :math:`\gamma_t^r`.
+    warmup_steps: int >= 0, steps of the linear ramp from 0; None (default): no
+      warmup (0 would keep the learning rate at 0, as in optax).
+    b1: the interpolation β, in (0, 1]; 0.9 (the paper's).
+    b2: decay of the second moment v, in [0, 1); 0.999 (Adam's).
+    eps: added to the debiased :math:`\sqrt{v}`, >= 0; 1e-8.
+    weight_decay: rate λ >= 0 of the decay added to the scaled gradient (it is
+      evaluated at y); 0.
+    weight_lr_power: the exponent r of the averaging weights, any finite float;
+      2.0 (the paper's).
+    state_dtype: dtype of ``z`` (and of v); None (default): at least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` with :func:`optix.schedule_free`'s state.
   """
   _validate.unit_interval("b2", b2)  # named here: scale_by_rms calls it decay
   _validate.nonnegative("eps", eps)
@@ -96,6 +132,24 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
   optax's transform (``optax.contrib.prodigy``) under optix's guarantees:
   validated here, float32 state for low-precision params; real params only.
   State: m, v, s, x0 (16 bytes/param).
+
+  Args:
+    learning_rate: η, a float >= 0 or a schedule, multiplying the estimated step
+      :math:`d_t`; 1.0 (optax's): use a schedule's shape with peak 1.
+    betas: the pair (β1, β2) of Adam's moment decays, each in [0, 1);
+      (0.9, 0.999).
+    beta3: decay of the estimate's accumulators r and s, in [0, 1); None
+      (default): :math:`\sqrt{\beta_2}`, the paper's choice.
+    eps: added to the root of v (scaled by :math:`d_t`), >= 0; 1e-8.
+    estim_lr0: the initial estimate :math:`d_0` > 0; 1e-6 (an underestimate, as
+      the method only grows d).
+    estim_lr_coef: c > 0 multiplying the estimate; 1.0.
+    weight_decay: decoupled decay rate λ >= 0; 0.
+    safeguard_warmup: leave η out of the denominator of the estimate, so a
+      warmup from 0 does not inflate d; False (optax's).
+
+  Returns:
+    A ``GradientTransformation`` (optax's, wrapped by :func:`optix.transforms.adapter.from_optax`).
   """
   _validate.learning_rate("learning_rate", learning_rate)
   _betas("betas", betas)
@@ -124,7 +178,19 @@ the largest distance travelled over the root of the summed squared gradient norm
 .. math:: \eta_t = \frac{\max_{s \le t} \lVert x_s - x_0 \rVert}
    {\sqrt{\sum_{s \le t} \lVert g_s \rVert^2}}, \quad x_{t+1} = x_t - \eta_t g_t
 
-``init_step`` chooses the first distance (optax's heuristic: 1e-6 (1 + ‖x0‖)).
+Args:
+  learning_rate: a float >= 0 or a schedule multiplying DoG's step; 1.0 (keep 1:
+    the method sets the step).
+  init_step: the pair ``(kind, value)`` that sets the first step:
+    ``("distance", r)`` starts the distance at r, ``("learning_rate", η0)`` takes
+    η0 as the first step size, ``("heuristic", α)`` (default, α = 1e-6) starts the
+    distance at :math:`\alpha (1 + \lVert x_0\rVert)`, so ``init`` needs the real
+    params. Keep it small (optax suggests 1e-4 with batch norm). Not validated.
+  eps: >= 0, added to the summed squared gradient norms; 1e-8.
+  weight_decay: rate >= 0 of the decay added to the gradient before DoG's step;
+    None (default): no decay.
+  mask: which params decay: a bool tree like the params, or a callable giving
+    one; None: all.
 """)
 
 dowg = _alias(optax.contrib.dowg, dict(learning_rate=_lr, eps=_nonneg, weight_decay=_nonneg),
@@ -133,6 +199,17 @@ DoWG, distance over weighted gradients (Khaled et al. 2023, arXiv 2305.16284).
 
 .. math:: r_t = \max(r_{t-1}, \lVert x_t - x_0\rVert), \quad v_t = v_{t-1} + r_t^2
    \lVert g_t\rVert^2, \quad x_{t+1} = x_t - \frac{r_t^2}{\sqrt{v_t}} g_t
+
+Args:
+  learning_rate: a float >= 0 or a schedule multiplying DoWG's step; 1.0 (keep 1).
+  init_estim_sq_dist: the initial estimate :math:`r_0^2` of the squared distance
+    to the solution; None (default): ``eps``. Not validated.
+  eps: >= 0, added to :math:`\sqrt{v_t}` in the step's denominator (and the
+    default :math:`r_0^2`); 1e-4 (optax's).
+  weight_decay: rate >= 0 of the decay added to the gradient before DoWG's step;
+    None (default): no decay.
+  mask: which params decay: a bool tree like the params, or a callable giving
+    one; None: all.
 """)
 
 cocob = _alias(optax.contrib.cocob, dict(learning_rate=_lr, alpha=_nonneg, eps=_nonneg,
@@ -140,7 +217,20 @@ cocob = _alias(optax.contrib.cocob, dict(learning_rate=_lr, alpha=_nonneg, eps=_
 COCOB-Backprop (Orabona & Tommasi 2017, arXiv 1705.07795): coin betting, no learning rate.
 
 .. math:: x_{t+1} = x_1 + \frac{-\sum_s g_s}{L_t \max(G_t + L_t, \alpha L_t)}
-   (\mathrm{reward}_t + \sum_s |g_s|)
+   (L_t + \mathrm{reward}_t)
+
+per coordinate, where :math:`L_t` is the largest gradient magnitude seen and
+:math:`G_t = \sum_s |g_s|`.
+
+Args:
+  learning_rate: a float >= 0 or a schedule scaling the gradient before the bet
+    (no sign flip); 1.0 (keep 1: the method has no learning rate).
+  alpha: α >= 0, which bounds the bet early on (the paper's 100, the default).
+  eps: >= 0, the initial :math:`L_0` (so the first bet does not divide by 0);
+    1e-8.
+  weight_decay: rate >= 0 of the L2 decay added to the gradient; 0.
+  mask: which params decay: a bool tree like the params, or a callable giving
+    one; None: all.
 """)
 
 dadapt_adamw = _alias(optax.contrib.dadapt_adamw,
@@ -149,8 +239,20 @@ dadapt_adamw = _alias(optax.contrib.dadapt_adamw,
 D-Adaptation AdamW (Defazio & Mishchenko 2023, arXiv 2301.07733): AdamW whose step
 size is a running lower bound d on the distance to the solution.
 
-.. math:: \theta \leftarrow \theta - \eta\, d_t\, (m_t / (\sqrt{v_t} + d_t\epsilon)
-   + \lambda\theta)
+.. math:: m_t = \beta_1 m_{t-1} + (1-\beta_1)\, \eta d_t g_t, \quad
+   \theta \leftarrow \theta - m_t / (\sqrt{v_t} + \epsilon) - \eta d_t \lambda\theta
+
+(:math:`\eta d_t` includes Adam's bias correction).
+
+Args:
+  learning_rate: η, a float >= 0 or a schedule multiplying the estimate
+    :math:`d_t`; 1.0 (optax's): a schedule with peak 1, e.g. a linear decay after
+    a short warmup.
+  betas: the pair (β1, β2) of Adam's moment decays; (0.9, 0.999). Not validated.
+  eps: added to :math:`\sqrt{v_t}`, >= 0; 1e-8.
+  estim_lr0: the initial estimate :math:`d_0` > 0; 1e-6 (an underestimate: d
+    only grows).
+  weight_decay: decoupled decay rate λ >= 0; 0.
 """)
 
 mechanize = _alias(optax.contrib.mechanize,
@@ -161,4 +263,16 @@ base optimizer's updates online.
 
 .. math:: x_t = x_0 + s_t \sum_{k<t} u_k, \quad s_t = \sum_\beta s_{t,\beta}
    \ \text{(online learners on } \langle g_t, \textstyle\sum u\rangle)
+
+Args:
+  base_optimizer: the optimizer whose updates are rescaled (e.g.
+    ``optix.adam(1.0)`` or one with a schedule of peak 1).
+  weight_decay: λ >= 0 of the decay Mechanic adds to the gradient it learns s
+    from (scaled by :math:`s\,\lVert g\rVert/\lVert x\rVert`; independent of the base
+    optimizer's decay); 0.01 (optax's).
+  eps: >= 0, for numerical safety in the scale's denominators; 1e-8.
+  s_init: each learner's initial scale, > 0; 1e-6 (optax's: the first steps are
+    tiny and the learners grow s from there).
+  num_betas: int >= 1, the number of online learners, with decays
+    :math:`1 - 10^{-k}`, k = 1..``num_betas``; 6.
 """)
