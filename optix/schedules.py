@@ -36,18 +36,43 @@ Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
 def constant_schedule(value: float) -> Schedule:
-  """The same value at every step."""
+  """The same value at every step.
+
+  Args:
+    value: the value returned at every step; required. Valid range: finite
+      (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> ``value``.
+  """
   validate.finite("value", value)
   return optax.constant_schedule(value)
 
 
 def polynomial_schedule(init_value: float, end_value: float, power: float,
                         transition_steps: int, transition_begin: int = 0) -> Schedule:
-  r"""``(I - E)(1 - \min(t-B, T)_+/T)^p + E``: ``init_value`` until ``transition_begin``
-  (B), then a power-``p`` interpolation to ``end_value`` over ``transition_steps`` (T).
+  r"""Power-``p`` interpolation from ``init_value`` (I) to ``end_value`` (E).
 
+  .. math:: \eta_t = (I - E)\,\Big(1 - \frac{\min(\max(t - B, 0), T)}{T}\Big)^p + E
+
+  ``init_value`` until ``transition_begin`` (B), then the interpolation over
+  ``transition_steps`` (T), then ``end_value``.
   ``transition_steps=0`` is the constant ``init_value``, as in optax (a warmup of
   zero steps). Negative step counts raise (optax logs and clamps them).
+
+  Args:
+    init_value: I, the value up to step B; required. Valid range: finite
+      (ValueError otherwise).
+    end_value: E, the value from step B + T on; required. Valid range: finite.
+    power: p, the exponent of the interpolation (1 is linear; > 1 falls fast
+      first); required. Valid range: > 0 (ValueError otherwise).
+    transition_steps: T, the length of the interpolation; required. Valid
+      range: an integer >= 0 (ValueError otherwise; 0: constant ``init_value``).
+    transition_begin: B, steps to hold ``init_value`` first. Default 0 (start at
+      once). Valid range: an integer >= 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
   """
   validate.finite("init_value", init_value)
   validate.finite("end_value", end_value)
@@ -60,25 +85,67 @@ def polynomial_schedule(init_value: float, end_value: float, power: float,
 
 def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
-  """Linear interpolation from ``init_value`` to ``end_value`` (power 1);
-  ``transition_steps=0`` is the constant ``init_value``."""
+  """Linear interpolation from ``init_value`` to ``end_value``:
+  :func:`polynomial_schedule` with power 1; ``transition_steps=0`` is the constant
+  ``init_value``.
+
+  Args:
+    init_value: the value up to ``transition_begin``; required. Valid range:
+      finite (ValueError otherwise).
+    end_value: the value reached after ``transition_steps`` more steps and kept
+      after; required. Valid range: finite (ValueError otherwise).
+    transition_steps: length of the ramp; required. Valid range: an integer
+      >= 0 (ValueError otherwise).
+    transition_begin: steps before the ramp starts. Default 0. Valid range: an
+      integer >= 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
 
 
 def warmup_constant_schedule(init_value: float, peak_value: float,
                              warmup_steps: int) -> Schedule:
   """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
-  ``peak_value``; ``warmup_steps=0`` is ``init_value`` throughout, as in optax."""
+  ``peak_value``; ``warmup_steps=0`` is ``init_value`` throughout, as in optax.
+
+  Args:
+    init_value: the value at step 0; required (0 is the usual warmup start).
+      Valid range: finite (ValueError otherwise).
+    peak_value: the value held after the warmup; required. Valid range: finite.
+    warmup_steps: the warmup's length; required. Valid range: an integer >= 0
+      (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   validate.finite("peak_value", peak_value)
   return polynomial_schedule(init_value, peak_value, 1.0, warmup_steps)
 
 
 def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0,
                           exponent: float = 1.0) -> Schedule:
-  r"""``I·[(1-α)·(½(1 + cos(π·min(t,T)/T)))^p + α]`` (Loshchilov & Hutter, arXiv 1608.03983).
+  r"""Cosine decay (Loshchilov & Hutter, arXiv 1608.03983).
+
+  .. math:: \eta_t = I\,\Big[(1-\alpha)\Big(\tfrac12\big(1 + \cos\tfrac{\pi \min(t, T)}{T}\big)\Big)^p
+     + \alpha\Big]
 
   ``alpha`` is the final value as a fraction of ``init_value`` (any finite value:
   a negative one ends below zero). ``decay_steps`` must be positive, as in optax.
+
+  Args:
+    init_value: I, the value at step 0; required. Valid range: finite
+      (ValueError otherwise).
+    decay_steps: T, the steps over which the value falls to ``alpha · I`` (and
+      stays); required. Valid range: an integer >= 1 (ValueError otherwise).
+    alpha: α, the final value as a fraction of ``init_value``. Default 0 (decay
+      to zero, the paper's). Valid range: finite (ValueError otherwise).
+    exponent: p, a power on the cosine factor (> 1 decays earlier). Default 1
+      (the plain cosine). Valid range: > 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
   """
   validate.finite("init_value", init_value)
   validate.integer("decay_steps", decay_steps, 1)
@@ -95,6 +162,22 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
 
   Example: ``(0, 3e-4, 2_000, 100_000, 3e-5)`` gives 1.5e-4 at step 1k and
   1.6933e-4 at step 50k.
+
+  Args:
+    init_value: the value at step 0; required. Valid range: finite (ValueError
+      otherwise).
+    peak_value: the value at the end of the warmup; required. Valid range: finite.
+    warmup_steps: the warmup's length; required. Valid range: an integer >= 0,
+      below ``decay_steps`` (ValueError otherwise).
+    decay_steps: the step at which the value reaches ``end_value``, warmup
+      included (optax's convention); required. Valid range: an integer >= 1.
+    end_value: the value after ``decay_steps``. Default 0 (decay to zero).
+      Valid range: finite (ValueError otherwise).
+    exponent: a power on the cosine factor, as in
+      :func:`cosine_decay_schedule`. Default 1 (the plain cosine). Valid range: > 0.
+
+  Returns:
+    A schedule: step count -> value.
   """
   validate.finite("init_value", init_value)
   validate.finite("peak_value", peak_value)
@@ -111,12 +194,30 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
 def exponential_decay(init_value: float, transition_steps: int, decay_rate: float,
                       transition_begin: int = 0, staircase: bool = False,
                       end_value: Optional[float] = None) -> Schedule:
-  r"""``I · r^{(t-B)/T}`` after ``transition_begin`` (B); ``staircase=True`` floors the
-  exponent, which is step decay (multiply by ``decay_rate`` every T steps).
+  r""":math:`I\, r^{(t-B)/T}` after ``transition_begin`` (B); ``staircase=True`` floors
+  the exponent, which is step decay (multiply by ``decay_rate`` every T steps).
   ``end_value`` bounds the value (below when r < 1, above when r > 1).
 
   ``transition_steps=0`` is the constant ``init_value``, as in optax. A
   ``decay_rate`` of 0 or below raises (optax logs and returns a constant for 0).
+
+  Args:
+    init_value: I, the value up to step B; required. Valid range: finite
+      (ValueError otherwise).
+    transition_steps: T, the steps over which the value is multiplied by r
+      once; required. Valid range: an integer >= 0 (ValueError otherwise; 0:
+      constant ``init_value``).
+    decay_rate: r, the factor per T steps (< 1 decays, > 1 grows); required.
+      Valid range: > 0 (ValueError otherwise).
+    transition_begin: B, steps to hold ``init_value`` first. Default 0. Valid
+      range: an integer >= 0 (ValueError otherwise).
+    staircase: floor :math:`(t-B)/T`, so the value drops in steps. Default False
+      (smooth decay).
+    end_value: a bound on the value (a floor when r < 1, a ceiling when r > 1);
+      None (default): unbounded. Valid range: finite (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
   """
   validate.finite("init_value", init_value)
   validate.integer("transition_steps", transition_steps, 0)
@@ -133,7 +234,27 @@ def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warm
                                       transition_begin: int = 0, staircase: bool = False,
                                       end_value: Optional[float] = None) -> Schedule:
   """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
-  :func:`exponential_decay` from ``peak_value`` (counting from the end of the warmup)."""
+  :func:`exponential_decay` from ``peak_value`` (counting from the end of the warmup).
+
+  Args:
+    init_value: the value at step 0; required. Valid range: finite (ValueError
+      otherwise).
+    peak_value: the value at the end of the warmup, where the decay starts;
+      required. Valid range: finite (ValueError otherwise).
+    warmup_steps: the warmup's length; required. Valid range: an integer >= 0.
+    transition_steps: steps per factor ``decay_rate`` of the decay, as in
+      :func:`exponential_decay`; required. Valid range: an integer >= 0.
+    decay_rate: the factor per ``transition_steps``; required. Valid range: > 0
+      (ValueError otherwise).
+    transition_begin: steps after the warmup that hold ``peak_value`` before
+      the decay. Default 0. Valid range: an integer >= 0.
+    staircase: step-wise instead of smooth decay. Default False.
+    end_value: bound of the decayed value (floor when ``decay_rate`` < 1); None
+      (default): none. Valid range: finite.
+
+  Returns:
+    A schedule: step count -> value.
+  """
   validate.integer("warmup_steps", warmup_steps, 0)
   return join_schedules(
       [linear_schedule(init_value, peak_value, warmup_steps),
@@ -144,7 +265,19 @@ def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warm
 def piecewise_constant_schedule(init_value: float,
                                 boundaries_and_scales: Optional[Mapping[int, float]] = None
                                 ) -> Schedule:
-  """``init_value`` times the product of every scale whose boundary step has passed."""
+  """``init_value`` times the product of every scale whose boundary step has passed.
+
+  Args:
+    init_value: the value before the first boundary; required. Valid range:
+      finite (ValueError otherwise).
+    boundaries_and_scales: ``{step: scale}``: from ``step`` on, the value is
+      multiplied by ``scale`` (e.g. ``{30_000: 0.1, 60_000: 0.1}`` for step
+      decay). None (default): constant ``init_value``. Valid range: steps
+      integers >= 0, scales >= 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   validate.finite("init_value", init_value)
   for boundary, scale in (boundaries_and_scales or {}).items():
     validate.integer("boundaries_and_scales boundary", boundary, 0)
@@ -156,7 +289,21 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
                                    boundaries_and_scales: Optional[Mapping[int, float]] = None
                                    ) -> Schedule:
   """Like :func:`piecewise_constant_schedule`, but each change is reached by
-  ``"linear"`` or ``"cosine"`` interpolation from the previous boundary."""
+  ``"linear"`` or ``"cosine"`` interpolation from the previous boundary.
+
+  Args:
+    interpolate_type: ``"linear"`` or ``"cosine"``, the curve between two
+      boundaries; required (ValueError for any other value).
+    init_value: the value at step 0; required. Valid range: finite (ValueError
+      otherwise).
+    boundaries_and_scales: ``{step: scale}``: the value reaches ``scale`` times
+      the previous boundary's value at ``step``. None (default): constant
+      ``init_value``. Valid range: steps integers >= 0, scales >= 0 (ValueError
+      otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   validate.one_of("interpolate_type", interpolate_type, ("linear", "cosine"))
   validate.finite("init_value", init_value)
   for boundary, scale in (boundaries_and_scales or {}).items():
@@ -179,7 +326,23 @@ def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
                              ) -> Schedule:
   """One-cycle (Smith & Topin 2017, arXiv 1708.07120): cosine rise from
   ``peak/div_factor`` to ``peak`` over ``pct_start`` of the steps, then cosine fall
-  to ``peak/(div_factor·final_div_factor)``."""
+  to ``peak/(div_factor·final_div_factor)``.
+
+  Args:
+    transition_steps: the cycle's length; after it the value stays at the
+      final one. Required. Valid range: an integer >= 1 (ValueError otherwise).
+    peak_value: the maximum, reached at step ``pct_start · transition_steps``;
+      required. Valid range: finite (ValueError otherwise).
+    pct_start: the fraction of the cycle spent rising. Default 0.3 (optax's and
+      PyTorch's). Valid range: (0, 1) (ValueError otherwise).
+    div_factor: the start value is ``peak_value / div_factor``. Default 25
+      (Smith & Topin's choice, also PyTorch's). Valid range: > 0.
+    final_div_factor: the end value is the start value over this. Default 1e4
+      (PyTorch's). Valid range: > 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
   return optax.cosine_onecycle_schedule(transition_steps, peak_value, pct_start, div_factor,
                                         final_div_factor)
@@ -189,7 +352,26 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
                              pct_final: float = 0.85, div_factor: float = 25.0,
                              final_div_factor: float = 1e4) -> Schedule:
   """One-cycle with three linear phases: up to ``peak`` at ``pct_start``, back to
-  ``peak/div_factor`` at ``pct_final``, then down to ``peak/div_factor/final_div_factor``."""
+  ``peak/div_factor`` at ``pct_final``, then down to ``peak/div_factor/final_div_factor``.
+
+  Args:
+    transition_steps: the cycle's length; after it the value stays at the
+      final one. Required. Valid range: an integer >= 1 (ValueError otherwise).
+    peak_value: the maximum, at step ``pct_start · transition_steps``; required.
+      Valid range: finite (ValueError otherwise).
+    pct_start: fraction of the cycle at which the peak is reached. Default 0.3.
+      Valid range: (0, 1) (ValueError otherwise).
+    pct_final: fraction of the cycle at which the value is back at the start
+      value; the last phase anneals below it. Default 0.85 (optax's). Valid
+      range: (``pct_start``, 1] (ValueError otherwise).
+    div_factor: the start value is ``peak_value / div_factor``. Default 25.
+      Valid range: > 0 (ValueError otherwise).
+    final_div_factor: the end value is the start value over this. Default 1e4.
+      Valid range: > 0 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
   validate.in_range("pct_final", pct_final, pct_start, 1.0, low_closed=False)
   return optax.linear_onecycle_schedule(transition_steps, peak_value, pct_start, pct_final,
@@ -197,7 +379,17 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
-  """``schedules[i]`` runs from ``boundaries[i-1]``, seeing the steps since that boundary."""
+  """``schedules[i]`` runs from ``boundaries[i-1]``, seeing the steps since that boundary.
+
+  Args:
+    schedules: the schedules to run one after the other; required.
+    boundaries: the steps at which each next schedule takes over; required.
+      Valid range: ``len(schedules) - 1`` integers >= 0 in non-decreasing order
+      (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
+  """
   if len(boundaries) != len(schedules) - 1:
     raise ValueError(f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} "
                      f"entries, got {len(boundaries)}")
@@ -281,6 +473,23 @@ def wsd_decay_branch(peak_value: float, warmup_steps: int, branch_step: int, dec
   then decays to ``end_value`` over ``decay_steps``: restore the checkpoint taken
   at ``branch_step``, swap in this schedule, and train ``decay_steps`` more steps
   ("apply the decay retroactively to any checkpoint").
+
+  Args:
+    peak_value: the stable phase's value, as in :func:`wsd_schedule`; required.
+      Valid range: finite (ValueError otherwise).
+    warmup_steps: the stable run's warmup length; required. Valid range: an
+      integer >= 0.
+    branch_step: the step of the checkpoint the decay starts from; required.
+      Valid range: an integer >= ``warmup_steps`` (ValueError otherwise).
+    decay_steps: the decay's length; the schedule ends at ``branch_step +
+      decay_steps``. Required. Valid range: an integer >= 1.
+    end_value: the value the decay reaches. Default 0. Valid range: finite.
+    init_value: the warmup's start value. Default 0. Valid range: finite.
+    decay_shape: ``"linear"`` (default, MiniCPM's), ``"cosine"`` or ``"sqrt"``
+      (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
   """
   validate.integer("branch_step", branch_step, warmup_steps)
   return wsd_schedule(peak_value, warmup_steps, branch_step + decay_steps, decay_steps,
@@ -319,6 +528,31 @@ def sgdr_schedule(cosine_kwargs, *, first_cycle_steps: Optional[int] = None,
   ``init_value`` (default ``end_value``) over ``warmup_steps``, and cosine-decays
   from ``peak_value · peak_decay^k`` to ``end_value``. After the last cycle the
   value stays at ``end_value``.
+
+  Args:
+    cosine_kwargs: optax's form: an iterable of dicts of
+      :func:`warmup_cosine_decay_schedule` arguments, one per cycle, each with
+      ``decay_steps`` (ValueError if empty or missing it). The cycle form: a
+      number, the first cycle's peak value (finite). Required.
+    first_cycle_steps: the cycle form's first cycle length; None (default) in
+      optax's form. Valid range: an integer >= 1 (ValueError otherwise, or if
+      absent in the cycle form).
+    num_cycles: the number of cycles of the cycle form; None (default) in
+      optax's form. Valid range: an integer >= 1.
+    cycle_mult: each cycle is this many times longer than the previous.
+      Default 1 (equal cycles). Valid range: >= 1 (ValueError otherwise).
+    end_value: the value each cycle decays to, and after the last one. Default
+      0. Valid range: finite (ValueError otherwise).
+    warmup_steps: a linear warmup at the start of each cycle. Default 0 (a
+      plain restart at the peak). Valid range: an integer >= 0, below
+      ``first_cycle_steps`` (ValueError otherwise).
+    init_value: each warmup's start value; None (default): ``end_value``. Not
+      validated (optax's ``warmup_cosine_decay_schedule`` takes any float).
+    peak_decay: factor on the peak from one cycle to the next. Default 1 (same
+      peak every cycle). Valid range: (0, 1] (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> value.
   """
   cycle_form = (first_cycle_steps is not None or num_cycles is not None
                 or isinstance(cosine_kwargs, numbers.Number) or hasattr(cosine_kwargs, "shape"))
@@ -350,7 +584,21 @@ def inverse_sqrt_schedule(peak_value: float, warmup_steps: int, init_value: floa
                           timescale: Optional[int] = None) -> Schedule:
   r"""Linear warmup to ``peak_value``, then ``P·√(τ/(t − W + τ))`` (Vaswani et al. 2017,
   arXiv 1706.03762). With the default ``timescale`` τ = W this is ``P·√(W/t)``,
-  the Transformer schedule."""
+  the Transformer schedule.
+
+  Args:
+    peak_value: P, the value at the end of the warmup; required. Valid range:
+      finite (ValueError otherwise).
+    warmup_steps: W, the warmup's length; required. Valid range: an integer
+      >= 0 (ValueError otherwise).
+    init_value: the value at step 0. Default 0. Valid range: finite.
+    timescale: τ, how fast the tail decays (larger is slower); None (default):
+      ``max(warmup_steps, 1)``, the Transformer schedule. Valid range: an
+      integer >= 1 (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> float32 value.
+  """
   validate.finite("peak_value", peak_value)
   validate.finite("init_value", init_value)
   validate.integer("warmup_steps", warmup_steps, 0)
@@ -375,7 +623,23 @@ def cyclical_schedule(base_value: float, max_value: float, step_size: int,
             \eta_t = b + (m - b)\max(0, 1 - x)\,\sigma(c, t)
 
   where ``step_size`` s is half a cycle and σ = 1 (``triangular``),
-  2^{1-c} (``triangular2``: the amplitude halves every cycle) or γ^t (``exp_range``).
+  :math:`2^{1-c}` (``triangular2``: the amplitude halves every cycle) or :math:`\gamma^t`
+  (``exp_range``).
+
+  Args:
+    base_value: b, the value at the start and end of each cycle; required.
+      Valid range: finite (ValueError otherwise).
+    max_value: m, the value at mid-cycle (before the ``mode``'s scaling);
+      required. Valid range: finite (ValueError otherwise).
+    step_size: s, half a cycle in steps (Smith suggests 2-10 epochs); required.
+      Valid range: an integer >= 1 (ValueError otherwise).
+    mode: ``"triangular"`` (default, constant amplitude), ``"triangular2"`` or
+      ``"exp_range"`` (ValueError otherwise).
+    gamma: the per-step decay γ of the amplitude in ``exp_range``. Default 1 (no
+      decay). Valid range: (0, 1] (ValueError otherwise).
+
+  Returns:
+    A schedule: step count -> float32 value.
   """
   validate.finite("base_value", base_value)
   validate.finite("max_value", max_value)
