@@ -237,15 +237,50 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
               precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
               precond_dtype=None, state_dtype=None, seed: int = 0):
   r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858): momentum
-  preconditioned by a fitted Kronecker-factored ``P = Q^\top Q``, then decoupled weight
-  decay and the learning rate.
+  preconditioned by a fitted Kronecker-factored :math:`P = Q^\top Q`, then decoupled
+  weight decay and the learning rate.
 
   .. math:: \theta \leftarrow \theta - \eta\,(\mathrm{clip}_{\mathrm{rms}}(Q^\top Q\,\hat m_t)
             + \lambda\theta)
 
-  See :func:`optix.scale_by_psgd_kron` for every argument. The preconditioned update has
-  roughly unit RMS, so the learning rate is an Adam-sized one (the reference's default is
-  1e-3); PSGD needs less weight decay than AdamW.
+  :func:`optix.scale_by_psgd_kron` explains the preconditioner's arguments in full. The
+  preconditioned update has roughly unit RMS, so the learning rate is an Adam-sized one
+  (the reference's default is 1e-3); PSGD needs less weight decay than AdamW.
+
+  Args:
+    learning_rate: the step size η, a float >= 0 (finite) or a schedule of the step
+      count; None: no scaling and no sign flip (optax's meaning).
+    b1: momentum decay, in [0, 1); 0.9 (the reference's). The preconditioner is fitted
+      on the momentum.
+    weight_decay: decoupled decay rate λ >= 0, or a schedule; 0.
+    weight_decay_mask: which params decay: a bool tree like the params, or a callable
+      giving one; None: all.
+    preconditioner_update_probability: chance of a fit per step, in [0, 1], or a
+      schedule of the step; None (default): 1 for the first 500 steps, then decaying
+      to 0.03 (:func:`optix.transforms.psgd.update_probability_schedule`).
+    max_size_triangular: int >= 0; an axis longer than this gets a diagonal factor;
+      8192 (a triangular factor costs :math:`n^2` memory and :math:`O(n^3)` per fit).
+    min_ndim_triangular: int >= 0; leaves with fewer axes get diagonal factors only;
+      2 (vectors and scalars stay diagonal).
+    max_skew_triangular: > 0; an axis more than this many times the next largest gets
+      a diagonal factor; None (default): no limit, as in the reference.
+    memory_save_mode: None (default), ``"one_diag"`` (each leaf's largest axis
+      diagonal) or ``"all_diag"`` (every factor diagonal).
+    precond_lr: normalised step size μ of the Lie-group fit, in [0, 1]; 0.1 (the
+      reference's).
+    precond_init_scale: s > 0, so that :math:`P_0 = s^2 I`; 1.0.
+    max_update_rms: ρ > 0, the RMS cap of each leaf's preconditioned update; 1.1 (the
+      reference's; it bounds the first steps, before P adapts); None: no cap.
+    precond_dtype: dtype of the factors Q; None (default): at least float32, the
+      params' precision (``jnp.bfloat16`` halves their memory; the fit runs in
+      float32).
+    state_dtype: dtype of the momentum; None (default): at least float32, the
+      params' kind.
+    seed: int >= 0, the PRNG seed of the fit's probes and the update draws; 0.
+
+  Returns:
+    A ``chain`` of ``scale_by_psgd_kron``, ``add_decayed_weights``,
+    ``scale_by_learning_rate``.
   """
   return _base.chain(
       scale_by_psgd_kron(b1, preconditioner_update_probability, max_size_triangular,
