@@ -185,7 +185,7 @@ Args:
     ``("distance", r)`` starts the distance at r, ``("learning_rate", η0)`` takes
     η0 as the first step size, ``("heuristic", α)`` (default, α = 1e-6) starts the
     distance at :math:`\alpha (1 + \lVert x_0\rVert)`, so ``init`` needs the real
-    params. Keep it small (optax suggests 1e-4 with batch norm). Not validated.
+    params. Keep it small (optax suggests 1e-4 with batch norm).
   eps: >= 0, added to the summed squared gradient norms; 1e-8.
   weight_decay: rate >= 0 of the decay added to the gradient before DoG's step;
     None (default): no decay.
@@ -203,7 +203,7 @@ DoWG, distance over weighted gradients (Khaled et al. 2023, arXiv 2305.16284).
 Args:
   learning_rate: a float >= 0 or a schedule multiplying DoWG's step; 1.0 (keep 1).
   init_estim_sq_dist: the initial estimate :math:`r_0^2` of the squared distance
-    to the solution; None (default): ``eps``. Not validated.
+    to the solution; None (default): ``eps``.
   eps: >= 0, added to :math:`\sqrt{v_t}` in the step's denominator (and the
     default :math:`r_0^2`); 1e-4 (optax's).
   weight_decay: rate >= 0 of the decay added to the gradient before DoWG's step;
@@ -248,7 +248,7 @@ Args:
   learning_rate: η, a float >= 0 or a schedule multiplying the estimate
     :math:`d_t`; 1.0 (optax's): a schedule with peak 1, e.g. a linear decay after
     a short warmup.
-  betas: the pair (β1, β2) of Adam's moment decays; (0.9, 0.999). Not validated.
+  betas: the pair (β1, β2) of Adam's moment decays; (0.9, 0.999).
   eps: added to :math:`\sqrt{v_t}`, >= 0; 1e-8.
   estim_lr0: the initial estimate :math:`d_0` > 0; 1e-6 (an underestimate: d
     only grows).

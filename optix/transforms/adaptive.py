@@ -26,9 +26,17 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7, *,
 
   .. math:: s_t = s_{t-1} + |g_t|^2, \qquad u_t = g_t / \sqrt{s_t + \epsilon}
 
-  (and 0 where ``s_t = 0``). ``initial_accumulator_value=0.1`` keeps the first
-  steps bounded, as in optax and TensorFlow. ``state_dtype``: the dtype of ``s``
-  (``None``: at least float32, the params' kind; see ``optix._tree.state_dtype_for``).
+  (and 0 where ``s_t = 0``).
+
+  Args:
+    initial_accumulator_value: :math:`s_0`, >= 0; 0.1 (optax's and TensorFlow's:
+      it keeps the first steps bounded).
+    eps: added to :math:`s_t` inside the root, >= 0; 1e-7 (optax's).
+    state_dtype: dtype of ``s``; None (default): at least float32, the params' kind
+      (see ``optix._tree.state_dtype_for``).
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByRssState(sum_of_squares)``.
   """
   _validate.nonnegative("initial_accumulator_value", initial_accumulator_value)
   _validate.nonnegative("eps", eps)
@@ -74,8 +82,21 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
   of g). ``eps_in_sqrt=False`` puts ε outside the root. ``bias_correction``
   divides ν by ``1 - ρ^t`` (off by default, as in optax). For complex gradients
   :math:`g^2` is :math:`|g|^2` and :math:`\mu^2` is :math:`|\mu|^2`. ``centered`` is
-  optax's ``scale_by_stddev``. ``state_dtype``: the moments' dtype (``None``: at
-  least float32, the params' kind).
+  optax's ``scale_by_stddev``.
+
+  Args:
+    decay: ρ, the decay of the EMA of :math:`g^2`, in [0, 1); 0.9 (Hinton's).
+    eps: ε, >= 0; 1e-8.
+    initial_scale: :math:`\nu_0`, >= 0; 0 (optax's).
+    eps_in_sqrt: True (default): ε inside the root, :math:`\sqrt{\nu+\epsilon}`;
+      False: outside, :math:`\sqrt{\nu}+\epsilon`.
+    bias_correction: divide ν by :math:`1-\rho^t`; False (optax's).
+    centered: subtract the squared EMA of g (Graves' centered RMSProp); False.
+    state_dtype: dtype of ν and μ; None (default): at least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByRmsState(count, nu, mu)``
+    (``mu`` None unless ``centered``).
   """
   _validate.unit_interval("decay", decay)
   _validate.nonnegative("eps", eps)
@@ -134,12 +155,18 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   finite when differentiating through it (meta-learning).
 
   Args:
-    b1, b2: moment decay rates in [0, 1).
-    eps, eps_root: >= 0.
-    mu_dtype: optax-compatible dtype for m only (overrides ``state_dtype`` for m).
-    nesterov: NAdam.
-    state_dtype: dtype of m and v; ``None``: at least float32, the params' kind
+    b1: decay of the first moment m, in [0, 1); 0.9 (the paper's).
+    b2: decay of the second moment v, in [0, 1); 0.999 (the paper's).
+    eps: ε outside the root, >= 0; 1e-8 (the paper's).
+    eps_root: :math:`\epsilon_{root}` inside the root, >= 0; 0.
+    mu_dtype: dtype of m only (optax's name; overrides ``state_dtype`` for m);
+      None: as ``state_dtype``.
+    nesterov: NAdam's look-ahead numerator; False.
+    state_dtype: dtype of m and v; None (default): at least float32, the params' kind
       (complex params keep complex moments; :math:`g_t^2` is then :math:`|g_t|^2`).
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByAdamState(count, mu, nu)``.
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)

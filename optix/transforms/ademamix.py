@@ -48,12 +48,21 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: _base.ScalarOrSche
   keep complex m1, m2 and a real ν.
 
   Args:
-    b1, b2: fast EMA and second-moment decay rates in [0, 1).
-    b3: slow EMA decay rate in [0, 1), or a schedule.
-    alpha: the slow EMA's weight >= 0, or a schedule.
-    eps, eps_root: >= 0.
-    mu_dtype: optax-compatible dtype of m1 and m2 (overrides ``state_dtype``).
-    state_dtype: dtype of the state; None keeps it at least float32, same kind as the params.
+    b1: decay of the fast EMA :math:`m_1`, in [0, 1); 0.9.
+    b2: decay of ν, in [0, 1); 0.999.
+    b3: decay of the slow EMA :math:`m_2`, in [0, 1), or a schedule of the step;
+      0.9999.
+    alpha: the slow EMA's weight α >= 0, or a schedule; 6.0 (optax's default here).
+    eps: ε outside the root, >= 0; 1e-8.
+    eps_root: :math:`\epsilon_{root}` inside the root, >= 0; 0.
+    mu_dtype: dtype of m1 and m2 (optax's name; overrides ``state_dtype``); None:
+      as ``state_dtype``.
+    state_dtype: dtype of the state (ν is its real counterpart); None (default): at
+      least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is
+    ``ScaleByAdemamixState(count, count_m2, m1, m2, nu)``.
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)

@@ -43,12 +43,23 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6, mu_dt
   clipping only (clipping a complex ratio has no meaning here).
 
   Args:
-    b1, b2: decay rates in [0, 1).
-    eps: > 0 floor of the normalizer.
-    mu_dtype: optax-compatible dtype of m (overrides ``state_dtype``).
-    nesterov: look-ahead momentum.
-    use_clipping, clip_value_fn: the clipping of the normalized gradient.
-    state_dtype: dtype of the state; None keeps it at least float32, same kind as the params.
+    b1: decay of the momentum m, in [0, 1); 0.9.
+    b2: decay of ν, in [0, 1); 0.9999.
+    eps: the floor ε of the normalizer, >= 0; 1e-6. 0 is accepted but gives NaN
+      where ν is 0 (e.g. everywhere on the first step without clipping).
+    mu_dtype: dtype of m (optax's name; overrides ``state_dtype``); None: as
+      ``state_dtype``.
+    nesterov: return the look-ahead :math:`\beta_1 m_t + (1-\beta_1) \hat g_t`;
+      False.
+    use_clipping: clip the normalized gradient at :math:`c_t`; True (the paper's).
+      Complex params need False.
+    clip_value_fn: :math:`c_t` as a function of the 0-based step count (an int32
+      array); default :math:`t^{1/4}` (the paper's and optax's).
+    state_dtype: dtype of the state (ν is its real counterpart); None (default): at
+      least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByAdoptState(count, mu, nu)``.
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)

@@ -36,11 +36,19 @@ def scale_by_mars(b1: float = 0.95, b2: float = 0.99, eps: float = 1e-8, gamma: 
   params only.
 
   Args:
-    b1, b2: decay rates in [0, 1).
-    eps: >= 0.
-    gamma: the variance-reduction strength >= 0 (0 is AdamW's scaling with clipped gradients).
-    max_norm: > 0 clipping threshold of each leaf's corrected gradient.
-    state_dtype: dtype of the state; None keeps it at least float32.
+    b1: decay of m, in [0, 1); 0.95 (the paper's). It also sets the weight
+      :math:`\gamma\beta_1/(1-\beta_1)` of the gradient difference.
+    b2: decay of v, in [0, 1); 0.99 (the paper's).
+    eps: ε outside the root, >= 0; 1e-8.
+    gamma: the variance-reduction strength γ >= 0; 0.025 (the paper's). 0 is AdamW's
+      scaling with clipped gradients.
+    max_norm: τ > 0, the clipping threshold of each leaf's corrected gradient; 1.0.
+    state_dtype: dtype of the state (m, v and the previous gradient); None
+      (default): at least float32.
+
+  Returns:
+    A ``GradientTransformation`` whose state is
+    ``ScaleByMarsState(count, mu, nu, prev_grad)``.
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
