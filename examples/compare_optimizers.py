@@ -20,6 +20,7 @@ import os
 import sys
 import sysconfig
 import time
+from typing import Callable, NamedTuple, Optional
 
 # LAPACK calls (eigh in Shampoo/SOAP) go through OpenBLAS; its own thread pool can deadlock
 # against XLA's CPU threads (seen here: a hang at a preconditioner refresh). One BLAS thread.
@@ -55,15 +56,33 @@ flags.DEFINE_string("results_json", "", "Also write the curves and numbers here 
 
 
 # -- the optimizer menu ------------------------------------------------------------------------
-# name -> (peak learning rate, build(sched)) where sched(peak) is the run's schedule shape at that
-# peak. Each builder looks its optimizer up with getattr, so a name that optix does not have (yet)
-# is skipped with a note. Peak LRs: a coarse sweep at the default size.
+# name -> Entry(peak learning rate, build(sched)) where sched(peak) is the run's schedule shape at
+# that peak. Each builder looks its optimizer up with getattr, so a name that optix does not have
+# (yet) is skipped with a note. Peak LRs: a coarse sweep at the default size
+# (benchmarks/flagship_tuning.py sweeps them, with the same grid for every optimizer).
+
+class Entry(NamedTuple):
+  peak: float
+  build: Callable                     # sched -> the optimizer
+  schedule: Optional[str] = None      # a schedule shape it always uses (None: --schedule)
+  eval_params: Optional[Callable] = None  # (opt_state, params) -> the params to evaluate
+
 
 def _menu_item(attr, peak, **kw):
   def build(sched):
     fn = getattr(optix, attr, None)
     return None if fn is None else fn(sched(peak), **kw)
-  return peak, build
+  return Entry(peak, build)
+
+
+def _schedule_free(peak, **kw):
+  """Schedule-free AdamW at a constant learning rate after the run's warmup, evaluated at its
+  averaged point x (the iterate y it steps is not the point it guarantees)."""
+  def build(sched):
+    fn = getattr(optix, "schedule_free_adamw", None)
+    return None if fn is None else fn(sched(peak), **kw)
+  return Entry(peak, build, schedule="constant",
+               eval_params=lambda state, params: optix.schedule_free_eval_params(state, params))
 
 
 def _muon(peak, adam_peak):
@@ -72,7 +91,7 @@ def _muon(peak, adam_peak):
     return None if fn is None else fn(sched(peak), sched(adam_peak), weight_decay=0.1,
                                       adam_weight_decay=0.1, adam_b2=0.99,
                                       adam_mask=("tok", "pos", "head"))
-  return peak, build
+  return Entry(peak, build)
 
 
 MENU = {
@@ -84,6 +103,18 @@ MENU = {
     "muon": _muon(2e-2, 3e-3),
     "shampoo": _menu_item("shampoo", 3e-3, beta2=0.99, graft_b2=0.99),
     "soap": _menu_item("soap", 3e-3, b1=0.9, b2=0.99),
+    # The field's newer optimizers. Prodigy estimates its own step size: its "peak" is the
+    # multiplier of that estimate, 1.0 as its paper recommends, under the run's schedule shape;
+    # safeguard_warmup as its paper advises with a warmup (a learning rate of 0 at step 0 makes
+    # the estimate 0/0 otherwise, as in optax.contrib.prodigy).
+    # AdEMAMix's slow EMA (b3) is set for a 300-step run (the paper's 0.9999 is for 10^5 steps).
+    "sf_adamw": _schedule_free(3e-3, b1=0.9, b2=0.99, weight_decay=0.1),
+    "prodigy": _menu_item("prodigy", 1.0, betas=(0.9, 0.99), weight_decay=0.1,
+                          safeguard_warmup=True),
+    "ademamix": _menu_item("ademamix", 3e-3, b2=0.99, b3=0.999, alpha=5.0, weight_decay=0.1,
+                           mask=optix.matrices_only),
+    "mars": _menu_item("mars_adamw", 3e-3, b1=0.95, b2=0.99, weight_decay=0.1,
+                       mask=optix.matrices_only),
     "sgd": _menu_item("sgd", 0.3, momentum=0.9),
     "adam": _menu_item("adam", 3e-3, b2=0.99),
 }
@@ -159,7 +190,8 @@ def state_bytes(tx, params):
   return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
 
-def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets):
+def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets,
+              eval_params=None):
   ctx = FLAGS.context
 
   def loss_fn(params, tokens):
@@ -176,7 +208,12 @@ def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets
     return params, opt_state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1), compiler_options=optix.training.compiler_options())
-  evaluate = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t))(val_batches)))
+  def val_loss(params, opt_state):
+    if eval_params is not None:
+      params = eval_params(opt_state, params)
+    return jnp.mean(jax.vmap(lambda t: loss_fn(params, t))(val_batches))
+
+  evaluate = jax.jit(val_loss)
 
   params = jax.tree.map(jnp.copy, params0)
   # Initialised under jit: fresh, distinct buffers, safe to donate (an eager init may hand
@@ -196,7 +233,7 @@ def train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets
     train_losses.append(loss)
     if (i + 1) % FLAGS.eval_every == 0 or i + 1 == FLAGS.steps:
       val_steps.append(i + 1)
-      val_losses.append(float(evaluate(params)))
+      val_losses.append(float(evaluate(params, opt_state)))
       bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_losses[-1]:.3f}")
   bar.close()
   return {"train": np.asarray(train_losses), "val_steps": np.asarray(val_steps),
@@ -279,18 +316,20 @@ def main(argv):
     if name not in MENU:
       print(f"note: unknown optimizer {name!r} (choose from {sorted(MENU)}), skipped")
       continue
-    peak, build = MENU[name]
-    sched = lambda p: make_schedule(FLAGS.schedule, p * FLAGS.lr_scale, FLAGS.steps)
-    schedule = sched(peak)
+    entry = MENU[name]
+    kind = entry.schedule or FLAGS.schedule
+    sched = lambda p: make_schedule(kind, p * FLAGS.lr_scale, FLAGS.steps)
+    schedule = sched(entry.peak)
     try:
-      tx = build(sched)
+      tx = entry.build(sched)
     except Exception as e:  # an optimizer still being written elsewhere in the tree
       print(f"note: optix.{name} could not be built ({type(e).__name__}: {e}), skipped")
       continue
     if tx is None:
       print(f"note: optix.{name} does not exist yet, skipped")
       continue
-    r = train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets)
+    r = train_one(name, tx, schedule, apply_fn, params0, train, val_batches, offsets,
+                  entry.eval_params)
     r["bytes"] = state_bytes(tx, params0)
     results[name] = r
   if not results:
