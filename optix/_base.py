@@ -61,7 +61,16 @@ def spec_of(tx) -> Optional[Spec]:
 
 def chain(*transforms: optax.GradientTransformation) -> GradientTransformation:
   """``optax.chain``, described as ``Spec("chain", {"links": transforms})`` so
-  that a reader of the chain (e.g. :func:`optix.fused.plan`) sees its links."""
+  that a reader of the chain (e.g. :func:`optix.fused.plan`) sees its links.
+
+  Args:
+    *transforms: the transforms to run in order, each on the previous one's
+      updates (optax or optix transforms); none: the identity.
+
+  Returns:
+    A ``GradientTransformationExtraArgs`` whose state is the tuple of the links'
+    states.
+  """
   return described(optax.chain(*transforms), "chain", links=tuple(transforms),
                    elementwise=all(getattr(spec_of(t), "elementwise", False)
                                    for t in transforms))
@@ -79,7 +88,16 @@ named_chain = optax.named_chain
 def apply_updates(params, updates):
   """``optax.apply_updates``: ``params + updates`` leaf by leaf, in the params'
   dtypes. Trees that do not match raise ``ValueError`` naming the differing
-  paths (optax's error is JAX's raw pytree message)."""
+  paths (optax's error is JAX's raw pytree message).
+
+  Args:
+    params: the pytree of parameters; required.
+    updates: a pytree with the structure of ``params`` (None leaves where
+      ``params`` has None), e.g. the first output of ``tx.update``; required.
+
+  Returns:
+    ``params + updates``, each leaf in its param's dtype.
+  """
   try:
     return optax.apply_updates(params, updates)
   except (ValueError, TypeError):
@@ -231,6 +249,17 @@ def masked(inner: GradientTransformationBase, mask, *,
   callable params -> such a tree. A mask of another kind raises ``ValueError`` at
   construction, and a mask tree unlike the params raises ``ValueError`` naming
   the paths at ``init``/``update`` (optax fails deep inside ``jax.tree_util``).
+
+  Args:
+    inner: the transform applied to the masked-in leaves; required.
+    mask: a pytree of bools shaped like (a prefix of) the params, or a function
+      of the params returning one; required. True: ``inner`` updates the leaf.
+    mask_compatible_extra_args: also mask the extra arguments of ``update``
+      that have the params' structure, so ``inner`` sees them restricted like
+      the updates. Default False (optax's: extra arguments pass whole).
+
+  Returns:
+    A ``GradientTransformationExtraArgs``.
   """
   if not callable(mask):
     _check_mask(mask, mask)  # leaves are bools

@@ -96,6 +96,22 @@ def map_stacked(fn: Callable[..., Any], arrays: Sequence[jax.Array], mesh,
   traced by ``inject_hyperparams``) are passed replicated to every call: pass
   traced values there rather than closing over them (closed-over tracers are
   converted with ``jax.closure_convert`` and replayed, which is less robust).
+
+  Args:
+    fn: ``fn(array, *args)`` -> a pytree of arrays, for one array (it is
+      ``vmap``-ed over a stack); required.
+    arrays: the arrays to map, of any shapes and dtypes; required.
+    mesh: the ``jax.sharding.Mesh`` whose ``axis`` devices share the work;
+      required.
+    axis: the mesh axis name (or tuple of names) the stacks are split over.
+      Default ``"data"`` (the usual data-parallel axis name). Not validated
+      here: a name that is not an axis of ``mesh`` fails in the mesh lookup.
+    args: extra arguments passed, replicated, to every call of ``fn``. Default
+      ``()``.
+
+  Returns:
+    A list: ``fn``'s result for each array of ``arrays``, in their order,
+    replicated over ``mesh``.
   """
   names = axes_of_entry(axis)
   n = math.prod(mesh.shape[a] for a in names)

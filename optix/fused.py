@@ -254,12 +254,20 @@ def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
   passed on as ``layout``) or :class:`optix.Packed` trees.
 
   Args:
-    tx: the optimizer.
-    grads, state, params: as for ``tx.update``.
+    tx: the optimizer (any ``GradientTransformation``); required.
+    grads: the gradients, a pytree like ``params`` (or :class:`optix.Packed`);
+      required.
+    state: ``tx``'s state, as from ``tx.init(params)``; required.
+    params: the current params; required (the step returns the new ones).
     layout: the ``PackLayout`` by which ``state`` is packed while ``grads`` and
       ``params`` are ordinary trees (``optix.packed`` passes it; give it only
-      for a state built by ``tx.init(layout.pack(params))``).
-    fused: see above.
+      for a state built by ``tx.init(layout.pack(params))``). None (default):
+      the state is not packed, or ``tx`` is ``optix.packed(...)``, which knows
+      its layout; passing one with a packed ``tx`` raises ValueError.
+    fused: run the one-pass kernel for a chain :func:`plan` recognizes: None
+      (default) on one CPU device with the kernels built (where it pays), True
+      always (RuntimeError if the compiled kernels are unavailable), False
+      never (the plain ``tx.update`` + ``apply_updates``).
     **extra_args: keyword extra arguments of ``tx.update`` (e.g. ``value_fn``,
       ``kfac_stats``), passed to every link on every path.
 

@@ -64,6 +64,22 @@ class DynamicLossScale:
   and jmp use the same). ``min_scale`` may go below 1, for models whose raw
   gradients already overflow float16; ``max_scale=2**24`` stops the scale
   from growing without bound on a model that never overflows.
+
+  Args:
+    initial_scale: :math:`S_0`, the scale of the first step. Default
+      :math:`2^{15}`. Valid range: > 0 and in [``min_scale``, ``max_scale``]
+      (ValueError otherwise).
+    growth_interval: N, consecutive finite steps after which the scale grows.
+      Default 2000. Valid range: an integer >= 1 (ValueError otherwise).
+    growth_factor: the factor of each growth. Default 2 (a power of two keeps
+      the scaling exact). Valid range: >= 1 (ValueError otherwise).
+    backoff_factor: the factor applied after a non-finite step. Default 0.5.
+      Valid range: (0, 1] (ValueError otherwise).
+    min_scale: :math:`S_{min}`, the floor of the scale. Default :math:`2^{-14}`
+      (float16's smallest normal number). Valid range: > 0 and <= ``max_scale``
+      (ValueError otherwise).
+    max_scale: :math:`S_{max}`, the ceiling of the scale. Default :math:`2^{24}`.
+      Valid range: > 0 (ValueError otherwise).
   """
   initial_scale: float = 2.0 ** 15
   growth_interval: int = 2000
@@ -142,6 +158,22 @@ def dynamic_loss_scaling(inner: _base.GradientTransformationBase,
   inf in float16: for float16 params put the scaler *inside* the master-weights
   wrapper, ``with_master_weights(dynamic_loss_scaling(inner))``, which hands it
   float32 gradients to unscale.
+
+  Args:
+    inner: the optimizer that receives the unscaled gradients (any
+      ``GradientTransformation``, e.g. a ``chain`` with clipping); required.
+    initial_scale: the scale of the first step; :class:`DynamicLossScale`'s
+      meaning, default (:math:`2^{15}`) and range (ValueError otherwise).
+    growth_interval: finite steps in a row before the scale grows; default 2000,
+      an integer >= 1, as in :class:`DynamicLossScale`.
+    growth_factor: the factor of each growth; default 2, >= 1.
+    backoff_factor: the factor after a skipped step; default 0.5, in (0, 1].
+    min_scale: the scale's floor; default :math:`2^{-14}`, > 0 and <= ``max_scale``.
+    max_scale: the scale's ceiling; default :math:`2^{24}`, > 0.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``LossScalingState(loss_scale,
+    inner_state)``.
   """
   loss_scale = DynamicLossScale(initial_scale, growth_interval, growth_factor, backoff_factor,
                                 min_scale, max_scale)
@@ -164,7 +196,16 @@ def dynamic_loss_scaling(inner: _base.GradientTransformationBase,
 
 def current_loss_scale(opt_state) -> jax.Array:
   """The loss scale ``S`` held anywhere in ``opt_state`` (e.g. inside a ``chain``;
-  a raw state or an ``nnx.Optimizer``'s ``opt_state``)."""
+  a raw state or an ``nnx.Optimizer``'s ``opt_state``).
+
+  Args:
+    opt_state: an optimizer state (any pytree) holding exactly one
+      ``LossScaleState``, as :func:`dynamic_loss_scaling` makes; required
+      (ValueError when it holds none or several).
+
+  Returns:
+    The float32 scalar ``S`` to multiply the next loss by.
+  """
   found = _tree.find_states(opt_state, LossScaleState)
   if len(found) != 1:
     raise ValueError(f"opt_state must hold exactly one LossScaleState, found {len(found)}")

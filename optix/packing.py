@@ -78,7 +78,18 @@ class _Slot:
 @dataclasses.dataclass(frozen=True, eq=True)
 class PackLayout:
   """The static description of a packing: hashable, part of the treedef of
-  :class:`Packed`, never part of the state's arrays."""
+  :class:`Packed`, never part of the state's arrays.
+
+  Built by :func:`layout_of`; its fields are read, not passed by hand.
+
+  Args:
+    treedef: the treedef of the original (unpacked) tree.
+    paths: the ``jax.tree_util.keystr`` of every original leaf, in leaf order.
+    slots: where each original leaf lives, in leaf order: its shape, dtype
+      name, buffer number (-1: a large leaf kept as its own array) and offset
+      (its first element in the buffer, or its number among the large leaves).
+    buffers: one ``(dtype name, group label, size)`` per buffer.
+  """
   treedef: Any                 # treedef of the original tree
   paths: tuple                 # keystr of every original leaf
   slots: tuple                 # one _Slot per original leaf
@@ -156,6 +167,13 @@ class Packed:
   A pytree (its children are the buffers, then the large leaves; the layout is
   static), so it goes through ``jit``, ``grad``, optimizers and checkpoints like
   any tree. :func:`unpack` gives back the original tree.
+
+  Made by :func:`pack` (or :meth:`PackLayout.pack`) rather than by hand.
+
+  Args:
+    children: the 1-D buffers in the layout's buffer order, then the large
+      leaves in leaf order (stored as a tuple).
+    layout: the :class:`PackLayout` that says where each original leaf lives.
   """
   __slots__ = ("children", "layout")
 
@@ -199,6 +217,23 @@ def layout_of(tree, *, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE, groups=None,
   leaves are kept as they are. ``groups`` is a pytree of hashable labels like
   ``tree``, or a callable ``tree -> labels`` (e.g. ``optix.matrices_only``):
   leaves with different labels never share a buffer.
+
+  Args:
+    tree: the pytree to lay out (arrays or ``jax.ShapeDtypeStruct`` leaves);
+      required.
+    max_leaf_size: leaves with more elements than this stay unpacked. Default
+      65536 (above it a leaf's own kernels cost less than the copy into a
+      buffer). Valid range: an integer >= 0 (ValueError otherwise; 0 packs only
+      empty leaves).
+    groups: leaf labels, a pytree like ``tree`` or a function of ``tree``
+      returning one; leaves with different labels go to different buffers.
+      None (default): one group.
+    max_buffer_leaves: the most leaves one buffer holds. Default 128 (compile
+      time grows with the square of the slices of one buffer). Valid range: an
+      integer >= 1 (ValueError otherwise).
+
+  Returns:
+    The :class:`PackLayout` of ``tree``.
   """
   _validate.integer("max_leaf_size", max_leaf_size, low=0)
   _validate.integer("max_buffer_leaves", max_buffer_leaves, low=1)
@@ -244,7 +279,19 @@ def layout_of(tree, *, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE, groups=None,
 
 def pack(tree, *, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE, groups=None,
          max_buffer_leaves: int = DEFAULT_MAX_BUFFER_LEAVES) -> Packed:
-  """Packs ``tree`` into a :class:`Packed` (see :func:`layout_of` for the arguments)."""
+  """Packs ``tree`` into a :class:`Packed` (the layout is :func:`layout_of`'s).
+
+  Args:
+    tree: the pytree of arrays to pack; required.
+    max_leaf_size: leaves above this many elements stay as they are. Default
+      65536; an integer >= 0 (ValueError otherwise), as in :func:`layout_of`.
+    groups: leaf labels (pytree or function of ``tree``) that never share a
+      buffer; None (default): one group.
+    max_buffer_leaves: leaves per buffer at most. Default 128; an integer >= 1.
+
+  Returns:
+    A :class:`Packed` holding ``tree``'s values, each buffer in its leaves' dtype.
+  """
   return layout_of(tree, max_leaf_size=max_leaf_size, groups=groups,
                    max_buffer_leaves=max_buffer_leaves).pack(tree)
 
@@ -255,6 +302,13 @@ def unpack(packed: Packed):
   Uses one ``lax.split`` per buffer, whose derivative is one concatenate: so
   ``jax.grad`` of a loss of ``unpack(p)`` returns a :class:`Packed` gradient
   built in a few kernels, not one per leaf.
+
+  Args:
+    packed: a :class:`Packed` tree (from :func:`pack`, or a gradient or update
+      of one); required.
+
+  Returns:
+    The original pytree, each leaf in its own shape and dtype.
   """
   return packed.layout.unpack(packed)
 
@@ -284,6 +338,13 @@ def packed_mask(mask: Callable[[Any], Any]) -> Callable[[Any], Any]:
   ``mask`` on the original (abstract) tree and gives each buffer the common value
   of its leaves; it raises ``ValueError`` when a buffer mixes True and False
   leaves (build the layout with ``groups=`` the same mask).
+
+  Args:
+    mask: a function of the params returning a pytree of bools (e.g.
+      :func:`optix.matrices_only`); required. A non-callable raises ValueError.
+
+  Returns:
+    A mask function that takes ordinary and :class:`Packed` trees.
   """
   if not callable(mask):
     raise ValueError(f"mask must be callable, got {mask!r}")

@@ -92,6 +92,13 @@ def kfac_tap(model: nnx.Module) -> nnx.Module:
   Idempotent (tapped layers are not wrapped twice). ``nnx.Conv`` and ``nnx.Embed``
   are left alone: :func:`scale_by_kfac` treats their params with its diagonal
   fallback.
+
+  Args:
+    model: the ``nnx.Module`` whose ``nnx.Linear`` layers to tap; required. A
+      bare ``nnx.Linear`` raises ValueError (wrap it with ``KFACTap(layer)``).
+
+  Returns:
+    ``model`` itself, modified in place.
   """
   found = [path for path, node in nnx.iter_graph(model)
            if isinstance(node, nnx.Linear) and path and path[-1] != "layer"]
@@ -117,6 +124,16 @@ def kfac_value_and_grad(loss_fn: Callable[..., Any], model: nnx.Module, *args,
   ``grads`` an ``nnx.State`` of the params, ``stats`` a dict mapping each tapped
   layer's param-path prefix (``"layers/0/layer"``) to its :class:`LayerStats`,
   the form :func:`scale_by_kfac` takes as ``kfac_stats``.
+
+  Args:
+    loss_fn: ``loss_fn(model, *args, **kwargs)`` -> a scalar loss (or ``(loss,
+      aux)`` with ``has_aux``); required.
+    model: the ``nnx.Module``, tapped by :func:`kfac_tap`; required. State the
+      loss mutates (batch statistics, RNG counts) is written back to it.
+    *args: positional arguments passed to ``loss_fn`` after ``model``.
+    has_aux: ``loss_fn`` returns ``(loss, aux)``; aux is returned with the loss
+      and not differentiated. Default False, as in ``jax.value_and_grad``.
+    **kwargs: keyword arguments passed to ``loss_fn``.
   """
   graphdef, params, probes, rest = nnx.split(model, nnx.Param, KFACProbe, ...)
 
