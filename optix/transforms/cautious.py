@@ -9,7 +9,16 @@ from optix import _base, _tree, _validate
 def cautious_mask(direction, grad):
   r"""The per-leaf mask :math:`\phi = \mathbb{1}[\mathrm{Re}(u \bar g) > 0] \cdot
   \frac{d}{\lVert \phi \rVert_0 + 1}` (d the leaf's size): 1 where the direction and the
-  gradient agree, rescaled so the step's size stays that of the unmasked update."""
+  gradient agree, rescaled so the step's size stays that of the unmasked update.
+
+  Args:
+    direction: one leaf of the update, oriented so that agreement means a
+      positive product with the gradient.
+    grad: the gradient leaf, of the same shape.
+
+  Returns:
+    φ, an array of ``direction``'s shape in its real precision, at least float32.
+  """
   dtype = jnp.finfo(_tree.state_dtype_for(direction)).dtype  # the count in >= float32
   agree = (jnp.real(direction * jnp.conj(grad)) > 0).astype(dtype)
   return agree * (agree.size / (jnp.sum(agree) + 1))
@@ -33,7 +42,16 @@ def cautious(inner: _base.GradientTransformation, *, direction_sign: int = -1
   against the gradient), ``+1`` for a scaling placed before the learning rate
   (``chain(cautious(scale_by_adam(), direction_sign=1), add_decayed_weights(wd),
   scale_by_learning_rate(lr))`` is the paper's C-AdamW: decay is not masked).
-  The state is ``inner``'s.
+
+  Args:
+    inner: the transform whose updates are masked: a whole optimizer or a
+      scaling such as :func:`optix.scale_by_adam`.
+    direction_sign: -1 (default) when ``inner``'s updates point against the
+      gradient (a whole optimizer), +1 when they point along it (a scaling
+      before the learning rate); any other value raises ``ValueError``.
+
+  Returns:
+    A ``GradientTransformation`` with ``inner``'s state.
   """
   _validate.one_of("direction_sign", direction_sign, {-1, 1})
   inner = _base.with_extra_args_support(inner)

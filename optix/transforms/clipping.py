@@ -22,6 +22,14 @@ def global_norm(updates, axis_name=None) -> jax.Array:
   replicated copy and counts once; under ``pmap`` or ``check_vma=False`` (where
   JAX does not track this) every leaf is taken as a distinct slice. For
   data-parallel gradients, ``pmean`` them first and leave ``axis_name`` unset.
+
+  Args:
+    updates: any pytree of arrays (real or complex); an empty tree has norm 0.
+    axis_name: None (default): the leaves are whole arrays (plain code or ``jit``);
+      a mapped axis name or a tuple of names inside ``shard_map``/``pmap``, as above.
+
+  Returns:
+    A scalar array, float32 or wider (float64 for float64 leaves).
   """
   leaves = jax.tree.leaves(updates)
   if not leaves:
@@ -51,7 +59,14 @@ def _abs_sq(x):
 
 
 def clip(max_delta: float) -> _base.GradientTransformation:
-  """Clips every coordinate to [-max_delta, max_delta] (max_delta > 0)."""
+  """Clips every coordinate to [-max_delta, max_delta] (optax's ``clip``). Stateless.
+
+  Args:
+    max_delta: the bound, > 0 (no default: it depends on the gradients' scale).
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
+  """
   _validate.positive("max_delta", max_delta)
 
   def init(params):
@@ -76,8 +91,16 @@ def clip_by_global_norm(max_norm: float, *, axis_name=None) -> _base.GradientTra
   .. math:: u \leftarrow u \cdot \min(1, \text{max\_norm} / \lVert u \rVert_2)
 
   The pre-clip norm is kept in the state (``state.norm``) so a training loop can
-  log it without recomputing it (optax's state is empty). ``axis_name``: see
-  :func:`global_norm` (for ``shard_map``/``pmap`` steps over split leaves).
+  log it without recomputing it (optax's state is empty).
+
+  Args:
+    max_norm: the largest global norm let through, > 0 (1.0 is a common choice
+      for transformers; no default, as in optax).
+    axis_name: None (default) for whole leaves; inside ``shard_map``/``pmap`` over
+      split leaves, the mapped axis name(s), as in :func:`global_norm`.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ClipByGlobalNormState(norm)``.
   """
   _validate.positive("max_norm", max_norm)
 
@@ -124,8 +147,18 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
 
   Per unit i: :math:`g_i \leftarrow g_i \cdot \min(1, \lambda \max(\lVert\theta_i\rVert,
   \epsilon) / \lVert g_i\rVert)`, so the clip threshold follows the size of the
-  weights. ``clipping`` λ > 0 (the paper uses 0.01 for large batches); units as
-  in :func:`unitwise_norm` (``axis`` overrides).
+  weights. Needs ``params``; stateless.
+
+  Args:
+    clipping: λ > 0, the largest ratio of a unit's gradient norm to its weight
+      norm (no default, as in optax; the paper uses 0.01 for large batches).
+    eps: ε >= 0, the floor of the weight norm, so zero-initialized units can
+      move; 1e-3 (optax's and the paper's).
+    axis: the axes of one unit: None (default) uses :func:`unitwise_norm`'s rules
+      by rank; an int or tuple of ints applies to every leaf.
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
   """
   _validate.positive("clipping", clipping)
   _validate.nonnegative("eps", eps)

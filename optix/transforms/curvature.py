@@ -41,11 +41,14 @@ from optix import _base, _tree, _validate
 
 
 class LayerStats(NamedTuple):
-  """One layer's statistics from one batch, sums over its rows (batch × positions).
+  r"""One layer's statistics from one batch, sums over its rows (batch × positions).
 
-  aa: :math:`\\sum_n \\bar a_n \\bar a_n^\\top`, shape (d_in [+1 for the bias], same).
-  gg: :math:`\\sum_n g_n g_n^\\top` with :math:`g_n = \\partial L/\\partial y_n`, (d_out, d_out).
-  count: the number of rows n summed over (a float32 scalar).
+  Args:
+    aa: :math:`\sum_n \bar a_n \bar a_n^\top` of the layer's inputs :math:`\bar a_n`
+      (with a trailing 1 when the layer has a bias), shape (d_in [+1], d_in [+1]).
+    gg: :math:`\sum_n g_n g_n^\top` with :math:`g_n = \partial L/\partial y_n`,
+      shape (d_out, d_out).
+    count: the number of rows n summed over (a float32 scalar).
   """
   aa: jax.Array
   gg: jax.Array

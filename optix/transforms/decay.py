@@ -20,7 +20,17 @@ def add_decayed_weights(weight_decay: _base.ScalarOrSchedule = 0.0,
   *not* divided by √v (that is what makes AdamW differ from Adam + L2).
   ``mask`` is a pytree of bools like the params, or a callable params → such a
   tree (see :func:`matrices_only`, :func:`exclude_names`); False leaves do not decay.
-  ``weight_decay`` is a float >= 0 or a schedule of the step.
+  Needs ``params``.
+
+  Args:
+    weight_decay: λ, a float >= 0 or a schedule of the step count; 0 (optax's:
+      no decay).
+    mask: which params decay: a tree of bools like the params (or a prefix), or a
+      callable params -> such a tree; None (default): all.
+
+  Returns:
+    A ``GradientTransformation``; its state counts steps (``ScheduleCount``) when
+    ``weight_decay`` is a schedule, else it is empty.
   """
   _validate.nonnegative("weight_decay", weight_decay)
 
@@ -53,14 +63,30 @@ class ScheduleCount(NamedTuple):
 
 def matrices_only(params):
   """Mask: True for params with ndim >= 2 (weights), False for biases, norm
-  scales and other scalars/vectors, which conventionally do not decay."""
+  scales and other scalars/vectors, which conventionally do not decay.
+
+  Args:
+    params: the params pytree (pass the function itself as a ``mask``).
+
+  Returns:
+    A tree of bools with the structure of ``params``.
+  """
   return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
 def exclude_names(*names: str) -> Callable[[_base.Params], Any]:
   """Mask factory: False for every leaf whose key path has one of ``names``
   (a path component equal to the name, e.g.
-  ``exclude_names("bias", "scale", "embedding")``), True elsewhere."""
+  ``exclude_names("bias", "scale", "embedding")``), True elsewhere.
+
+  Args:
+    *names: one or more non-empty strings, compared with each dict key,
+      attribute name or sequence index (as a string) along a leaf's path
+      (``ValueError`` otherwise).
+
+  Returns:
+    A mask function params -> tree of bools.
+  """
   names = tuple(names)
   if not names or not all(isinstance(n, str) and n for n in names):
     raise ValueError(f"exclude_names needs non-empty strings, got {names!r}")
@@ -75,7 +101,15 @@ def exclude_names(*names: str) -> Callable[[_base.Params], Any]:
 
 
 def combine_masks(*masks: Callable[[_base.Params], Any]) -> Callable[[_base.Params], Any]:
-  """Mask that is True only where every mask is True."""
+  """Mask that is True only where every mask is True.
+
+  Args:
+    *masks: mask functions params -> tree of bools, or such trees themselves
+      (each with the params' structure).
+
+  Returns:
+    A mask function params -> tree of bools.
+  """
   def mask(params):
     trees = [m(params) if callable(m) else m for m in masks]
     return jax.tree.map(lambda *bs: all(bs), *trees)

@@ -79,8 +79,27 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
   statistics moving late in training (Zhai et al. 2021, arXiv 2106.04560).
 
   Statistics are real (:math:`|g|^2` for complex params, whose update keeps its
-  phase: :math:`u = g/\sqrt{\hat V}`), in the params' precision and at least
-  float32 (``state_dtype``; None: the policy of :func:`optix._tree.state_dtype_for`).
+  phase: :math:`u = g/\sqrt{\hat V}`).
+
+  Args:
+    factored: factor the second moment of tensors with >= 2 axes; True. False
+      keeps a full ``v`` for every leaf (Adam-sized state).
+    decay_rate: the exponent c of :math:`\hat\beta_{2t} = 1 - t^{-c}`, in (0, 1];
+      0.8 (the paper's and optax's).
+    step_offset: int >= 0 subtracted from the step count before the decay is
+      computed (to restart the schedule, e.g. after fine-tuning begins); 0.
+    min_dim_size_to_factor: int >= 0; a tensor whose second-largest axis is
+      shorter keeps a full ``v``; 128 (optax's).
+    epsilon: ε₁ >= 0 added to :math:`g^2`; 1e-30 (the paper's: only keeps the
+      statistics positive).
+    decay_rate_fn: a callable (0-based step, decay_rate) -> :math:`\hat\beta_{2t}`;
+      the default is ``decay_rate_pow`` (this module), the paper's.
+    state_dtype: dtype of the statistics (its real counterpart for complex params);
+      None (default): at least float32, the params' precision.
+
+  Returns:
+    A ``GradientTransformation`` whose state is
+    ``FactoredRmsState(count, v_row, v_col, v)``.
   """
   _validate.in_range("decay_rate", decay_rate, 0.0, 1.0, low_closed=False)
   _validate.integer("step_offset", step_offset, 0)
@@ -155,7 +174,13 @@ def clip_by_block_rms(threshold: float = 1.0) -> _base.GradientTransformation:
   r"""Update clipping: :math:`u \leftarrow u / \max(1, \mathrm{RMS}(u)/d)` per leaf.
 
   Adafactor's remedy for the too-large updates a slowly decaying second moment
-  gives (paper §6, ``d = 1``). Stateless.
+  gives (paper §6). Stateless.
+
+  Args:
+    threshold: d > 0, the largest RMS let through; 1.0 (the paper's).
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
   """
   _validate.positive("threshold", threshold)
 
@@ -173,6 +198,12 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> _base.GradientTransform
 
   Steps proportional to the parameter's own scale (paper §8); ``min_scale`` (ε₂ =
   10⁻³) lets zero-initialised parameters move. Needs ``params``. Stateless.
+
+  Args:
+    min_scale: ε₂ >= 0, the floor of the multiplier; 1e-3 (the paper's).
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
   """
   _validate.nonnegative("min_scale", min_scale)
 
@@ -197,6 +228,13 @@ def scale_by_relative_step(max_step: float = 1e-2) -> _base.GradientTransformati
   ``t`` is the 1-based step; with :func:`scale_by_param_block_rms` after it this
   is the paper's relative step :math:`\rho_t = \min(10^{-2}, 1/\sqrt t)\cdot
   \max(\epsilon_2, \mathrm{RMS}(\theta))` (§8), which optax does not provide.
+
+  Args:
+    max_step: :math:`\rho_{max}` > 0, the cap of the step size; 1e-2 (the
+      paper's, so the first 10⁴ steps are at the cap).
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``RelativeStepState(count)``.
   """
   _validate.positive("max_step", max_step)
 
@@ -221,7 +259,14 @@ def ema_momentum(decay: float, *, state_dtype=None) -> _base.GradientTransformat
   r"""Undebiased EMA momentum: :math:`m_t = \beta m_{t-1} + (1-\beta) u_t`, output :math:`m_t`.
 
   Adafactor's optional momentum (paper §7, β₁); off by default there because it
-  costs a full-size buffer. ``state_dtype=None``: the params' dtype, at least float32.
+  costs a full-size buffer.
+
+  Args:
+    decay: β, in [0, 1) (no default; 0.9 is the usual value).
+    state_dtype: dtype of m; None (default): at least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``EmaMomentumState(mu)``.
   """
   _validate.unit_interval("decay", decay)
 

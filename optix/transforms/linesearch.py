@@ -204,6 +204,26 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int = 20,
   ``value_fn`` when left out). ``state_dtype`` (keyword-only): dtype of the stored
   gradient, None for the policy (at least float32, same kind). optax requires
   ``max_linesearch_steps``; optix defaults it to 20, the value ``optax.lbfgs`` uses.
+
+  Args:
+    max_linesearch_steps: int >= 0, the most function evaluations per search; 20.
+    max_learning_rate: cap of the step η, > 0; None (default): no cap.
+    tol: ε >= 0 of the sufficient-decrease condition; 0.
+    increase_factor: > 1, the bracketing growth of η; 2.0.
+    slope_rtol: :math:`c_1`, in (0, 1); 1e-4.
+    curv_rtol: :math:`c_2`, in (``slope_rtol``, 1); 0.9.
+    approx_dec_rtol: >= 0, the relative tolerance of the approximate Wolfe
+      decrease; 1e-6; None turns it off.
+    stepsize_precision: >= 0, the interval length at which zoom stops; 1e-5.
+    initial_guess_strategy: ``"keep"`` (default, optax's: start from the previous
+      accepted step) or ``"one"`` (start from 1).
+    verbose: print the search's diagnostics; False.
+    state_dtype: dtype of the stored gradient (keyword-only); None (default): at
+      least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is optax's
+    ``ScaleByZoomLinesearchState`` (so checkpoints move between the libraries).
   """
   _check_search("max_linesearch_steps", max_linesearch_steps, slope_rtol, max_learning_rate)
   _validate.in_range("curv_rtol", curv_rtol, slope_rtol, 1.0, low_closed=False,
@@ -257,6 +277,24 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int = 20, slope_rto
   ``value_fn`` when left out). ``state_dtype`` (keyword-only): dtype of the stored
   gradient, None for the policy (at least float32, same kind). optax requires
   ``max_backtracking_steps``; optix defaults it to 20.
+
+  Args:
+    max_backtracking_steps: int >= 0, the most trials per step; 20.
+    slope_rtol: :math:`c_1`, in (0, 1); 1e-4 (Nocedal & Wright's).
+    decrease_factor: τ, in (0, 1), the shrink per failed trial; 0.8 (optax's).
+    increase_factor: κ >= 1, the growth of the next step's start; 1.5 (optax's).
+    max_learning_rate: :math:`\eta_{\max}` > 0, the cap of the starting step;
+      1.0.
+    atol: :math:`\epsilon_a` >= 0 of the decrease condition; 0.
+    rtol: :math:`\epsilon_r` >= 0 of the decrease condition; 0.
+    store_grad: keep the gradient at the accepted point in the state; False.
+    verbose: print diagnostics; False.
+    state_dtype: dtype of the stored gradient (keyword-only); None (default): at
+      least float32, the params' kind.
+
+  Returns:
+    A ``GradientTransformation`` whose state is optax's
+    ``ScaleByBacktrackingLinesearchState``.
   """
   _check_search("max_backtracking_steps", max_backtracking_steps, slope_rtol,
                 max_learning_rate)

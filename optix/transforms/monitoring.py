@@ -146,6 +146,14 @@ def monitor_stats(opt_state) -> dict:
   "effective_lr", "grad_norm_mean", "spike", "num_spikes", "count"}`` as
   arrays (jit-friendly; call ``float(...)`` on the host to log). Raises
   ``ValueError`` when the state holds no monitor.
+
+  Args:
+    opt_state: any optimizer state that holds a :class:`MonitorState` (nested in
+      chains and wrappers is fine), an ``nnx.Optimizer``'s ``opt_state``, or the
+      ``nnx.Optimizer`` itself.
+
+  Returns:
+    A dict of scalar arrays, keyed as above.
   """
   found = _tree.find_states(opt_state, MonitorState)
   if not found:

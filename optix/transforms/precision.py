@@ -39,6 +39,16 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=No
   leaves too, so the state layout does not depend on dtypes). The params
   must change only through the returned updates (reload the master copy, i.e.
   re-``init``, after editing params by hand).
+
+  Args:
+    inner: the optimizer to run on the master copy (it sees master-dtype
+      gradients and params).
+    master_dtype: dtype of the master copy; None (default): the policy above.
+      Checked in ``init``, not when built: a non-floating dtype raises there.
+
+  Returns:
+    A ``GradientTransformation`` whose state is
+    ``MasterWeightsState(master, inner_state)``; ``update`` needs ``params``.
   """
   inner = _base.with_extra_args_support(inner)
 

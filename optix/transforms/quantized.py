@@ -50,6 +50,13 @@ def dynamic_map(signed: bool) -> np.ndarray:
 
 
 class QuantizedArray(NamedTuple):
+  """A blockwise 8-bit tensor, as :func:`quantize` makes it; :func:`dequantize` decodes it.
+
+  Args:
+    codes: uint8 indices into the dynamic map, with the tensor's shape.
+    scales: float32 absmax of each block of the flattened tensor, shape
+      ``(ceil(size / block_size),)``.
+  """
   codes: jax.Array   # uint8, the tensor's shape: indices into the dynamic map
   scales: jax.Array  # float32, (ceil(size / block_size),): each block's absmax
 

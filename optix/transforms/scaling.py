@@ -13,7 +13,14 @@ class ScaleByScheduleState(NamedTuple):
 
 
 def scale(step_size: float) -> _base.GradientTransformation:
-  """``u ← step_size · u``. Any finite real (negative flips the direction)."""
+  """``u ← step_size · u``. Stateless.
+
+  Args:
+    step_size: any finite real number (a negative one flips the direction).
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
+  """
   _validate.finite("step_size", step_size)
 
   def init(params):
@@ -28,7 +35,15 @@ def scale(step_size: float) -> _base.GradientTransformation:
 
 
 def scale_by_schedule(step_size_fn: _base.Schedule) -> _base.GradientTransformation:
-  """``u ← s(t) · u`` where ``s`` is a schedule of the step count t = 0, 1, ..."""
+  """``u ← s(t) · u`` where ``s`` is a schedule of the step count t = 0, 1, ...
+
+  Args:
+    step_size_fn: a callable step count (int32 array) -> scalar; a non-callable
+      raises ``ValueError``.
+
+  Returns:
+    A ``GradientTransformation`` whose state is ``ScaleByScheduleState(count)``.
+  """
   if not callable(step_size_fn):
     raise ValueError(f"step_size_fn must be callable, got {step_size_fn!r}")
 
@@ -50,10 +65,18 @@ def scale_by_learning_rate(learning_rate: Optional[_base.ScalarOrSchedule] = Non
   """``u ← -η(t) · u`` (``flip_sign=False``: ``+η(t) · u``).
 
   The last link of every optimizer chain: descent means moving against the
-  gradient, hence the sign flip. ``learning_rate`` is a float >= 0 or a schedule;
-  None (optax's default) scales by nothing: the updates pass through unchanged.
-  When ``params`` are passed, a params/updates tree mismatch raises a
-  ``ValueError`` naming the differing paths.
+  gradient, hence the sign flip. When ``params`` are passed, a params/updates tree
+  mismatch raises a ``ValueError`` naming the differing paths.
+
+  Args:
+    learning_rate: η, a float >= 0 (finite) or a schedule of the step count; None
+      (optax's default) scales by nothing: the updates pass through unchanged,
+      without the sign flip.
+    flip_sign: multiply by -η (True, default: descent) or by +η (False).
+
+  Returns:
+    A ``GradientTransformation``: stateless for a constant, counting steps for a
+    schedule.
   """
   sign = -1 if flip_sign else 1
   if learning_rate is None:

@@ -109,6 +109,14 @@ def schedule_free_eval_params(state: ScheduleFreeState, params: _base.Params) ->
   ``state`` is the schedule-free state, any state that holds one (inside ``chain``,
   ``apply_if_finite``, ...), an ``nnx.Optimizer``'s ``opt_state`` or the ``nnx.Optimizer``; ``params`` may be
   ``nnx.state(model, nnx.Param)`` (the result holds arrays: ``nnx.update(model, x)``).
+
+  Args:
+    state: the optimizer state (see above); ``ValueError`` when it holds no
+      schedule-free state.
+    params: the current params y, with the structure of the state's ``z``.
+
+  Returns:
+    The averaged params x, a pytree like ``params``.
   """
   found = _tree.find_states(state, ScheduleFreeState)
   sf = found[0] if found else _tree.plain_state(state)  # e.g. optax's schedule-free state

@@ -23,6 +23,14 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
   would otherwise never move). ``trust_coefficient`` c = 1 (LAMB) and
   ``min_norm`` n0 = 0 are optax's defaults; LARS uses c = 0.001. No state; needs
   ``params``.
+
+  Args:
+    min_norm: n0 >= 0, the floor of both norms; 0 (optax's).
+    trust_coefficient: c >= 0, the ratio's factor; 1.0 (optax's, LAMB's).
+    eps: ε >= 0 added to the update's norm in the denominator; 0 (optax's).
+
+  Returns:
+    A ``GradientTransformation`` with an empty state.
   """
   _validate.nonnegative("min_norm", min_norm)
   _validate.nonnegative("trust_coefficient", trust_coefficient)
