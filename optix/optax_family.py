@@ -46,9 +46,10 @@ Args:
     Valid range: >= 0 (ValueError otherwise).
   eps_root: added to :math:`\hat v_t` under the square root; nonzero when
     differentiating through the optimizer. Default 0. Valid range: >= 0.
-  threshold: the rectification switches on once :math:`\rho_t` exceeds it; below
-    it the step is momentum SGD. Default 5 (the paper's, where the variance of
-    the adaptive rate becomes tractable). Valid range: finite (ValueError otherwise).
+  threshold: the rectification is used once :math:`\rho_t` reaches it; below
+    it the step is momentum SGD. Default 5 (optax's; the paper's variance of the
+    adaptive rate is tractable for :math:`\rho_t > 4`). Valid range: finite
+    (ValueError otherwise).
   nesterov: use the Nesterov form of the first moment. Default False (plain RAdam).
 """, real_only=False)
 
@@ -68,7 +69,7 @@ Args:
   eps: added to :math:`\sqrt{\hat s_t}` in the denominator. Default 1e-16 (the
     paper's: :math:`s` already stays away from zero). Valid range: >= 0.
   eps_root: added to :math:`s` before the square root (it keeps gradients through
-    the optimizer finite). Default 1e-16 (the paper's). Valid range: >= 0.
+    the optimizer finite). Default 1e-16 (optax's). Valid range: >= 0.
   nesterov: use a Nesterov look-ahead first moment. Default False (the paper's form).
 """)
 
@@ -163,10 +164,10 @@ Args:
   learning_rate: the step size η, a float or a schedule of the step count; no
     default (optax's). Valid range: [0, inf) (ValueError otherwise).
   b1: decay of the first moment (which accumulates the normalized gradient).
-    Default 0.9 (the paper's). Valid range: [0, 1) (ValueError otherwise).
-  b2: decay of the per-layer squared-norm EMA :math:`v^l`. Default 0.25 (the
-    paper's). Valid range: [0, 1) (ValueError otherwise).
-  eps: added to the layer's :math:`\sqrt{v^l_t}`. Default 1e-6 (the paper's).
+    Default 0.9 (optax's). Valid range: [0, 1) (ValueError otherwise).
+  b2: decay of the per-layer squared-norm EMA :math:`v^l`. Default 0.25
+    (optax's). Valid range: [0, 1) (ValueError otherwise).
+  eps: added to the layer's :math:`\sqrt{v^l_t}`. Default 1e-6 (optax's).
     Valid range: >= 0 (ValueError otherwise).
   eps_root: added to :math:`v^l_t` under the square root. Default 0. Valid
     range: >= 0 (ValueError otherwise).
@@ -535,8 +536,8 @@ Args:
   learning_rate: the step size η, a float or a schedule of the step count; no
     default (optax's). Valid range: [0, inf) (ValueError otherwise).
   b1: decay of the momentum :math:`m` (accumulated without :math:`1-\beta_1`).
-    Default 0.99 (the paper's). Valid range: [0, 1) (ValueError otherwise).
-  b2: decay of the second-moment EMA. Default 0.95 (the paper's). Valid range:
+    Default 0.99 (optax's). Valid range: [0, 1) (ValueError otherwise).
+  b2: decay of the second-moment EMA. Default 0.95 (optax's). Valid range:
     [0, 1) (ValueError otherwise).
   alpha: weight α of the current gradient next to :math:`m`, a float or a
     schedule. Default 0 (optax's: the step is the momentum alone). Valid range:
@@ -693,22 +694,22 @@ as the extra argument ``obj_fn`` to ``update``. Defaults are optax's (γ = 0.01,
 Args:
   learning_rate: the step size η, a float or a schedule of the step count; no
     default (optax's). Valid range: [0, inf) (ValueError otherwise).
-  b1: decay of the momentum EMA. Default 0.965 (the paper's). Valid range:
+  b1: decay of the momentum EMA. Default 0.965 (optax's). Valid range:
     [0, 1) (ValueError otherwise).
   b2: decay of the Hessian-diagonal EMA, applied every ``update_interval``
-    steps (per step it acts like :math:`1-(1-\beta_2)/k`). Default 0.99 (the
-    paper's). Valid range: [0, 1) (ValueError otherwise).
+    steps (per step it acts like :math:`1-(1-\beta_2)/k`). Default 0.99 (optax's,
+    with k = 10). Valid range: [0, 1) (ValueError otherwise).
   eps: floor of :math:`\gamma h` in the denominator. Default 1e-8. Valid range:
     >= 0 (ValueError otherwise).
   weight_decay: decoupled decay λ. Default 1e-4 (optax's). Valid range: >= 0.
   weight_decay_mask: the leaves that get weight decay (bools like the params,
     or a function of them); None (default): all.
-  gamma: the scale γ of the Hessian estimate. Default 0.01 (the paper's). Valid
+  gamma: the scale γ of the Hessian estimate. Default 0.01 (optax's). Valid
     range: >= 0 (ValueError otherwise).
   clip_threshold: the per-coordinate clip ρ of the step; None: no clipping.
-    Default 1 (the paper's). Valid range: > 0 (ValueError otherwise).
+    Default 1 (optax's). Valid range: > 0 (ValueError otherwise).
   update_interval: k, steps between Hessian estimates. Default 10 (the
-    paper's). Valid range: >= 1 (ValueError otherwise).
+    paper's k). Valid range: >= 1 (ValueError otherwise).
   hessian_diagonal_fn: a transform returning the Hessian-diagonal estimate.
     Default: optax's Hutchinson estimator (Sophia-H). On several devices it
     must average its estimate across them.

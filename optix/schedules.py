@@ -336,7 +336,7 @@ def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     pct_start: the fraction of the cycle spent rising. Default 0.3 (optax's and
       PyTorch's). Valid range: (0, 1) (ValueError otherwise).
     div_factor: the start value is ``peak_value / div_factor``. Default 25
-      (Smith & Topin's choice, also PyTorch's). Valid range: > 0.
+      (PyTorch's). Valid range: > 0.
     final_div_factor: the end value is the start value over this. Default 1e4
       (PyTorch's). Valid range: > 0 (ValueError otherwise).
 
