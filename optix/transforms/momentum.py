@@ -21,11 +21,11 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None, *,
      u_t = v_t \ \text{(heavy ball)} \quad\text{or}\quad u_t = g_t + \mu v_t \ \text{(Nesterov)}
 
   Args:
-    decay: the momentum coefficient μ in [0, 1] (1: plain accumulation); 0.9 is the usual
-      choice.
-    nesterov: look-ahead form.
+    decay: the momentum coefficient μ in [0, 1] (1: plain accumulation); no default,
+      as in optax (0.9 is the usual choice).
+    nesterov: look-ahead form; False.
     accumulator_dtype: optax-compatible name for the velocity dtype (overrides
-      ``state_dtype``).
+      ``state_dtype``); None.
     state_dtype: velocity dtype; ``None``: at least float32, the params' kind (complex
       params keep a complex velocity).
   """

@@ -27,13 +27,14 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, *,
   smaller learning rate than AdamW. Defaults ``b1=0.9, b2=0.99`` are the paper's.
 
   Args:
-    b1: interpolation between momentum and gradient for the direction, in [0, 1).
-    b2: momentum decay, in [0, 1).
-    mu_dtype: optax-compatible name for the momentum dtype (overrides ``state_dtype``).
-    mode: the sign function, as in optax: ``"hard"`` (``sign``, the paper's),
+    b1: interpolation between momentum and gradient for the direction, in [0, 1); 0.9.
+    b2: momentum decay, in [0, 1); 0.99.
+    mu_dtype: optax-compatible name for the momentum dtype (overrides ``state_dtype``);
+      None.
+    mode: the sign function, as in optax: ``"hard"`` (default: ``sign``, the paper's),
       ``"smooth"`` (``tanh(smooth_beta * x)``) or ``"refined"`` (``x`` where
-      ``|x| < 1``, else ``sign(x)``).
-    smooth_beta: the slope of ``tanh`` in ``mode="smooth"``.
+      ``|x| < 1``, else ``sign(x)``); anything else raises ``ValueError``.
+    smooth_beta: the slope of ``tanh`` in ``mode="smooth"``; 1.0 (optax's).
     state_dtype: dtype of the momentum; None: the params' dtype, at least float32.
   """
   _validate.unit_interval("b1", b1)
