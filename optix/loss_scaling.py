@@ -104,7 +104,12 @@ class DynamicLossScale:
 
   @staticmethod
   def scale(loss: jax.Array, state: LossScaleState) -> jax.Array:
-    """``loss · S``, in float32 or wider (a float16 loss times 2**15 would overflow)."""
+    """``loss · S``, in float32 or wider (a float16 loss times 2**15 would overflow).
+
+    Args:
+      loss: the scalar loss (any float dtype).
+      state: the current ``LossScaleState`` (from :meth:`init` or :meth:`adjust`).
+    """
     return loss.astype(jnp.promote_types(loss.dtype, jnp.float32)) * state.scale
 
   @staticmethod
@@ -112,7 +117,15 @@ class DynamicLossScale:
     """``g / S`` per leaf, computed in float32 or wider; returned in each leaf's own
     dtype, or with ``dtype`` given in ``state_dtype_for(leaf, dtype)`` (pass
     ``jnp.float32`` to keep small float16 gradients: complex leaves then come back
-    complex64, float64 ones as requested)."""
+    complex64, float64 ones as requested).
+
+    Args:
+      grads: the gradients of the scaled loss, any pytree of arrays.
+      state: the ``LossScaleState`` whose scale multiplied the loss.
+      dtype: None (default): each leaf keeps its dtype; a dtype: each leaf comes
+        back in ``state_dtype_for(leaf, dtype)`` (that precision, in the leaf's
+        kind: complex stays complex).
+    """
     inv = 1.0 / state.scale
 
     def unscale_one(g):
@@ -121,7 +134,12 @@ class DynamicLossScale:
     return jax.tree.map(unscale_one, grads)
 
   def adjust(self, state: LossScaleState, finite: jax.Array) -> LossScaleState:
-    """The next state after a step whose gradients were (not) ``finite``."""
+    """The next state after a step whose gradients were (not) ``finite``.
+
+    Args:
+      state: the step's ``LossScaleState``.
+      finite: a boolean scalar, e.g. :func:`optix.all_finite` of the gradients.
+    """
     good = jnp.where(finite, _tree.safe_increment(state.good_steps), 0)
     grow = good >= self.growth_interval
     grown = jnp.minimum(state.scale * self.growth_factor, self.max_scale)

@@ -116,14 +116,23 @@ class PackLayout:
 
   def has_dtypes_of(self, tree) -> bool:
     """Whether every leaf of ``tree`` has the dtype of the layout's leaf (so that
-    packing it casts nothing)."""
+    packing it casts nothing).
+
+    Args:
+      tree: a pytree structured like the layout's tree.
+    """
     leaves = self.treedef.flatten_up_to(tree)
     return all(jnp.dtype(jnp.result_type(x)).name == s.dtype for x, s in zip(leaves, self.slots))
 
   def pack(self, tree, *, cast: bool = True) -> "Packed":
     """Packs ``tree`` (structured like the layout's tree) into buffers, each of
     its buffer's dtype (``cast=False``: of its leaves' common dtype, e.g. a
-    float32 moment of bf16 params)."""
+    float32 moment of bf16 params).
+
+    Args:
+      tree: a pytree structured like the layout's tree.
+      cast: cast each leaf to its buffer's dtype. Default True.
+    """
     leaves = self.treedef.flatten_up_to(tree)
     parts = [[] for _ in self.buffers]
     large = []
@@ -138,7 +147,12 @@ class PackLayout:
 
   def unpack(self, packed: "Packed", *, cast: bool = True):
     """The original tree from ``packed`` (see :func:`unpack`; ``cast=False``:
-    each leaf keeps its buffer's dtype)."""
+    each leaf keeps its buffer's dtype).
+
+    Args:
+      packed: a :class:`Packed` of this layout.
+      cast: cast each leaf back to its original dtype. Default True.
+    """
     nbuf = len(self.buffers)
     bufs, large = packed.children[:nbuf], packed.children[nbuf:]
     members = [[] for _ in self.buffers]
