@@ -37,6 +37,9 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 autosummary_generate = True
 autodoc_default_options = {"members": False, "show-inheritance": False}
 autodoc_typehints = "none"  # signatures carry optax/jax aliases that do not cross-reference
+# Defaults as written in the source (`state_dtype=jnp.float32`, `decay_rate_fn=decay_rate_pow`),
+# not their reprs (`<class ...>`, `<function ...>`).
+autodoc_preserve_defaults = True
 napoleon_google_docstring = True
 html_theme = "furo"
 html_title = f"optix {release}"
