@@ -182,10 +182,14 @@ def inject_hyperparams(inner_factory: Callable[..., optax.GradientTransformation
   rounds to 1.0, which the validation of ``b2`` then rejects.
 
   Args:
-    inner_factory: an optimizer or transform factory, e.g. ``optix.adamw``.
-    static_args: more argument names to pass through unchanged.
-    hyperparam_dtype: dtype of the injected floats (float32; ``None``: the
-      params' highest dtype, as in optax).
+    inner_factory: an optimizer or transform factory, e.g. ``optix.adamw``;
+      required.
+    static_args: a name or names of further arguments to pass through
+      unchanged (never injected, never called as schedules). Default ``()``:
+      only those the rules above find.
+    hyperparam_dtype: dtype of the injected floats. Default ``jnp.float32``
+      (optix's statistics dtype: a bf16 ``b2=0.999`` would round to 1); None:
+      the params' highest dtype, optax's behaviour.
 
   Returns:
     A function with ``inner_factory``'s arguments that returns a

@@ -418,15 +418,17 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
   trees (the reference's numbers, not the packed speed).
 
   Args:
-    tx: an elementwise transformation or chain.
-    max_leaf_size: leaves with more elements stay separate (default 65536: above
+    tx: an elementwise transformation or chain; required.
+    max_leaf_size: leaves with more elements stay separate. Default 65536 (above
       this, on the chain's path, a leaf's own kernels cost less than copying it
       into a buffer). The one-pass step copies nothing whatever the size, so
       where it runs (a CPU) a larger value puts more of the state in fewer
       buffers and JAX dispatches fewer arrays (see ``benchmarks/elementwise.py``).
+      Valid range: an integer >= 0 (ValueError otherwise).
     groups: labels (pytree or callable ``params -> labels``); leaves with
       different labels get different buffers. Pass the same function as a
-      weight-decay mask, wrapped with :func:`packed_mask` inside ``tx``.
+      weight-decay mask, wrapped with :func:`packed_mask` inside ``tx``. None
+      (default): one group.
     check: when the state is built, make sure ``tx`` is elementwise. A chain
       whose every link describes itself as elementwise (the optix pieces of the
       aliases above, ``optix.identity``, decay masked by :func:`packed_mask`) is
@@ -436,8 +438,9 @@ def packed(tx: _base.GradientTransformationBase, *, max_leaf_size: int = DEFAULT
       sizes, packed and unpacked, and a ``tx`` whose numbers differ
       (shape-dependent transforms: Adafactor, Muon, Shampoo, ...) or that fails
       on 1-D buffers is refused with a ``ValueError``. ``check=False`` skips
-      both.
-    max_buffer_leaves: at most this many leaves share a buffer (see :func:`layout_of`).
+      both. Default True. Must be a bool (ValueError otherwise).
+    max_buffer_leaves: at most this many leaves share a buffer. Default 128 (see
+      :func:`layout_of`). Valid range: an integer >= 1 (ValueError otherwise).
   """
   _validate.integer("max_leaf_size", max_leaf_size, low=0)
   _validate.integer("max_buffer_leaves", max_buffer_leaves, low=1)

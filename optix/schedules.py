@@ -427,16 +427,21 @@ def wsd_schedule(peak_value: float, warmup_steps: int, total_steps: int, decay_s
   gives 3e-4 at step 80k and 1.65e-4 at step 90k.
 
   Args:
-    peak_value: P, the stable phase's value (any finite float).
-    warmup_steps: W, steps of the linear warmup from ``init_value`` (an integer
-      >= 0; 0: start at the peak).
-    total_steps: N, the whole schedule's length (an integer >= 1); after it the
-      value stays ``end_value``.
-    decay_steps: D, the length of the final decay (an integer >= 1, with
-      W + D <= N); 10-20% of N is the usual choice (Hägele et al.).
-    end_value: E, the value reached at step N; 0.
-    init_value: I, the value at step 0 of the warmup; 0.
-    decay_shape: "linear" (default, MiniCPM's), "cosine" or "sqrt".
+    peak_value: P, the stable phase's value; required. Valid range: finite
+      (ValueError otherwise).
+    warmup_steps: W, steps of the linear warmup from ``init_value``; required
+      (0: start at the peak). Valid range: an integer >= 0.
+    total_steps: N, the whole schedule's length; after it the value stays
+      ``end_value``. Required. Valid range: an integer >= 1.
+    decay_steps: D, the length of the final decay; required (10-20% of N is
+      the usual choice, Hägele et al.). Valid range: an integer >= 1 with
+      W + D <= N (ValueError otherwise).
+    end_value: E, the value reached at step N. Default 0 (decay to zero).
+      Valid range: finite.
+    init_value: I, the value at step 0 of the warmup. Default 0. Valid range:
+      finite.
+    decay_shape: ``"linear"`` (default, MiniCPM's), ``"cosine"`` or ``"sqrt"``
+      (ValueError otherwise).
 
   Returns:
     A schedule: step count -> float32 value.
