@@ -23,7 +23,7 @@ import optix  # noqa: E402
 from optix._sharding import collective_bytes  # noqa: E402
 
 MAKERS = {
-    "muon": lambda: optix.scale_by_muon(),
+    "muon": lambda: optix.scale_by_muon(shape_scaling=True),
     # refresh every step: the step that computes roots / bases is the one measured
     "shampoo": lambda: optix.scale_by_shampoo(preconditioning_interval=1,
                                               start_preconditioning_step=0),

@@ -67,15 +67,17 @@ def main():
   grads = optix.testing.random_like(jax.random.key(1), make())
   candidates = {
       "optax.contrib.muon": optax.contrib.muon(0.02, adam_learning_rate=1e-3),
-      "optix.muon (fp32)": optix.muon(0.02, 1e-3, compute_dtype=jnp.float32),
-      "optix.muon (bf16 matmuls)": optix.muon(0.02, 1e-3, compute_dtype=jnp.bfloat16),
+      "optix.muon (fp32)": optix.muon(0.02, adam_learning_rate=1e-3, compute_dtype=jnp.float32),
+      "optix.muon (bf16 matmuls)": optix.muon(0.02, adam_learning_rate=1e-3,
+                                              compute_dtype=jnp.bfloat16),
   }
   split = None
   if args.devices and jax.device_count() > 1:
     mesh = jax.make_mesh((jax.device_count(),), ("data",),
                          axis_types=(jax.sharding.AxisType.Auto,))
     split = f"optix.muon (fp32, split /{mesh.size})"
-    candidates[split] = optix.muon(0.02, 1e-3, compute_dtype=jnp.float32, mesh=mesh)
+    candidates[split] = optix.muon(0.02, adam_learning_rate=1e-3, compute_dtype=jnp.float32,
+                                   mesh=mesh)
     replicated = NamedSharding(mesh, P())
     split_grads = jax.device_put(grads, replicated)
   runs, flops_per_device = {}, {}

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import optix
+from optix.transforms.muon import flax_dimension_numbers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("cpu_devices", 8, "Simulated CPU devices (ignored on GPU/TPU).")
@@ -35,7 +36,9 @@ OPTIMIZERS = {
                                       optix.adamw(1e-3, weight_decay=0.1)),
     "lion": lambda: optix.lion(1e-4),
     "adafactor": lambda: optix.adafactor(1e-3),
-    "muon": lambda: optix.muon(0.02, 1e-3, adam_mask=("embed", "pos")),
+    "muon": lambda: optix.muon(0.02, adam_learning_rate=1e-3, adam_mask=("embed", "pos"),
+                               adam_nesterov=False,
+                               muon_weight_dimension_numbers=flax_dimension_numbers()),
     "shampoo": lambda: optix.shampoo(1e-3, block_size=256),
 }
 

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from sklearn.datasets import load_digits
 
 import optix
+from optix.transforms.muon import flax_dimension_numbers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 200, "Total training steps.")
@@ -42,7 +43,9 @@ OPTIMIZERS = {  # name -> (peak learning rate, factory taking the schedule)
     # Kronecker-factor preconditioners refreshed every 10 steps.
     "adamw8bit": (3e-3, lambda lr: optix.adamw8bit(lr, weight_decay=1e-4)),
     "adafactor": (1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
-    "muon": (2e-2, lambda lr: optix.muon(lr, lambda t: 0.15 * lr(t))),
+    "muon": (2e-2, lambda lr: optix.muon(
+        lr, adam_learning_rate=lambda t: 0.15 * lr(t), adam_nesterov=False,
+        muon_weight_dimension_numbers=flax_dimension_numbers())),
     "shampoo": (3e-3, optix.shampoo),
     "soap": (3e-3, optix.soap),
 }

@@ -34,6 +34,7 @@ import numpy as np
 import tqdm
 
 import optix
+from optix.transforms.muon import flax_dimension_numbers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("optimizers", "adamw,lion,adafactor,adamw8bit,muon,shampoo,soap",
@@ -88,9 +89,10 @@ def _schedule_free(peak, **kw):
 def _muon(peak, adam_peak):
   def build(sched):
     fn = getattr(optix, "muon", None)
-    return None if fn is None else fn(sched(peak), sched(adam_peak), weight_decay=0.1,
-                                      adam_weight_decay=0.1, adam_b2=0.99,
-                                      adam_mask=("tok", "pos", "head"))
+    return None if fn is None else fn(sched(peak), adam_learning_rate=sched(adam_peak),
+                                      weight_decay=0.1, adam_weight_decay=0.1, adam_b2=0.99,
+                                      adam_mask=("tok", "pos", "head"), adam_nesterov=False,
+                                      muon_weight_dimension_numbers=flax_dimension_numbers())
   return Entry(peak, build)
 
 

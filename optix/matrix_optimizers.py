@@ -11,7 +11,8 @@ from optix import _base, _tree, _validate
 from optix.optimizers import adamw
 from optix.transforms.decay import MaskOrFn, add_decayed_weights
 from optix.transforms.muon import (
-    DEFAULT_COEFFICIENTS, StackedAxes, broadcast_leaves, resolve_stacked_axes, scale_by_muon)
+    DEFAULT_NS_COEFFS, MuonDimensionNumbers, WeightDimNumOrFn, broadcast_leaves,
+    check_flag, resolve_dimension_numbers, scale_by_muon)
 from optix.transforms.scaling import scale_by_learning_rate
 
 AdamMask = Union[None, Sequence[str], Any, Callable[[_base.Params], Any]]
@@ -35,11 +36,19 @@ def _name_mask(names):
   return mask
 
 
-def muon_labels(adam_mask: AdamMask = None, stacked_axes: StackedAxes = 0):
-  """Label function for :func:`muon`: "muon" for leaves with a matrix view
-  (>= 2 axes besides the stacked ones) unless ``adam_mask`` is True there, else
-  "adam". ``adam_mask``: names (any key-path component equal to one of them,
-  e.g. ``("embed", "head")``), a tree of bools, or a callable params -> bools."""
+def muon_labels(muon_weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
+                adam_mask: AdamMask = None):
+  """The label function of :func:`muon`: params -> a tree of "muon" / "adam".
+
+  A leaf is "muon" when it is a matrix for ``muon_weight_dimension_numbers``
+  (optax's rule: None -> every 2-D leaf and nothing else; a tree of
+  ``MuonDimensionNumbers`` (or a prefix of one), or a callable params -> such a
+  tree -> every leaf whose entry is not None) and ``adam_mask`` is not True
+  there; every other leaf is "adam". ``adam_mask`` (optix): key names (any
+  key-path component equal to one of them, e.g. ``("embed", "head")``; a name
+  that matches no param raises ``ValueError``), a tree of bools like the params
+  (or a prefix), or a callable params -> bools; None selects nothing.
+  """
   if isinstance(adam_mask, (list, tuple)) and all(isinstance(n, str) for n in adam_mask):
     adam_mask = _name_mask(tuple(adam_mask))
 
@@ -48,107 +57,149 @@ def muon_labels(adam_mask: AdamMask = None, stacked_axes: StackedAxes = 0):
              else adam_mask(params) if callable(adam_mask) else adam_mask)
     extra = [bool(m) for m in broadcast_leaves(extra, params)]
     leaves, treedef = jax.tree.flatten(params)
-    ks = resolve_stacked_axes(stacked_axes, params)
+    if muon_weight_dimension_numbers is None:
+      matrix = [jnp.ndim(p) == 2 for p in leaves]
+    else:
+      matrix = [d is not None for d in resolve_dimension_numbers(
+          muon_weight_dimension_numbers, params)]
     return jax.tree.unflatten(treedef, [
-        "muon" if jnp.ndim(p) - k >= 2 and not e else "adam"
-        for p, k, e in zip(leaves, ks, extra)])
+        "muon" if m and not e else "adam" for m, e in zip(matrix, extra)])
 
   return labels
 
 
-def muon(learning_rate: _base.ScalarOrSchedule, adam_learning_rate: _base.ScalarOrSchedule,
-         beta: float = 0.95, weight_decay: _base.ScalarOrSchedule = 0.0,
-         weight_decay_mask: MaskOrFn = None, adam_mask: AdamMask = None, *,
-         nesterov: bool = True, ns_steps: int = 5,
-         ns_coefficients: Sequence[float] = DEFAULT_COEFFICIENTS, eps: float = 1e-8,
-         shape_scaling: str = "width", rms_scale: float = 0.2,
-         stacked_axes: StackedAxes = 0, compute_dtype=None,
-         adam_b1: float = 0.9, adam_b2: float = 0.999, adam_eps: float = 1e-8,
+def muon(learning_rate: _base.ScalarOrSchedule,
+         ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], str] = DEFAULT_NS_COEFFS,
+         ns_steps: int = 5, beta: float = 0.95, eps: float = 1e-8,
+         weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
+         mu_dtype=None, *, nesterov: bool = True, adaptive: bool = False,
+         preconditioning: str = "frobenius", adam_b1: float = 0.9, adam_b2: float = 0.999,
          adam_eps_root: float = 0.0, adam_weight_decay: _base.ScalarOrSchedule = 0.0,
-         adam_nesterov: bool = False, state_dtype=jnp.float32, mesh=None, axis="data"):
-  r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else.
+         adam_learning_rate: Optional[_base.ScalarOrSchedule] = None,
+         muon_weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
+         consistent_rms: Optional[float] = None,
+         adam_mask: AdamMask = None, adam_eps: Optional[float] = None,
+         adam_nesterov: Optional[bool] = None, shape_scaling: bool = True,
+         compute_dtype=None, mesh=None, axis="data") -> _base.GradientTransformation:
+  r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else (``optax.contrib.muon``).
 
-  Matrix params (see :func:`optix.transforms.muon.matrix_view`; conv
-  kernels are flattened to ``(prod(kernel)·in, out)``, ``stacked_axes`` leading
-  axes are independent layers):
+  Matrix params (2-D leaves, or those ``muon_weight_dimension_numbers`` marks)
+  take :func:`optix.scale_by_muon`'s orthogonalized momentum :math:`O_t`, a
+  shape factor, decoupled decay and the learning rate:
 
-  .. math:: \theta \leftarrow \theta - \eta\,(s\,\mathrm{NS}_5(\hat m_t) + \lambda\theta)
+  .. math::
+     \theta \leftarrow \theta - \eta_t\,(s\, O_t + \lambda\, \theta), \qquad
+     s = \sqrt{\max(1, d_\text{out}/d_\text{in})} \ \text{(Jordan)} \quad\text{or}\quad
+     s = r\,\sqrt{\max(d_\text{in}, d_\text{out})} \ \text{(}\texttt{consistent\_rms}=r\text{)}
 
-  (:func:`optix.scale_by_muon`, then decoupled decay ``weight_decay`` on
-  ``weight_decay_mask``). Biases, norm scales, scalars and every leaf selected by
-  ``adam_mask`` get :func:`optix.adamw` with **its own** ``adam_learning_rate``.
-  By default (``adam_mask=None``) every leaf with a matrix view goes to Muon,
-  embeddings and output heads included; Muon's authors keep those two on Adam:
-  pass their names, e.g. ``adam_mask=("embed", "head")`` (a name that matches
-  no param raises ``ValueError``). ``adam_learning_rate`` is a required
-  argument: Muon's learning rate (~0.02 with "width" scaling) is ~10-100× too
-  large for Adam. With ``shape_scaling="match_adamw_rms"`` (Liu et al. 2025,
-  arXiv 2502.16982) both sides can share an AdamW-sized learning rate.
+  with :math:`d_\text{in}, d_\text{out}` the matrix's reduction and output
+  sizes. The first keeps the spectral norm of the step proportional to
+  :math:`\sqrt{d_\text{out}/d_\text{in}}` (width transfer); the second (Liu et
+  al. 2025) gives every matrix's update the RMS :math:`r` (0.2 matches AdamW's
+  typical RMS, so AdamW learning rates and weight decay carry over). Every
+  other leaf (biases, norm scales, scalars, and leaves whose dimension numbers
+  are None) is stepped by :func:`optix.adamw` with ``adam_b1``, ``adam_b2``,
+  ``eps``, ``adam_eps_root``, ``adam_weight_decay``, Nesterov as ``nesterov``,
+  and ``adam_learning_rate`` (default: ``learning_rate``), as optax does.
+  Embeddings and output heads are 2-D, so by default they take Muon; Muon's
+  authors keep them on Adam: give them None dimension numbers or name them in
+  ``adam_mask``, and pass an Adam-sized ``adam_learning_rate`` (Muon's ~0.02
+  with the width factor is ~10-100× too large for Adam).
 
-  Differences from ``optax.contrib.muon``: adam_learning_rate is explicit; conv
-  kernels and stacked layers are orthogonalized (optax sends non-2-D leaves to
-  Adam unless given dimension numbers); the Adam side is plain AdamW unless
-  ``adam_nesterov`` (optax couples it to ``nesterov``); ``adam_eps`` is separate
-  from NS's ``eps``; same-shape matrices are orthogonalized as one batch.
-
-  State: 4 bytes/param on the Muon side (fp32 momentum), 8 on the AdamW side.
-  ``mesh``/``axis`` split the Newton–Schulz work over the devices of ``mesh``
-  (see :func:`optix.scale_by_muon`; same result, ~1/N of the flops per device).
+  Same-shape matrices are orthogonalized as one batch; ``mesh``/``axis`` split
+  the Newton–Schulz work over devices (see :func:`optix.scale_by_muon`; same
+  result, ~1/N of the flops per device).
 
   Args:
-    learning_rate: Muon's step size (float >= 0 or schedule); ~0.02 with
-      ``shape_scaling="width"``, AdamW-sized (~1e-3) with "match_adamw_rms".
-    adam_learning_rate: the AdamW side's step size (float >= 0 or schedule):
-      required, as Muon's rate is far too large for Adam.
-    beta: Muon's momentum decay, in [0, 1); 0.95 (Jordan et al.).
-    weight_decay: decoupled decay on the Muon side, >= 0 or a schedule; 0.
-    weight_decay_mask: which Muon-side params decay (tree of bools or callable);
-      None: all of them.
-    adam_mask: params to send to AdamW although they have a matrix view: key
-      names (e.g. ``("embed", "head")``; a name matching nothing raises), a tree
-      of bools, or a callable params -> bools. None: only non-matrices go to AdamW.
-    nesterov: Nesterov momentum before orthogonalizing; True (Muon's default).
-    ns_steps: Newton–Schulz iterations, >= 1; 5.
-    ns_coefficients: the quintic's ``(a, b, c)``: Jordan's tuned
-      (3.4445, -4.7750, 2.0315) by default.
-    eps: added to the Frobenius norm before Newton–Schulz, >= 0; 1e-8.
-    shape_scaling: "width" (``sqrt(max(1, d_out/d_in))``, Muon's), "match_adamw_rms"
-      (``rms_scale·sqrt(max(d_in, d_out))``, Liu et al.) or "none".
-    rms_scale: target update RMS for "match_adamw_rms", > 0; 0.2 (Liu et al.).
-    stacked_axes: leading axes that index stacked layers (an int, a tree of
-      ints like the params, or a callable); 0.
-    compute_dtype: dtype of the Newton–Schulz matmuls; None: bf16 on GPU/TPU,
-      float32 on CPU.
+    learning_rate: Muon's step size (float >= 0 or schedule); ~0.02 with the
+      width factor, AdamW-sized (~1e-3) with ``consistent_rms=0.2``.
+    ns_coeffs: the quintic's ``(a, b, c)``, an ``(n, 3)`` table (one row per
+      iteration, ``n <= ns_steps``), or a preset name "standard" / "dion";
+      Jordan's (3.4445, -4.7750, 2.0315).
+    ns_steps: Newton–Schulz iterations, an integer >= 0; 5 (Jordan).
+    beta: Muon's momentum decay, in [0, 1); 0.95 (Jordan).
+    eps: the Newton–Schulz normalization's eps and AdamW's eps (optax couples
+      them; see ``adam_eps``), >= 0; 1e-8.
+    weight_decay: decoupled decay on the Muon side, multiplied by the learning
+      rate (PyTorch's convention), >= 0 or a schedule; 0.
+    weight_decay_mask: which Muon-side params decay: a tree of bools like the
+      params (or a prefix) or a callable params -> bools; None: all of them.
+    mu_dtype: dtype of both sides' first moments; None: the params' dtype, at
+      least float32 (bf16 params keep float32 state).
+    nesterov: Nesterov momentum on both sides; True (Muon's default).
+    adaptive: scale each Muon update by the dual norm
+      :math:`\langle \hat m_t, O_t \rangle` (Bernstein & Newhouse); False.
+    preconditioning: rescaling before Newton–Schulz: "frobenius" (default),
+      "spectral", "aol" or "schatten" (see :func:`optix.scale_by_muon`).
     adam_b1: the AdamW side's b1, in [0, 1); 0.9.
     adam_b2: the AdamW side's b2, in [0, 1); 0.999.
-    adam_eps: the AdamW side's eps, >= 0; 1e-8.
     adam_eps_root: the AdamW side's eps_root, >= 0; 0.
     adam_weight_decay: the AdamW side's decoupled decay, >= 0 or a schedule; 0.
-    adam_nesterov: NAdam on the AdamW side; False.
-    state_dtype: dtype of both sides' moments; float32.
-    mesh: a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
-    axis: the mesh axis (or axes) of that split; "data".
+    adam_learning_rate: the AdamW side's step size (float >= 0 or schedule);
+      None: ``learning_rate`` (optax's default).
+    muon_weight_dimension_numbers: which leaves are matrices and how: a
+      ``MuonDimensionNumbers`` for every leaf, a tree of them like the params
+      (a prefix; a None entry sends the leaf to AdamW), or a callable params ->
+      such a tree. None: every 2-D leaf is an ``(in, out)`` matrix, all others
+      go to AdamW. :func:`optix.transforms.muon.flax_dimension_numbers` covers
+      flax conv kernels and stacked (scanned) layers.
+    consistent_rms: the target update RMS :math:`r` (> 0) of the
+      :math:`r\sqrt{\max(d_\text{in}, d_\text{out})}` factor (0.2: AdamW's RMS,
+      Liu et al.); None: the width factor.
+    adam_mask: (optix) params to send to AdamW although they are matrices:
+      key names (e.g. ``("embed", "head")``; a name matching nothing raises), a
+      tree of bools, or a callable params -> bools; None. A leaf goes to AdamW
+      when its dimension numbers are None *or* ``adam_mask`` selects it.
+    adam_eps: (optix) the AdamW side's own eps, >= 0; None: ``eps`` (optax).
+    adam_nesterov: (optix) NAdam on the AdamW side or not, independently of
+      ``nesterov``; None: follow ``nesterov`` (optax).
+    shape_scaling: (optix) apply the shape factor :math:`s`; True (optax).
+      False: :math:`s = 1`; ``consistent_rms`` with ``shape_scaling=False``
+      raises ``ValueError``.
+    compute_dtype: (optix) Newton–Schulz matmul operand dtype (``jnp.bfloat16``:
+      the usual accelerator setting); None: the iterate's dtype (optax's numbers).
+    mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
+    axis: (optix) the mesh axis (or axes) of that split; "data".
 
   Returns:
     A ``GradientTransformation`` (an ``optax.partition`` of the two sides).
+
+  References:
+    Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024
+    (kellerjordan.github.io/posts/muon);
+    Liu et al., "Muon is Scalable for LLM Training", arXiv 2502.16982;
+    Bernstein & Newhouse, "Old Optimizer, New Norm: An Anthology", arXiv 2409.20325.
   """
+  _validate.learning_rate("learning_rate", learning_rate)
+  if adam_learning_rate is None:
+    adam_learning_rate = learning_rate
   _validate.learning_rate("adam_learning_rate", adam_learning_rate)
+  _validate.nonnegative("weight_decay", weight_decay)
   _validate.unit_interval("adam_b1", adam_b1)
   _validate.unit_interval("adam_b2", adam_b2)
-  _validate.nonnegative("adam_eps", adam_eps)
   _validate.nonnegative("adam_eps_root", adam_eps_root)
   _validate.nonnegative("adam_weight_decay", adam_weight_decay)
-  labels = muon_labels(adam_mask, stacked_axes)
+  if adam_eps is not None:
+    _validate.nonnegative("adam_eps", adam_eps)
+  check_flag("shape_scaling", shape_scaling)
+  if consistent_rms is not None and not shape_scaling:
+    raise ValueError("consistent_rms must be None with shape_scaling=False (it sets the "
+                     f"shape factor), got {consistent_rms!r}")
+  labels = muon_labels(muon_weight_dimension_numbers, adam_mask)
+  dims = (MuonDimensionNumbers() if muon_weight_dimension_numbers is None
+          else muon_weight_dimension_numbers)
   tx = _base.partition(
       {"muon": _base.chain(
-          scale_by_muon(beta, nesterov, ns_steps, ns_coefficients, eps, shape_scaling,
-                        rms_scale, stacked_axes, compute_dtype, state_dtype=state_dtype,
+          scale_by_muon(ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov=nesterov,
+                        adaptive=adaptive, preconditioning=preconditioning,
+                        weight_dimension_numbers=dims, shape_scaling=shape_scaling,
+                        consistent_rms=consistent_rms, compute_dtype=compute_dtype,
                         mesh=mesh, axis=axis),
           add_decayed_weights(weight_decay, weight_decay_mask),
           scale_by_learning_rate(learning_rate)),
-       "adam": adamw(adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_eps_root,
-                     weight_decay=adam_weight_decay, nesterov=adam_nesterov,
-                     state_dtype=state_dtype)},
+       "adam": adamw(adam_learning_rate, adam_b1, adam_b2, eps if adam_eps is None else adam_eps,
+                     adam_eps_root, mu_dtype, weight_decay=adam_weight_decay,
+                     nesterov=nesterov if adam_nesterov is None else adam_nesterov)},
       labels)
 
   def update(updates, state, params=None, **extra_args):

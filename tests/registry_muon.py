@@ -3,9 +3,10 @@
 import jax
 import optax
 from jax.sharding import AxisType
-from optax.contrib import MuonDimensionNumbers, _muon
+from optax.contrib import MuonDimensionNumbers
 
 import optix
+from optix.transforms.muon import flax_dimension_numbers
 from registry import Entry
 
 
@@ -35,56 +36,79 @@ def _stacked_axes(params):
   return {n: 1 if n == "layers" else 0 for n in params}
 
 
+def _flax_dims(stacked=0):
+  """optix's helper for the same rule (the reference above is written independently)."""
+  return flax_dimension_numbers(stacked)
+
+
 # Newton–Schulz split over the 8 simulated devices (optix.map_stacked).
 _MESH = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
 
 
+_BAD = [("learning_rate", lambda: optix.muon(-0.02)),
+        ("adam_learning_rate", lambda: optix.muon(0.02, adam_learning_rate=-1e-3)),
+        ("beta", lambda: optix.muon(0.02, beta=1.0)),
+        ("weight_decay", lambda: optix.muon(0.02, weight_decay=-0.1)),
+        ("ns_steps", lambda: optix.muon(0.02, ns_steps=-1)),
+        ("ns_steps", lambda: optix.muon(0.02, ns_coeffs="dion", ns_steps=4)),
+        ("ns_coeffs", lambda: optix.muon(0.02, ns_coeffs=(1.0, 2.0))),
+        ("ns_coeffs", lambda: optix.muon(0.02, ns_coeffs="polar")),
+        ("eps", lambda: optix.muon(0.02, eps=-1.0)),
+        ("preconditioning", lambda: optix.muon(0.02, preconditioning="qr")),
+        ("consistent_rms", lambda: optix.muon(0.02, consistent_rms=0.0)),
+        ("consistent_rms", lambda: optix.muon(0.02, consistent_rms=0.2, shape_scaling=False)),
+        ("shape_scaling", lambda: optix.muon(0.02, shape_scaling="width")),
+        ("adam_b1", lambda: optix.muon(0.02, adam_b1=1.5)),
+        ("adam_b2", lambda: optix.muon(0.02, adam_b2=-0.5)),
+        ("adam_eps", lambda: optix.muon(0.02, adam_eps=-1.0)),
+        ("adam_weight_decay", lambda: optix.muon(0.02, adam_weight_decay=-1.0)),
+        ("mu_dtype", lambda: optix.muon(0.02, mu_dtype=jax.numpy.int32)),
+        ("stacked_axes", lambda: flax_dimension_numbers(-1))]
+
 ENTRIES = [
+    # optax's arguments only: the same call in both libraries (the conv kernel, the
+    # vectors and the scalar go to AdamW, the 2-D leaves to Muon).
     Entry("muon",
-          lambda: optix.muon(0.02, 1e-3, weight_decay=0.1, adam_nesterov=True),
-          lambda: optax.contrib.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3,
-                                     muon_weight_dimension_numbers=_optax_dims()),
-          bad=[("learning_rate", lambda: optix.muon(-0.02, 1e-3)),
-               ("adam_learning_rate", lambda: optix.muon(0.02, -1e-3)),
-               ("beta", lambda: optix.muon(0.02, 1e-3, beta=1.0)),
-               ("weight_decay", lambda: optix.muon(0.02, 1e-3, weight_decay=-0.1)),
-               ("ns_steps", lambda: optix.muon(0.02, 1e-3, ns_steps=0)),
-               ("eps", lambda: optix.muon(0.02, 1e-3, eps=-1.0)),
-               ("shape_scaling", lambda: optix.muon(0.02, 1e-3, shape_scaling="rows")),
-               ("rms_scale", lambda: optix.muon(0.02, 1e-3, rms_scale=0.0)),
-               ("adam_b1", lambda: optix.muon(0.02, 1e-3, adam_b1=1.5)),
-               ("adam_b2", lambda: optix.muon(0.02, 1e-3, adam_b2=-0.5)),
-               ("adam_weight_decay", lambda: optix.muon(0.02, 1e-3, adam_weight_decay=-1.0)),
-               ("coefficients", lambda: optix.muon(0.02, 1e-3, ns_coefficients=(1.0, 2.0))),
-               ("stacked_axes", lambda: optix.muon(0.02, 1e-3, stacked_axes=-1))],
-          tol=1e-4),
+          lambda: optix.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3),
+          lambda: optax.contrib.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3),
+          bad=_BAD, tol=1e-4),
     Entry("muon_split",
-          lambda: optix.muon(0.02, 1e-3, weight_decay=0.1, adam_nesterov=True, mesh=_MESH),
-          lambda: optax.contrib.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3,
+          lambda: optix.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3, mesh=_MESH),
+          lambda: optax.contrib.muon(0.02, weight_decay=0.1, adam_learning_rate=1e-3),
+          bad=[("axis", lambda: optix.muon(0.02, mesh=_MESH, axis="model"))],
+          tol=1e-4),
+    # The conv kernel as a (3·3·2, 4) matrix.
+    Entry("muon_conv",
+          lambda: optix.muon(0.02, adam_learning_rate=1e-3,
+                             muon_weight_dimension_numbers=_flax_dims()),
+          lambda: optax.contrib.muon(0.02, adam_learning_rate=1e-3,
                                      muon_weight_dimension_numbers=_optax_dims()),
-          bad=[("axis", lambda: optix.muon(0.02, 1e-3, mesh=_MESH, axis="model"))],
           tol=1e-4),
     Entry("muon_stacked_rms",
-          lambda: optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,
-                             shape_scaling="match_adamw_rms"),
-          # consistent_rms=0.2: optax's name for the AdamW-matching RMS of the update.
+          lambda: optix.muon(0.02, adam_learning_rate=1e-3, consistent_rms=0.2,
+                             muon_weight_dimension_numbers=_flax_dims(_stacked_axes)),
           lambda: optax.contrib.muon(
               0.02, adam_learning_rate=1e-3, consistent_rms=0.2,
               muon_weight_dimension_numbers=_optax_dims(lambda path: 1 if "layers" in path else 0)),
           # Newton–Schulz rounding: single near-zero elements reach ~2e-4 relative, no drift.
           params=_stacked_params, tol=5e-4),
     Entry("muon_heavy_ball_embed_on_adam",
-          lambda: optix.muon(0.02, 1e-3, nesterov=False, adam_mask=("embed",)),
+          lambda: optix.muon(0.02, adam_learning_rate=1e-3, nesterov=False, adam_mask=("embed",)),
           lambda: optax.contrib.muon(
               0.02, adam_learning_rate=1e-3, nesterov=False,
               muon_weight_dimension_numbers=lambda p: {
-                  **_optax_dims()(p), "embed": None}),
+                  **jax.tree.map(lambda x: MuonDimensionNumbers() if x.ndim == 2 else None, p),
+                  "embed": None}),
+          tol=1e-4),
+    Entry("muon_aol_adaptive",
+          lambda: optix.muon(0.02, adam_learning_rate=1e-3, preconditioning="aol", adaptive=True,
+                             ns_coeffs="dion"),
+          lambda: optax.contrib.muon(0.02, adam_learning_rate=1e-3, preconditioning="aol",
+                                     adaptive=True, ns_coeffs="dion"),
           tol=1e-4),
     Entry("scale_by_muon_matrices",
           lambda: optix.chain(optix.scale_by_muon(), optix.scale_by_learning_rate(0.02)),
-          lambda: optax.chain(optax.contrib.scale_by_muon(weight_dimension_numbers=_optax_dims()),
-                              _muon.scale_by_shape(_optax_dims()),  # private in optax 0.2.8
-                              optax.scale_by_learning_rate(0.02)),
+          lambda: optax.chain(optax.contrib.scale_by_muon(), optax.scale_by_learning_rate(0.02)),
           tol=1e-4,
           params=lambda: {"a": jax.random.normal(jax.random.key(0), (12, 5)),
                           "b": jax.random.normal(jax.random.key(1), (5, 12))}),

@@ -67,7 +67,7 @@ OPTIMIZERS = {
     "acprop": ((0.1,), {}), "ademamix": ((0.1,), {}), "adopt": ((0.1,), {}),
     "cocob": ((), {}), "dadapt_adamw": ((), {}), "dog": ((), {}), "dowg": ((), {}),
     "madgrad": ((0.1,), {}), "mechanize": ((Inner(lambda lib: lib.sgd(0.1)),), {}),
-    "momo": ((), {}), "momo_adam": ((), {}), "muon": ((0.1,), {"adam_learning_rate": 0.1}), "prodigy": ((), {}),
+    "momo": ((), {}), "momo_adam": ((), {}), "muon": ((0.1,), {}), "prodigy": ((), {}),
     "reduce_on_plateau": ((), {"patience": 2}),
     "schedule_free": ((Inner(lambda lib: lib.sgd(1.0)), 0.1), {}),
     "schedule_free_adamw": ((0.1,), {}), "schedule_free_sgd": ((0.1,), {}),
@@ -111,10 +111,7 @@ BUILDERS = {
 
 # Shared names whose numbers differ from optax's today (a strict xfail each: the
 # cell fails loudly once fixed, and then leaves this list).
-KNOWN_GAPS = {
-    "muon": "optix.muon steps non-matrix leaves with its own AdamW settings, not optax's "
-            "(adam_b1/adam_b2/adam_eps_root as given to muon): 1-D leaves differ",
-}
+KNOWN_GAPS = {}
 
 SCHEDULES = {
     "constant_schedule": ((0.3,), {}),
@@ -166,11 +163,14 @@ BF16_ROUNDING = {
     "signum": "sign of a momentum that bf16 rounding flips near the optimum",
     "rprop": "step sizes grow or shrink on sign changes that bf16 rounding adds",
     "dowg": "its distance estimate follows the bf16-rounded params",
+    "muon": "the orthogonalized step keeps its size near the optimum, so bf16 rounding of the "
+            "params redirects it (optax's own bf16 run is as far from its float32 run)",
 }
 # Cells of those names whose trajectories happen to stay within tolerance (the
 # wrapper changes what is rounded: MultiSteps averages two gradients, masked
 # leaves one leaf untouched). The outcome is deterministic (fixed inputs).
-BF16_AGREES = {("rprop", "multisteps"), ("sign_sgd", "masked"), ("signum", "multisteps")}
+BF16_AGREES = {("rprop", "multisteps"), ("sign_sgd", "masked"), ("signum", "multisteps"),
+               ("muon", "multisteps"), ("muon", "apply_if_finite"), ("muon", "chain")}
 
 # float64 cells that differ from optax beyond float64 rounding (strict xfail when bare).
 F64_DIFFERENCES = {

@@ -97,11 +97,7 @@ def test_exclusions_are_current():
 
 # Shared names whose signature differs from optax's today, with the reason (owned by other
 # areas; test_known_signature_gaps fails loudly once one is fixed, so it leaves this list).
-SIGNATURE_GAPS = {
-    "muon": "optix.muon (matrix optimizers) has its own parameter list (adam_mask, "
-            "shape_scaling, stacked_axes, ...) instead of optax.contrib.muon's (ns_coeffs, "
-            "adaptive, preconditioning, muon_weight_dimension_numbers, consistent_rms)",
-}
+SIGNATURE_GAPS = {}
 
 
 def _same_default(ours, theirs):

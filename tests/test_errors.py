@@ -87,7 +87,7 @@ CASES = {
                              ValueError, r"axis", r"data", r"model"),
     "packed_shape_dependent": (lambda: optix.packed(optix.adafactor(1e-2)).init(_P), ValueError,
                                r"elementwise", r"\['conv'\]\['kernel'\]"),
-    "packed_muon": (lambda: optix.packed(optix.muon(0.02, 1e-3)).init(_P), ValueError,
+    "packed_muon": (lambda: optix.packed(optix.muon(0.02, adam_learning_rate=1e-3)).init(_P), ValueError,
                     r"elementwise"),
     "inject_unknown_static_arg": (
         lambda: optix.inject_hyperparams(optix.adam, static_args=("nope",)), ValueError,

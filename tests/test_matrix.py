@@ -193,7 +193,7 @@ INJECT = {
     "adam8bit": lambda: _INJ(optix.adam8bit)(1e-2),
     "adamw8bit_small_blocks": lambda: _INJ(optix.adamw8bit)(1e-2, weight_decay=0.1,
                                                             block_size=32, min_8bit_size=2),
-    "muon": lambda: _INJ(optix.muon)(0.02, 1e-3, weight_decay=0.1, adam_nesterov=True),
+    "muon": lambda: _INJ(optix.muon)(0.02, adam_learning_rate=1e-3, weight_decay=0.1),
     # Wrappers around an injected optimizer.
     "apply_if_finite": lambda: optix.apply_if_finite(_adam(), 3),
     "zero_nans": lambda: optix.chain(optix.zero_nans(), _adam()),

@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from optax.contrib import _muon
+from optax.contrib import MuonDimensionNumbers as MDN, _muon
 import pytest
 from sklearn.datasets import load_digits
 
 import optix
 import registry  # noqa: F401  (first: it imports registry_muon)
-from registry_muon import _optax_dims, _stacked_axes, _stacked_params
+from registry_muon import _flax_dims, _optax_dims, _stacked_axes, _stacked_params
 
 A, B, C = 3.4445, -4.7750, 2.0315
 
@@ -95,16 +95,25 @@ def test_zero_and_bf16_inputs():
 
 def test_matrix_view_rule():
   assert optix.matrix_view((8, 6)) == (1, 8, 6)
-  assert optix.matrix_view((3, 3, 2, 4)) == (1, 18, 4)  # conv: (kh·kw·in, out)
-  assert optix.matrix_view((5, 16, 8), stacked_axes=1) == (5, 16, 8)
-  with pytest.raises(ValueError, match="matrix view"):
-    optix.matrix_view((5, 16), stacked_axes=1)
+  assert optix.matrix_view((3, 3, 2, 4), MDN((0, 1, 2), 3)) == (1, 18, 4)  # conv
+  assert optix.matrix_view((5, 16, 8), MDN(1, 2)) == (5, 16, 8)  # stacked layers
+  assert optix.matrix_view((16, 5, 8), MDN(-3, -1)) == (5, 16, 8)  # batch axis in the middle
+  assert optix.matrix_view((4, 6, 3), MDN()) == (3, 4, 6)  # optax's default: axes 0, 1
+  with pytest.raises(ValueError, match="not a matrix"):
+    optix.matrix_view((5, 16, 8))  # without dimension numbers only 2-D leaves are
+  with pytest.raises(ValueError, match="disjoint"):
+    optix.matrix_view((5, 16), MDN(0, -2))
+  with pytest.raises(ValueError, match="rank >= 2"):
+    optix.matrix_view((5,), MDN(0, 0))
+  dims = _flax_dims({"a": 0, "s": 1, "v": 0})({"a": jnp.ones((3, 3, 2, 4)), "s": jnp.ones((2, 4, 5)),
+                                                "v": jnp.ones(3)})
+  assert dims == {"a": MDN((0, 1, 2), 3), "s": MDN((1,), 2), "v": None}
 
 
 def test_same_shape_matrices_are_one_batched_computation():
   params = _stacked_params()
   del params["bias"]
-  tx = optix.scale_by_muon(stacked_axes=_stacked_axes, shape_scaling="none")
+  tx = optix.scale_by_muon(weight_dimension_numbers=_flax_dims(_stacked_axes))
   grads = optix.testing.random_like(jax.random.key(4), params)
   step = lambda g: tx.update(g, tx.init(params))[0]
   jaxpr = jax.make_jaxpr(step)(grads)
@@ -114,9 +123,9 @@ def test_same_shape_matrices_are_one_batched_computation():
   # ... with the same result as orthogonalizing each matrix alone (at the first
   # step m̂ is a multiple of g, and NS is scale-invariant).
   out = jax.jit(step)(grads)
-  stacked = _stacked_axes(params)
+  dims = _flax_dims(_stacked_axes)(params)
   for name, g in grads.items():
-    view = optix.matrix_view(g.shape, stacked[name])
+    view = optix.matrix_view(g.shape, dims[name])
     want = optix.newton_schulz(g.reshape(view)).reshape(g.shape)
     np.testing.assert_allclose(out[name], want, rtol=2e-4, atol=2e-5)
 
@@ -131,8 +140,8 @@ def test_non_matrix_leaf_is_named():
 def test_labels_route_vectors_embeddings_and_stacked_vectors_to_adam():
   params = {"embed": jnp.ones((10, 4)), "w": jnp.ones((4, 4)), "b": jnp.ones(4),
             "layers": {"w": jnp.ones((2, 4, 4)), "scale": jnp.ones((2, 4))}}
-  labels = optix.muon_labels(adam_mask=("embed",), stacked_axes=lambda p: {
-      "embed": 0, "w": 0, "b": 0, "layers": 1})(params)
+  labels = optix.muon_labels(adam_mask=("embed",), muon_weight_dimension_numbers=_flax_dims(
+      lambda p: {"embed": 0, "w": 0, "b": 0, "layers": 1}))(params)
   assert labels == {"embed": "adam", "w": "muon", "b": "adam",
                     "layers": {"w": "muon", "scale": "adam"}}
 
@@ -147,8 +156,8 @@ def _trajectory(tx, params, steps=10):
 
 def test_stacked_conv_and_rms_scaling_match_optax():
   params = _stacked_params()
-  ours = optix.muon(0.02, 1e-3, stacked_axes=_stacked_axes, adam_nesterov=True,
-                    shape_scaling="match_adamw_rms", weight_decay=0.1)
+  ours = optix.muon(0.02, adam_learning_rate=1e-3, consistent_rms=0.2, weight_decay=0.1,
+                    muon_weight_dimension_numbers=_flax_dims(_stacked_axes))
   theirs = optax.contrib.muon(
       0.02, adam_learning_rate=1e-3, consistent_rms=0.2, weight_decay=0.1,
       muon_weight_dimension_numbers=_optax_dims(lambda path: 1 if "layers" in path else 0))
@@ -160,7 +169,7 @@ def test_stacked_conv_and_rms_scaling_match_optax():
 def test_scale_by_muon_alone_matches_optax():
   params = {"a": jax.random.normal(jax.random.key(0), (12, 5)),
             "b": jax.random.normal(jax.random.key(1), (5, 12))}
-  ours = optix.chain(optix.scale_by_muon(), optix.scale_by_learning_rate(0.02))
+  ours = optix.chain(optix.scale_by_muon(shape_scaling=True), optix.scale_by_learning_rate(0.02))
   dims = _optax_dims()
   theirs = optax.chain(optax.contrib.scale_by_muon(weight_dimension_numbers=dims),
                        _muon.scale_by_shape(dims),  # private in optax 0.2.8
@@ -204,7 +213,9 @@ def test_muon_beats_tuned_adamw_on_an_mlp():
   best = int(np.argmin(adamw_losses))
   assert 0 < best < len(adamw_lrs) - 1, adamw_losses  # tuned: the optimum is inside the grid
   muon = jax.jit(lambda lr: final_loss(
-      lambda s: optix.muon(s, optix.linear_schedule(3e-3, 0.0, steps), adam_mask=("head",)), lr))
+      lambda s: optix.muon(s, adam_learning_rate=optix.linear_schedule(3e-3, 0.0, steps),
+                           adam_mask=("head",), adam_nesterov=False,
+                           muon_weight_dimension_numbers=_flax_dims()), lr))
   muon_loss = float(muon(0.1))
   assert muon_loss < 0.5 * adamw_losses[best], (muon_loss, adamw_losses)
 
@@ -215,7 +226,7 @@ def test_sharded_params_on_an_explicit_mesh():
   the update like the param."""
   params = {"a": jnp.ones((16, 8)), "b": jnp.ones((8, 16)), "bias": jnp.ones(8)}
   grads = optix.testing.random_like(jax.random.key(6), params)
-  tx = optix.muon(0.02, 1e-3)
+  tx = optix.muon(0.02, adam_learning_rate=1e-3)
   expected, _ = tx.update(grads, tx.init(params), params)
   mesh = jax.make_mesh((8,), ("x",))
   specs = {"a": jax.P("x", None), "b": jax.P(None, "x"), "bias": jax.P("x")}
@@ -254,8 +265,10 @@ def test_newton_schulz_split_over_devices(mesh_shape, mode, axis):
   mesh = jax.make_mesh(mesh_shape, ("data", "model")[:len(mesh_shape)],
                        axis_types=(mode,) * len(mesh_shape))
   n = math.prod(mesh.shape[a] for a in ((axis,) if isinstance(axis, str) else axis))
-  ref = optix.muon(0.02, 1e-3, stacked_axes=stacked)
-  split = optix.muon(0.02, 1e-3, stacked_axes=stacked, mesh=mesh, axis=axis)
+  dims = _flax_dims(stacked)
+  ref = optix.muon(0.02, adam_learning_rate=1e-3, muon_weight_dimension_numbers=dims)
+  split = optix.muon(0.02, adam_learning_rate=1e-3, muon_weight_dimension_numbers=dims, mesh=mesh,
+                     axis=axis)
   expected = ref.update(grads, ref.init(params), params)[0]
   specs = {"w": jax.P(None, "data"), "t": jax.P("data"), "x": jax.P(), "bias": jax.P()}
   put = lambda tree: {k: jax.device_put(v, jax.NamedSharding(mesh, specs[k]))
@@ -290,7 +303,7 @@ def test_split_is_skipped_under_pmap_and_rejects_unknown_axis():
   out = jax.pmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="batch")(rows)
   np.testing.assert_allclose(out["t"][5], expected["t"], rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="axis must be one of the mesh axes"):
-    optix.muon(0.02, 1e-3, mesh=mesh, axis="model")
+    optix.muon(0.02, adam_learning_rate=1e-3, mesh=mesh, axis="model")
 
 
 def test_split_with_fewer_matrices_than_devices_replicated_params():
@@ -298,7 +311,8 @@ def test_split_with_fewer_matrices_than_devices_replicated_params():
   Auto mesh: the split passes shard_map's vma check and matches the unsplit step."""
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   params = [jax.random.normal(jax.random.key(i), (16, 16)) for i in range(3)]
-  ref, split = optix.muon(0.02, 1e-3), optix.muon(0.02, 1e-3, mesh=mesh)
+  ref = optix.muon(0.02, adam_learning_rate=1e-3)
+  split = optix.muon(0.02, adam_learning_rate=1e-3, mesh=mesh)
   expected = ref.update(params, ref.init(params), params)[0]
   replicated = jax.NamedSharding(mesh, jax.P())
   sp = jax.device_put(params, replicated)
@@ -313,8 +327,8 @@ def test_split_under_inject_hyperparams_on_an_explicit_mesh():
   computation as a replicated argument of map_stacked, not a closure."""
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
   params = [jax.random.normal(jax.random.key(i), (16, 24)) for i in range(3)]
-  ref = optix.inject_hyperparams(optix.muon)(0.02, 1e-3)
-  split = optix.inject_hyperparams(optix.muon)(0.02, 1e-3, mesh=mesh)
+  ref = optix.inject_hyperparams(optix.muon)(0.02, adam_learning_rate=1e-3)
+  split = optix.inject_hyperparams(optix.muon)(0.02, adam_learning_rate=1e-3, mesh=mesh)
   expected = jax.jit(ref.update)(params, ref.init(params), params)[0]
   with jax.set_mesh(mesh):
     sp = jax.device_put(params, jax.NamedSharding(mesh, jax.P()))
@@ -329,6 +343,125 @@ def test_adam_mask_name_that_matches_nothing_raises():
   params = {"embed": jnp.ones((8, 4)), "dense": {"kernel": jnp.ones((4, 4))}}
   labels = optix.muon_labels(adam_mask=("embed",))(params)
   assert labels == {"embed": "adam", "dense": {"kernel": "muon"}}
-  tx = optix.muon(0.02, 1e-3, adam_mask=("embedding",))
+  tx = optix.muon(0.02, adam_learning_rate=1e-3, adam_mask=("embedding",))
   with pytest.raises(ValueError, match=r"\['embedding'\] match no param.*'embed'"):
     tx.init(params)
+
+
+_OPTION_CASES = {
+    "default": {}, "heavy_ball": {"nesterov": False}, "adaptive": {"adaptive": True},
+    "spectral": {"preconditioning": "spectral"}, "aol": {"preconditioning": "aol"},
+    "schatten": {"preconditioning": "schatten"}, "table": {"ns_coeffs": _muon._DION_NS_COEFFS},
+    "short_table": {"ns_coeffs": ((3.4, -4.7, 2.0), (3.0, -3.2, 1.2)), "ns_steps": 3},
+    "no_steps": {"ns_steps": 0}, "beta": {"beta": 0.5, "eps": 1e-3},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
+@pytest.mark.parametrize("case", sorted(_OPTION_CASES))
+def test_scale_by_muon_matches_optax_for_each_option(case, dtype):
+  """optax's arguments only, on a 2-D, a tall and a stacked 3-D leaf (batch axis in the
+  middle): the same updates as optax.contrib.scale_by_muon over 4 steps."""
+  kwargs = _OPTION_CASES[case]
+  if dtype == "complex64" and case == "schatten":
+    pytest.skip("optax's Schatten step uses X Xᵀ for complex X (see the phase test below)")
+  dims = {"a": MDN(), "t": MDN(), "s": MDN(0, 2)}
+  with jax.enable_x64(dtype == "float64"):
+    keys = jax.random.split(jax.random.key(11), 3)
+    params = {"a": jax.random.normal(keys[0], (6, 9)), "t": jax.random.normal(keys[1], (10, 4)),
+              "s": jax.random.normal(keys[2], (5, 3, 7))}
+    params = jax.tree.map(lambda x: x.astype(dtype), params)
+    if dtype == "complex64":
+      params = jax.tree.map(lambda x: x * (1 + 0.5j), params)
+    outs = []
+    for tx in (optix.scale_by_muon(weight_dimension_numbers=dims, **kwargs),
+               optax.contrib.scale_by_muon(weight_dimension_numbers=dims, **kwargs)):
+      state, update, p, got = tx.init(params), jax.jit(tx.update), params, []
+      for t in range(4):
+        g = jax.tree.map(lambda x: (jnp.sin(x * (t + 1.5)) + 0.2 * x).astype(x.dtype), p)
+        u, state = update(g, state)
+        p = optax.apply_updates(p, jax.tree.map(lambda v: -0.05 * v, u))
+        got.append(u)
+      outs.append(got)
+  rtol = 1e-10 if dtype == "float64" else 3e-5
+  if case == "adaptive" and dtype != "float64":
+    rtol = 1e-3  # the dual-norm factor multiplies float32 rounding of NS by ~|m̂|·|O|
+  for ours, theirs in zip(*outs):
+    for k in params:
+      assert ours[k].dtype == params[k].dtype
+      scale = float(np.max(np.abs(np.asarray(theirs[k]))))
+      np.testing.assert_allclose(np.asarray(ours[k]), np.asarray(theirs[k]), rtol=rtol,
+                                 atol=rtol * scale, err_msg=f"{case} {dtype} {k}")
+
+
+def test_traced_ns_steps_under_optax_inject_hyperparams():
+  """optax.inject_hyperparams traces the int ns_steps: the iterations run in a loop (the
+  first one rescaling for "aol") and give the unrolled numbers."""
+  params = {"a": jax.random.normal(jax.random.key(12), (6, 9))}
+  g = optix.testing.random_like(jax.random.key(13), params)
+  for precond in ("frobenius", "aol"):
+    outs = []
+    for tx in (optax.inject_hyperparams(optix.scale_by_muon)(preconditioning=precond),
+               optix.scale_by_muon(preconditioning=precond)):
+      outs.append(jax.jit(tx.update)(g, tx.init(params))[0]["a"])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6, err_msg=precond)
+
+
+def test_complex_schatten_is_phase_equivariant():
+  """Deliberate difference: optix's Schatten-4 rescaling uses X Xᴴ, so a global phase of the
+  momentum comes out as the same phase of the update (optax's X Xᵀ breaks that for complex X)."""
+  g = (jax.random.normal(jax.random.key(14), (5, 8))
+       + 1j * jax.random.normal(jax.random.key(15), (5, 8))).astype(jnp.complex64)
+  phase = jnp.exp(0.7j).astype(jnp.complex64)
+  out = optix.newton_schulz(g, preconditioning="schatten")
+  np.testing.assert_allclose(optix.newton_schulz(phase * g, preconditioning="schatten"),
+                             phase * out, rtol=1e-4, atol=1e-5)
+  s = _singular_values(out)
+  assert s.min() >= 0.3 and s.max() <= 1.3, s  # orthogonal-ish: 5 steps from ||XXᴴ||_F^½
+
+
+def test_aol_and_schatten_floor_is_the_callers_eps():
+  """Deliberate difference: the floor of the "aol"/"schatten" rescaling is ``eps`` (optax
+  fixes it at 1e-8). A gradient far below the floor is scaled by 1/sqrt(eps), not normalized."""
+  g = jnp.full((3, 4), 1e-6, jnp.float32)  # Gram row sums 4 * 4e-12 ≈ 1.6e-11
+  for precond in ("aol", "schatten"):
+    tiny = optix.newton_schulz(g, steps=1, eps=1e-2, preconditioning=precond)
+    default = optix.newton_schulz(g, steps=1, preconditioning=precond)
+    assert float(jnp.max(jnp.abs(tiny))) < 1e-4 < float(jnp.max(jnp.abs(default))), precond
+
+
+def test_extras_default_to_optax_and_combine():
+  """adam_eps=None is eps, adam_nesterov=None follows nesterov, shape_scaling=True is
+  optax's factor; set, they change only their own side."""
+  params = registry.make_params()
+  run = lambda tx: _trajectory(tx, params, steps=4)
+  base = run(optix.muon(0.02, adam_learning_rate=1e-3))
+  same = run(optix.muon(0.02, adam_learning_rate=1e-3, adam_eps=1e-8, adam_nesterov=True,
+                        shape_scaling=True))
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), base, same))
+  other = run(optix.muon(0.02, adam_learning_rate=1e-3, adam_eps=1e-2, adam_nesterov=False))
+  changed = jax.tree.map(lambda a, b: not bool(jnp.array_equal(a, b)), base, other)
+  assert changed["dense"] == {"kernel": False, "bias": True} and changed["embed"] is False
+  unscaled = run(optix.muon(0.02, adam_learning_rate=1e-3, shape_scaling=False))
+  # (10, 4): width factor sqrt(max(1, 4/10)) = 1: unchanged; (8, 6) likewise; the AdamW side too.
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), base, unscaled))
+  wide = {"w": jax.random.normal(jax.random.key(16), (4, 9))}
+  g = optix.testing.random_like(jax.random.key(17), wide)
+  on = optix.scale_by_muon(shape_scaling=True)
+  off = optix.scale_by_muon()
+  np.testing.assert_allclose(on.update(g, on.init(wide))[0]["w"],
+                             1.5 * off.update(g, off.init(wide))[0]["w"], rtol=1e-6)
+  with pytest.raises(ValueError, match="consistent_rms"):
+    optix.scale_by_muon(consistent_rms=0.2)
+
+
+def test_bf16_params_keep_float32_momentum():
+  """Deliberate difference (the state dtype policy): bf16 params keep float32 momentum on
+  both sides (optax: bf16); mu_dtype=jnp.bfloat16 asks for optax's."""
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), registry.make_params())
+  dtypes = lambda tx: {x.dtype for x in jax.tree.leaves(tx.init(params))
+                       if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert dtypes(optix.muon(0.02)) == {jnp.dtype(jnp.float32)}
+  assert jnp.dtype(jnp.bfloat16) in dtypes(optix.muon(0.02, mu_dtype=jnp.bfloat16))
+  # optax's MuonState also holds ns_coeffs; optix keeps them static in the transformation.
+  assert optix.ScaleByMuonState._fields == ("count", "mu")

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
+from optax.contrib import MuonDimensionNumbers
 
 import optix
 from optix._sharding import collective_bytes
@@ -56,12 +57,18 @@ def test_fsdp_step_moves_only_owned_matrices(name, make, devices):
 LIGHT = {"a0": (32, 16), "a1": (32, 16), "a2": (32, 16), "r": (8, 12)}
 MIXED = {"a0": (64, 32), "a1": (64, 32), "a2": (64, 32), "t": (16, 48), "s": (8, 24, 16),
          "r": (12, 20)}
+# "s": 8 stacked (24, 16) layers.
+_MIXED_DIMS = {k: MuonDimensionNumbers(1, 2) if k == "s" else MuonDimensionNumbers() for k in MIXED}
 
 
 @pytest.mark.parametrize("name,make,shapes", [
     ("muon", lambda: optix.scale_by_muon(), LIGHT),
-    pytest.param("muon", lambda: optix.scale_by_muon(), MIXED, marks=pytest.mark.slow),
-    pytest.param("muon_alias", lambda: optix.muon(0.02, 1e-3, weight_decay=0.1), MIXED,
+    pytest.param("muon", lambda: optix.scale_by_muon(weight_dimension_numbers=_MIXED_DIMS),
+                 MIXED, marks=pytest.mark.slow),
+    pytest.param("muon_alias", lambda: optix.muon(0.02, adam_learning_rate=1e-3,
+                                                  weight_decay=0.1,
+                                                  muon_weight_dimension_numbers=_MIXED_DIMS),
+                 MIXED,
                  marks=pytest.mark.slow)], ids=["muon-light", "muon-mixed", "muon_alias-mixed"])
 def test_fsdp_step_matches_unsharded(name, make, shapes):
   """Leaves sharded by rows (a group not a multiple of the device count: padded; in the mixed

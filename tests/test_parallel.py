@@ -50,9 +50,9 @@ OPTIMIZERS = {
     "inject_hyperparams": lambda: optix.inject_hyperparams(
         optix.adamw, static_args=("state_dtype",))(learning_rate=1e-2),
     "adafactor": lambda: optix.adafactor(1e-2, min_dim_size_to_factor=4),
-    "muon": lambda: optix.muon(1e-2, 1e-3),
+    "muon": lambda: optix.muon(1e-2, adam_learning_rate=1e-3),
     # Newton–Schulz split over the data axis (optix.map_stacked); reference unsplit.
-    "muon_split": lambda mesh=None: optix.muon(1e-2, 1e-3, mesh=mesh),
+    "muon_split": lambda mesh=None: optix.muon(1e-2, adam_learning_rate=1e-3, mesh=mesh),
     "shampoo": lambda: optix.shampoo(1e-2, preconditioning_interval=2,
                                      start_preconditioning_step=2),
     "accumulation": lambda: optix.multi_steps(optix.adam(1e-2), every_k=2),

@@ -64,12 +64,6 @@ DEVIATIONS = {
 NOT_YET = {
     "optax.monitor": "optix.monitor(inner, ...) wraps an optimizer and records statistics; "
                      "optax.monitor(measures) takes a dict of measures",
-    "optax.contrib.muon": "optix.muon has its own argument order and lacks ns_coeffs, "
-                          "adaptive, preconditioning, muon_weight_dimension_numbers and "
-                          "consistent_rms",
-    "optax.contrib.scale_by_muon": "optix.scale_by_muon has its own argument order and lacks "
-                                   "ns_coeffs, adaptive, preconditioning and "
-                                   "weight_dimension_numbers",
 }
 
 

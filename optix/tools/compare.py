@@ -51,7 +51,9 @@ def _named():
       "lion": (3e-4, optix.lion),
       "sgd": (0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
       # Both sides share one AdamW-sized learning rate (Liu et al. 2025, arXiv 2502.16982).
-      "muon": (3e-3, lambda lr: optix.muon(lr, lr, shape_scaling="match_adamw_rms")),
+      "muon": (3e-3, lambda lr: optix.muon(
+          lr, consistent_rms=0.2, adam_nesterov=False,
+          muon_weight_dimension_numbers=optix.transforms.muon.flax_dimension_numbers())),
       "adafactor": (1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
       "adamw8bit": (3e-3, optix.adamw8bit),
       "lamb": (3e-3, optix.lamb),

@@ -1,96 +1,192 @@
-"""Orthogonalized updates: quintic Newton–Schulz and Muon.
+r"""Orthogonalized updates: Newton–Schulz and Muon.
 
-Muon replaces a weight matrix's momentum ``M = U S Vᵀ`` by (approximately) its
-polar factor ``U Vᵀ``: every singular direction moves by the same amount. The
-polar factor is approximated by a few matrix-only Newton–Schulz iterations.
+Muon replaces a weight matrix's momentum :math:`M = U S V^\top` by
+(approximately) its polar factor :math:`U V^\top`: every singular direction
+moves by the same amount. The polar factor is approximated by a few
+matrix-only Newton–Schulz iterations.
 
-Matrices of one shape are orthogonalized together: all leaves (and all
-stacked layers inside a leaf) whose matrix view has the same ``(rows, cols)``
--- up to a transpose -- are stacked into one ``(B, m, n)`` array and handed to
-:func:`_orthogonalize_stack`, a single batched computation. That one function
-is the unit of work that is split over devices along ``B`` when
-:func:`scale_by_muon` is given a ``mesh`` (:func:`optix.map_stacked`).
+Which axes of a leaf form the matrix is said by optax's
+``MuonDimensionNumbers(reduction_axis, output_axis)``: the reduction (fan-in)
+axes are flattened into rows, the output (fan-out) axes into columns, and every
+other axis indexes independent matrices. Matrices of one shape are
+orthogonalized together: all leaves (and all batch entries inside a leaf) whose
+matrix has the same ``(rows, cols)`` -- up to a transpose -- are stacked into
+one ``(B, m, n)`` array and handed to :func:`_orthogonalize_stack`, a single
+batched computation. That one function is the unit of work that is split over
+devices along ``B`` when :func:`scale_by_muon` is given a ``mesh``
+(:func:`optix.map_stacked`).
 """
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from optax.contrib import MuonDimensionNumbers
 
 from optix import _base, _tree, _validate
 from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
 
-DEFAULT_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-SHAPE_SCALINGS = ("width", "match_adamw_rms", "none")
+DEFAULT_NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# One (a, b, c) per iteration, tuned for 5 steps (Ahn et al., arXiv 2504.05295).
+DION_NS_COEFFS = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377),
+                  (3.7418, -5.5913, 2.3037), (2.8769, -3.1427, 1.2046),
+                  (2.8366, -3.0525, 1.2012))
+NS_COEFFS_PRESETS = {"standard": DEFAULT_NS_COEFFS, "dion": DION_NS_COEFFS}
+PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
 
-StackedAxes = Union[int, Any, Callable[[_base.Params], Any]]
+# A MuonDimensionNumbers for every leaf, a tree of them (None: not a matrix), or
+# a callable params -> such a tree.
+WeightDimNumOrFn = Union[MuonDimensionNumbers, Any, Callable[[_base.Params], Any]]
 
 
-def _compute_dtype(compute_dtype):
-  """``None`` = bf16 on accelerators, fp32 on CPU (bf16 NS is standard on
-  GPU/TPU; fp32 is as fast as bf16 on most CPUs and exact)."""
-  if compute_dtype is not None:
-    return jnp.dtype(compute_dtype)
-  return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+def _is_dims(x) -> bool:
+  return x is None or isinstance(x, MuonDimensionNumbers)
 
 
-def _matmul(a, b, contract_b, dtype):
-  """``a @ b`` (``contract_b=1``) or ``a @ bᵀ`` (``contract_b=2``) batched on
-  axis 0, operands in ``dtype``, accumulated and returned in float32."""
+def _compute_dtype(compute_dtype, iterate_dtype):
+  """The matmul operand dtype: ``compute_dtype``, or the iterate's own dtype."""
+  if compute_dtype is None:
+    return jnp.dtype(iterate_dtype)
+  dt = jnp.dtype(compute_dtype)
+  if jnp.issubdtype(iterate_dtype, jnp.complexfloating) and not jnp.issubdtype(
+      dt, jnp.complexfloating):
+    raise ValueError(f"compute_dtype={dt.name} is real but the momentum is complex "
+                     f"({jnp.dtype(iterate_dtype).name}); pass compute_dtype=None")
+  return dt
+
+
+def _iterate_dtype(dtype):
+  """Newton–Schulz runs in at least float32, in the momentum's kind (complex stays complex)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _matmul(a, b, contract_b, dtype, out_dtype, conj_b=False):
+  """``a @ b`` (``contract_b=1``) or ``a @ b^H`` (``contract_b=2``, ``conj_b``) batched on
+  axis 0, operands in ``dtype``, accumulated and returned in ``out_dtype``."""
+  if conj_b:
+    b = jnp.conj(b)
   dims = (((2,), (contract_b,)), ((0,), (0,)))
   return jax.lax.dot_general(a.astype(dtype), b.astype(dtype), dims,
-                             preferred_element_type=jnp.float32)
+                             preferred_element_type=out_dtype)
 
 
-def _orthogonalize_stack(stack, coefficients=DEFAULT_COEFFICIENTS, steps=5, eps=1e-8,
-                         compute_dtype=jnp.float32):
+def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype):
+  r"""One quintic step :math:`X \leftarrow a X + (b A + c A^2) X`, :math:`A = X X^H`;
+  on the first step "aol" and "schatten" rescale :math:`X` (and :math:`A`) first."""
+  a_, b_, c_ = coeffs
+  dt = x.dtype
+  gram = _matmul(x, x, 2, compute_dtype, dt, conj_b=True)                  # A = X Xᴴ  (B, m, m)
+  if first and preconditioning == "aol":
+    # s_i = (Σ_j |A_ij|)^(-1/2): X <- diag(s) X, A <- diag(s) A diag(s).
+    s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1), eps))[..., None]
+    x, gram = x * s, gram * s * jnp.swapaxes(s, -1, -2)
+  elif first and preconditioning == "schatten":
+    # X <- X / ||X||_S4 with ||X||_S4 = ||X Xᴴ||_F^(1/2).
+    norm = jnp.sqrt(jnp.sum(jnp.abs(gram) ** 2, axis=(-2, -1), keepdims=True))
+    s = jax.lax.rsqrt(jnp.maximum(norm, eps))
+    x, gram = x * s, gram * s * s
+  poly = b_ * gram + c_ * _matmul(gram, gram, 1, compute_dtype, dt)        # bA + cA²
+  return a_ * x + _matmul(poly, x, 1, compute_dtype, dt)
+
+
+def _orthogonalize_stack(stack, coeffs=(DEFAULT_NS_COEFFS,) * 5, eps=1e-8,
+                         preconditioning="frobenius", compute_dtype=None, steps=None):
   r"""Quintic Newton–Schulz on a stack of wide matrices ``(B, m, n)``, ``m <= n``.
 
   .. math::
-     X_0 = G / (\|G\|_F + \epsilon), \quad A_k = X_k X_k^\top, \quad
-     X_{k+1} = a X_k + (b A_k + c A_k^2) X_k
+     X_0 = G / (\|G\| + \epsilon), \quad A_k = X_k X_k^H, \quad
+     X_{k+1} = a_k X_k + (b_k A_k + c_k A_k^2) X_k
 
-  Each singular value follows the scalar map ``s ↦ a s + b s³ + c s⁵``. The
-  iterate is kept in float32; only the matmul operands are cast to
-  ``compute_dtype``. Returns float32.
+  ``coeffs`` holds one ``(a, b, c)`` per iteration; when ``steps`` is given (a
+  traced iteration count, inside ``optax.inject_hyperparams``) ``coeffs[0]`` is
+  used ``steps`` times. The iterate is kept in at least float32 (complex stays
+  complex); only the matmul operands are cast to ``compute_dtype``.
   """
-  a, b, c = coefficients
-  x = stack.astype(jnp.float32)
-  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
-  x = x / (norm + eps)
-  for _ in range(steps):
-    gram = _matmul(x, x, 2, compute_dtype)                       # A = X Xᵀ   (B, m, m)
-    poly = b * gram + c * _matmul(gram, gram, 1, compute_dtype)  # bA + cA²
-    x = a * x + _matmul(poly, x, 1, compute_dtype)
-  return x
+  x = stack.astype(_iterate_dtype(stack.dtype))
+  cdt = _compute_dtype(compute_dtype, x.dtype)
+  if preconditioning == "frobenius":
+    norm = jnp.sqrt(jnp.sum(jnp.abs(x) ** 2, axis=(-2, -1), keepdims=True))
+    x = x / (norm + eps)
+  elif preconditioning == "spectral":
+    x = x / (jnp.linalg.norm(x, ord=2, axis=(-2, -1), keepdims=True) + eps)
+  if steps is None:
+    for k, c in enumerate(coeffs):
+      x = _ns_step(x, c, k == 0, preconditioning, eps, cdt)
+    return x
+
+  def body(i, x):
+    if preconditioning in ("aol", "schatten"):
+      return jax.lax.cond(i == 0, lambda y: _ns_step(y, coeffs[0], True, preconditioning, eps,
+                                                     cdt),
+                          lambda y: _ns_step(y, coeffs[0], False, preconditioning, eps, cdt), x)
+    return _ns_step(x, coeffs[0], False, preconditioning, eps, cdt)
+  return jax.lax.fori_loop(0, steps, body, x)
+
+
+def ns_schedule(ns_coeffs, ns_steps):
+  """``(coefficients per iteration, traced count or None)`` from optax's ``ns_coeffs`` and
+  ``ns_steps``, validated: a preset name ("standard", "dion"), one ``(a, b, c)`` repeated
+  ``ns_steps`` times, or an ``(n, 3)`` table run row by row (``n <= ns_steps``)."""
+  if isinstance(ns_coeffs, str):
+    _validate.one_of("ns_coeffs", ns_coeffs, tuple(NS_COEFFS_PRESETS))
+    ns_coeffs = NS_COEFFS_PRESETS[ns_coeffs]
+  try:
+    table = np.asarray(ns_coeffs, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise ValueError(f"ns_coeffs must have shape (3,) or (n, 3), got {ns_coeffs!r}") from None
+  if table.ndim not in (1, 2) or table.shape[-1] != 3 or table.size == 0:
+    raise ValueError(f"ns_coeffs must have shape (3,) or (n, 3), got shape {table.shape}")
+  if not np.all(np.isfinite(table)):
+    raise ValueError(f"ns_coeffs must be finite, got {ns_coeffs!r}")
+  concrete = isinstance(ns_steps, (int, np.integer)) and not isinstance(ns_steps, bool)
+  if concrete:
+    _validate.integer("ns_steps", ns_steps, 0)
+  elif isinstance(ns_steps, (bool, float, str)) or ns_steps is None:
+    raise ValueError(f"ns_steps must be an integer >= 0, got {ns_steps!r}")
+  rows = tuple(tuple(float(v) for v in r) for r in table.reshape(-1, 3))
+  if table.ndim == 2:
+    if concrete and len(rows) > ns_steps:
+      raise ValueError(f"ns_coeffs has {len(rows)} rows (one per iteration): ns_steps must be "
+                       f">= {len(rows)}, got {ns_steps}")
+    return rows, None
+  if concrete:
+    return rows * int(ns_steps), None
+  return rows, ns_steps
 
 
 def newton_schulz(G: jax.Array, steps: int = 5,
-                  coefficients: Sequence[float] = DEFAULT_COEFFICIENTS, eps: float = 1e-8,
-                  compute_dtype=None) -> jax.Array:
-  r"""Approximate polar factor ``U Vᵀ`` of ``G = U S Vᵀ`` by quintic Newton–Schulz.
+                  coefficients: Sequence[float] = DEFAULT_NS_COEFFS, eps: float = 1e-8,
+                  compute_dtype=None, *, preconditioning: str = "frobenius") -> jax.Array:
+  r"""Approximate polar factor :math:`U V^H` of :math:`G = U S V^H` by quintic Newton–Schulz.
 
   Batched over leading axes: ``G`` has shape ``(..., m, n)``. Each matrix is
-  divided by its Frobenius norm (so every singular value is <= 1), tall ones are
-  transposed (the iteration costs ``O(min(m,n)² max(m,n))``), then
+  rescaled (``preconditioning``: by its Frobenius norm by default, so every
+  singular value is <= 1), tall ones are transposed (the iteration costs
+  :math:`O(\min(m,n)^2 \max(m,n))`), then
 
-  .. math:: X \leftarrow a X + (b\, X X^\top + c\, (X X^\top)^2) X
+  .. math:: X \leftarrow a X + (b\, X X^H + c\, (X X^H)^2) X
 
   is applied ``steps`` times. The default coefficients (Jordan 2024) maximize
   the slope at 0 (3.4445) rather than converge: after 5 steps singular values
-  with ``σ/‖G‖_F >= 2.5e-3`` land in about [0.68, 1.13], not exactly at 1,
-  which works as well for optimization and needs fewer steps. Zero singular
-  values stay zero.
+  with :math:`\sigma/\|G\|_F \ge 2.5\cdot 10^{-3}` land in about [0.68, 1.13],
+  not exactly at 1, which works as well for optimization and needs fewer steps.
+  Zero singular values stay zero.
 
   Args:
-    G: array of rank >= 2.
-    steps: number of iterations (>= 0).
-    coefficients: ``(a, b, c)`` of the quintic.
-    eps: added to the Frobenius norm (>= 0), so ``G = 0`` gives 0.
-    compute_dtype: matmul operand dtype; ``None`` = bf16 on GPU/TPU, fp32 on
-      CPU. Accumulation is always float32.
+    G: array of rank >= 2 (real or complex).
+    steps: number of iterations, an integer >= 0; 5.
+    coefficients: ``(a, b, c)`` of the quintic, or an ``(n, 3)`` table with one
+      row per iteration (then ``n <= steps``, and ``n`` iterations run), or a
+      preset name ("standard", "dion"); Jordan's (3.4445, -4.7750, 2.0315).
+    eps: added to the norm (or the floor of the "aol"/"schatten" rescaling),
+      >= 0; 1e-8, so ``G = 0`` gives 0.
+    compute_dtype: matmul operand dtype; None: the iterate's dtype (float32,
+      or float64/complex for such inputs). Accumulation is in the iterate's dtype.
+    preconditioning: "frobenius" (default), "spectral", "aol" or "schatten"
+      (see :func:`scale_by_muon`).
 
   Returns:
     An array shaped like ``G`` in ``G``'s dtype.
@@ -100,37 +196,32 @@ def newton_schulz(G: jax.Array, steps: int = 5,
     (kellerjordan.github.io/posts/muon); Bernstein & Newhouse, "Old Optimizer,
     New Norm: An Anthology", arXiv 2409.20325.
   """
-  _validate.integer("steps", steps, 0)
-  coefficients = _check_coefficients(coefficients)
+  coeffs, traced = ns_schedule(coefficients, steps)
+  if traced is not None:
+    raise ValueError(f"steps must be a Python int, got {steps!r}")
   _validate.nonnegative("eps", eps)
+  _validate.one_of("preconditioning", preconditioning, PRECONDITIONINGS)
   if jnp.ndim(G) < 2:
     raise ValueError(f"G must have rank >= 2, got shape {jnp.shape(G)}")
-  return _newton_schulz(G, steps, coefficients, float(eps), _compute_dtype(compute_dtype))
+  cdt = None if compute_dtype is None else jnp.dtype(compute_dtype)
+  return _newton_schulz(G, coeffs, float(eps), preconditioning, cdt)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _newton_schulz(G, steps, coefficients, eps, compute_dtype):
+def _newton_schulz(G, coeffs, eps, preconditioning, compute_dtype):
   *batch, m, n = G.shape
   x = G.reshape((math.prod(batch), m, n))
   if m > n:
     x = jnp.swapaxes(x, -1, -2)
-  x = _orthogonalize_stack(x, coefficients, steps, eps, compute_dtype)
+  x = _orthogonalize_stack(x, coeffs, eps, preconditioning, compute_dtype)
   if m > n:
     x = jnp.swapaxes(x, -1, -2)
   return x.reshape(G.shape).astype(G.dtype)
 
 
-def _check_coefficients(coefficients):
-  coefficients = tuple(coefficients)
-  if len(coefficients) != 3:
-    raise ValueError(f"coefficients must be 3 numbers (a, b, c), got {coefficients!r}")
-  for name, v in zip("abc", coefficients):
-    _validate.finite(f"coefficients[{'abc'.index(name)}]", v)
-  return tuple(float(v) for v in coefficients)
-
-
 class _MatrixView(NamedTuple):
-  """How one leaf is seen as a stack of ``count`` matrices ``(fan_in, fan_out)``."""
+  """How one leaf, its axes put in (batch, reduction, output) order, is seen as a
+  stack of ``count`` matrices ``(fan_in, fan_out)``."""
   count: int
   fan_in: int
   fan_out: int
@@ -144,32 +235,75 @@ class _MatrixView(NamedTuple):
     return self.fan_in > self.fan_out
 
 
-def matrix_view(shape, stacked_axes: int = 0) -> _MatrixView:
-  """The documented reshape rule, for a leaf of ``shape``.
+def _axes(dimension_numbers, ndim):
+  def norm(axes):
+    axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+    return tuple(int(a) % ndim for a in axes)
+  return norm(dimension_numbers.reduction_axis), norm(dimension_numbers.output_axis)
 
-  The first ``stacked_axes`` axes index independent matrices (stacked layers,
-  e.g. from ``nn.scan``); of the remaining axes the **last is fan-out** and all
-  others are flattened into **fan-in** (flax layout). So a dense kernel
-  ``(in, out)`` is itself, a conv kernel ``(kh, kw, in, out)`` becomes
-  ``(kh·kw·in, out)``, and ``(layers, in, out)`` with ``stacked_axes=1`` is
-  ``layers`` matrices ``(in, out)``. At least two axes must remain.
-  """
+
+def matrix_layout(shape, dimension_numbers: Optional[MuonDimensionNumbers] = None):
+  """``(perm, view)``: the axis order (batch, reduction, output) that puts a leaf
+  of ``shape`` in matrix form, and its :func:`matrix_view`."""
   shape = tuple(shape)
-  if len(shape) - stacked_axes < 2:
-    raise ValueError(f"a leaf of shape {shape} with stacked_axes={stacked_axes} has no matrix "
-                     "view (needs >= 2 non-stacked axes)")
-  return _MatrixView(math.prod(shape[:stacked_axes]), math.prod(shape[stacked_axes:-1]),
-                     shape[-1])
+  if dimension_numbers is None:
+    if len(shape) != 2:
+      raise ValueError(f"a leaf of shape {shape} is not a matrix: without dimension numbers "
+                       "only 2-D leaves are; pass MuonDimensionNumbers for it")
+    dimension_numbers = MuonDimensionNumbers()
+  if len(shape) < 2:
+    raise ValueError(f"a leaf of shape {shape} has no matrix view (needs rank >= 2)")
+  red, out = _axes(dimension_numbers, len(shape))
+  if set(red) & set(out) or not red or not out:
+    raise ValueError(f"reduction axes {red} and output axes {out} must be disjoint and "
+                     f"non-empty (shape {shape}, {dimension_numbers})")
+  batch = tuple(a for a in range(len(shape)) if a not in red and a not in out)
+  view = _MatrixView(math.prod(shape[a] for a in batch), math.prod(shape[a] for a in red),
+                     math.prod(shape[a] for a in out))
+  return batch + red + out, view
 
 
-def resolve_stacked_axes(stacked_axes: StackedAxes, tree) -> list:
-  """``stacked_axes`` (an int, a tree of ints like ``tree``, or a callable
-  tree -> such a tree) as a list of ints, one per leaf of ``tree``."""
-  n = len(jax.tree.leaves(tree))
+def matrix_view(shape, dimension_numbers: Optional[MuonDimensionNumbers] = None
+                ) -> _MatrixView:
+  """``(count, fan_in, fan_out)``: a leaf of ``shape`` as a stack of matrices.
+
+  optax's rule: ``dimension_numbers`` (a ``MuonDimensionNumbers``) names the
+  reduction (fan-in) axes, flattened into rows, and the output (fan-out) axes,
+  flattened into columns; every other axis indexes independent matrices (e.g.
+  stacked layers from ``nn.scan``), ``count`` of them. Negative axes count from
+  the end. ``None`` accepts 2-D leaves only, as ``(rows, cols) = (in, out)``.
+  So ``(in, out)`` is itself, a conv kernel ``(kh, kw, in, out)`` with
+  ``MuonDimensionNumbers((0, 1, 2), 3)`` is ``(kh·kw·in, out)``, and
+  ``(layers, in, out)`` with ``MuonDimensionNumbers(1, 2)`` is ``layers``
+  matrices ``(in, out)``. Raises ``ValueError`` for rank < 2, overlapping or
+  empty axis sets, and non-2-D leaves without dimension numbers.
+  """
+  return matrix_layout(shape, dimension_numbers)[1]
+
+
+def flax_dimension_numbers(stacked_axes=0):
+  """Dimension numbers for flax-layout kernels, as a callable params -> tree.
+
+  The first ``stacked_axes`` axes of a leaf index stacked layers; of the
+  remaining axes the last is fan-out and the others fan-in, so conv kernels
+  ``(..., in, out)`` are ``(prod(...)·in, out)`` matrices. Leaves with fewer
+  than two remaining axes get ``None`` (not a matrix: :func:`optix.muon` sends
+  them to AdamW). ``stacked_axes``: an int >= 0 for every leaf, a tree of ints
+  like the params (or a prefix of them), or a callable params -> such a tree.
+  Pass the result as ``muon_weight_dimension_numbers`` (or
+  ``weight_dimension_numbers``).
+  """
   if isinstance(stacked_axes, int):
-    return [stacked_axes] * n
-  spec = stacked_axes(tree) if callable(stacked_axes) else stacked_axes
-  return [int(v) for v in broadcast_leaves(spec, tree)]
+    _validate.integer("stacked_axes", stacked_axes, 0)
+
+  def dims(params):
+    ks = (stacked_axes(params) if callable(stacked_axes) else stacked_axes)
+    ks = [int(k) for k in broadcast_leaves(ks, params)]
+    leaves, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, [
+        MuonDimensionNumbers(tuple(range(k, jnp.ndim(p) - 1)), jnp.ndim(p) - 1)
+        if jnp.ndim(p) - k >= 2 else None for p, k in zip(leaves, ks)])
+  return dims
 
 
 def broadcast_leaves(spec, tree) -> list:
@@ -178,23 +312,44 @@ def broadcast_leaves(spec, tree) -> list:
   return jax.tree.leaves(jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), spec, tree))
 
 
-def _shape_scale(view: _MatrixView, shape_scaling: str, rms_scale: float) -> float:
-  if shape_scaling == "width":
+def resolve_dimension_numbers(weight_dimension_numbers: WeightDimNumOrFn, tree) -> list:
+  """One ``MuonDimensionNumbers`` (or None: the 2-D default) per leaf of ``tree``."""
+  spec = (weight_dimension_numbers(tree) if callable(weight_dimension_numbers)
+          else weight_dimension_numbers)
+  n = len(jax.tree.leaves(tree))
+  if spec is None or isinstance(spec, MuonDimensionNumbers):
+    return [spec] * n
+  out = jax.tree.leaves(jax.tree.map(
+      lambda s, x: jax.tree.map(lambda _: _Box(s), x), spec, tree, is_leaf=_is_dims))
+  return [b.value for b in out]
+
+
+class _Box:
+  """An opaque leaf (so a None or a NamedTuple survives ``jax.tree.leaves``)."""
+  __slots__ = ("value",)
+
+  def __init__(self, value):
+    self.value = value
+
+
+def _shape_scale(view: _MatrixView, consistent_rms):
+  """optax.contrib.muon's shape factor: ``sqrt(max(1, fan_out/fan_in))`` (Jordan), or
+  ``consistent_rms·sqrt(max(fan_in, fan_out))`` (Liu et al.)."""
+  if consistent_rms is None:
     return math.sqrt(max(1.0, view.fan_out / view.fan_in))
-  if shape_scaling == "match_adamw_rms":
-    return rms_scale * math.sqrt(max(view.fan_in, view.fan_out))
-  return 1.0
+  return math.sqrt(max(view.fan_in, view.fan_out)) * consistent_rms
 
 
 def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   """Applies ``orthogonalize_stack`` once per group of same-shape matrices.
 
-  ``leaves[i]`` is seen as ``views[i]``; matrices are transposed to wide form,
-  grouped by ``(m, n)``, concatenated to ``(B, m, n)``, orthogonalized in one
-  call, then split and put back in each leaf's shape. Returns float32 leaves.
-  Leaves sharded on an Explicit mesh (FSDP) are not gathered: each device
-  orthogonalizes the whole leaves it owns (``optix._sharding.map_owned``: one all-to-all
-  there and one back) and the results come back in the leaf's layout.
+  ``leaves[i]`` (its axes already in (batch, reduction, output) order) is seen as
+  ``views[i]``; matrices are transposed to wide form, grouped by ``(m, n)``,
+  concatenated to ``(B, m, n)``, orthogonalized in one call, then split and put
+  back in each leaf's shape. Leaves sharded on an Explicit mesh (FSDP) are not
+  gathered: each device orthogonalizes the whole matrices it owns
+  (``optix._sharding.map_owned``: one all-to-all there and one back) and the
+  results come back in the leaf's layout.
   """
   out = [None] * len(leaves)
   owned, units = {}, []  # units: (leaf index, view of one unit, arrays of that unit)
@@ -225,8 +380,8 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   groups = {}
   for i, view in enumerate(views):
     if out[i] is None:
-      groups.setdefault(view.wide, []).append(i)
-  for (m, n), members in groups.items():
+      groups.setdefault((view.wide, jnp.dtype(leaves[i].dtype)), []).append(i)
+  for _, members in groups.items():
     mats = []
     for i in members:
       v = views[i]
@@ -259,37 +414,55 @@ def _unsharded_stack_axes(shape, count, spec):
 
 class ScaleByMuonState(NamedTuple):
   count: jax.Array    # int32, saturating
-  mu: _base.Updates   # EMA of the gradients, float32 by default
+  mu: _base.Updates   # EMA of the gradients (mu_dtype; by default at least float32)
 
 
-def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
-                  ns_coefficients: Sequence[float] = DEFAULT_COEFFICIENTS, eps: float = 1e-8,
-                  shape_scaling: str = "width", rms_scale: float = 0.2,
-                  stacked_axes: StackedAxes = 0, compute_dtype=None, mu_dtype=None, *,
-                  state_dtype=jnp.float32, mesh=None, axis="data"
+def check_flag(name, value):
+  """``value`` is a bool (a string such as "width" must not pass as True)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _bias_correction(beta, count, dtype):
+  """``1 - beta**count`` in ``dtype`` (the real dtype of the momentum arithmetic)."""
+  return 1 - jnp.asarray(beta, dtype) ** count.astype(dtype)
+
+
+def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], str]
+                  = DEFAULT_NS_COEFFS,
+                  ns_steps: int = 5, beta: float = 0.95, eps: float = 1e-8,
+                  mu_dtype=None, *, nesterov: bool = True, adaptive: bool = False,
+                  preconditioning: str = "frobenius",
+                  weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
+                  shape_scaling: bool = False, consistent_rms: Optional[float] = None,
+                  compute_dtype=None, mesh=None, axis="data"
                   ) -> _base.GradientTransformation:
-  r"""Muon's scaling: momentum, orthogonalized by Newton–Schulz, shape-scaled.
+  r"""Muon's scaling: momentum, orthogonalized by Newton–Schulz (``optax.contrib.scale_by_muon``).
+
+  With :math:`g_t` the gradient and :math:`t` the step (from 1):
 
   .. math::
      m_t = \beta m_{t-1} + (1-\beta) g_t, \qquad
-     \hat m_t = \frac{\beta\, m_t}{1-\beta^{t+1}} + \frac{(1-\beta)\, g_t}{1-\beta^t}
-     \ \text{(Nesterov)} \ \text{or} \ \frac{m_t}{1-\beta^t}, \\
-     u_t = s \cdot \mathrm{NS}_5(\hat m_t), \qquad
-     s = \sqrt{\max(1, d_\text{out}/d_\text{in})} \ \text{("width")} \ \text{or} \
-     0.2\sqrt{\max(d_\text{in}, d_\text{out})} \ \text{("match_adamw_rms")}
+     \hat m_t = \beta \frac{m_t}{1-\beta^{t+1}} + (1-\beta) \frac{g_t}{1-\beta^t}
+     \ \text{(Nesterov)} \quad \text{or} \quad \frac{m_t}{1-\beta^t}, \\
+     O_t = \mathrm{NS}(\hat m_t), \qquad
+     u_t = O_t \ \text{or, with} \ \texttt{adaptive}, \
+     \langle \hat m_t, O_t \rangle\, O_t \ (\text{the dual-norm step:}\
+     \langle A, B \rangle = \textstyle\sum \bar A \odot B \ \text{over the leaf})
 
-  (the bias-corrected Nesterov form is optax's; after the Frobenius
-  normalization in NS only the *mix* of ``m_t`` and ``g_t`` matters). With
-  flax's ``(in, out)`` kernels, "width" is ``sqrt(max(1, cols/rows))`` -- the
-  ``sqrt(max(1, rows/cols))`` of PyTorch's ``(out, in)`` layout. "match_adamw_rms"
-  (Liu et al. 2025) gives updates AdamW's typical RMS ≈ 0.2, so AdamW learning
-  rates and weight decay carry over. β = 0.95 and 5 steps are Jordan's defaults.
+  where :math:`\mathrm{NS}` rescales each matrix view of :math:`\hat m_t`
+  (``preconditioning``) and runs the quintic
+  :math:`X \leftarrow a X + (b A + c A^2) X`, :math:`A = X X^H`, on it (on
+  :math:`X^H` for tall matrices), approximating the polar factor :math:`U V^H`
+  of :math:`\hat m_t = U S V^H`. With ``shape_scaling=True`` the update is then
+  multiplied by :func:`optix.muon`'s shape factor :math:`s` (see below); optax's
+  ``scale_by_muon`` has no shape factor, and neither has this one by default.
 
-  Every leaf must have a matrix view (see :func:`matrix_view`: conv kernels
-  ``(..., in, out)`` -> ``(prod(...)·in, out)``; ``stacked_axes`` leading axes
-  are independent layers). Route biases, norms, embeddings and heads elsewhere
-  (:func:`optix.muon` does). All matrices of one shape (up to transpose) are
-  orthogonalized as one batched computation.
+  Every leaf must have a matrix view (:func:`matrix_view`; without
+  ``weight_dimension_numbers`` only 2-D leaves do): route biases, norms and
+  scalars elsewhere (:func:`optix.muon` sends them to AdamW). All matrices of
+  one shape (up to transpose) are orthogonalized as one batched computation.
+  Complex leaves are supported (:math:`X^H` is the conjugate transpose).
 
   With a ``mesh``, each such stack of ``B`` matrices is padded to a multiple of
   the device count along ``axis``, split over those devices, orthogonalized with
@@ -299,48 +472,81 @@ def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
   The result equals the unsplit one; each device does ~1/N of the
   Newton–Schulz flops. Gradients sharded on an Explicit mesh (FSDP) are never
   gathered, ``mesh`` or not: each device orthogonalizes the matrices it owns
-  (round-robin over the matrices of one shape and layout) and only the results move
-  back, two all-to-alls per group: 8 × (512×512) params sharded by rows over 8
-  devices move 0.25× the param bytes per device per step (gathering: 2×).
-  Works on Auto and Explicit meshes, under ``jit`` with
-  sharded or replicated params; inside ``shard_map``/``pmap`` (manual axes)
-  the split is skipped and every device computes all matrices.
+  (round-robin over the matrices of one shape and layout) and only the results
+  move back, two all-to-alls per group: 8 × (512×512) params sharded by rows
+  over 8 devices move 0.25× the param bytes per device per step (gathering:
+  2×). Works on Auto and Explicit meshes, under ``jit`` with sharded or
+  replicated params; inside ``shard_map``/``pmap`` (manual axes) the split is
+  skipped and every device computes all matrices.
 
   Args:
-    beta: momentum decay in [0, 1).
-    nesterov: look-ahead momentum (default, as in Muon).
-    ns_steps: Newton–Schulz iterations (>= 1).
-    ns_coefficients: quintic coefficients ``(a, b, c)``.
-    eps: added to the Frobenius norm in NS (>= 0).
-    shape_scaling: "width" (default), "match_adamw_rms" or "none".
-    rms_scale: the target RMS for "match_adamw_rms" (> 0), 0.2 by default.
-    stacked_axes: leading axes that index stacked layers: an int for every
-      leaf, a tree of ints like the params, or a callable params -> that tree.
-    compute_dtype: NS matmul operands; ``None`` = bf16 on GPU/TPU, fp32 on CPU.
-    mu_dtype: optax-compatible name for the momentum dtype (overrides ``state_dtype``).
-    state_dtype: momentum dtype, float32 by default whatever the params.
-    mesh: optional ``jax.sharding.Mesh`` to split the Newton–Schulz work over.
-    axis: the mesh axis (or tuple of axes) to split over, "data" by default.
+    ns_coeffs: the quintic's ``(a, b, c)``, used every iteration; or an
+      ``(n, 3)`` table, one row per iteration (``n`` iterations run; ``n`` must
+      be <= ``ns_steps``); or a preset name, "standard" (the default
+      coefficients) or "dion" (Ahn et al.'s 5-row table). Default Jordan's
+      (3.4445, -4.7750, 2.0315), which maximize the slope at 0 rather than
+      converge (singular values land in about [0.7, 1.1] after 5 steps).
+    ns_steps: Newton–Schulz iterations, an integer >= 0 (0: just the
+      rescaling); 5 (Jordan). Ignored beyond that check for a table.
+    beta: momentum decay, in [0, 1); 0.95 (Jordan).
+    eps: added to the norm before Newton–Schulz ("frobenius", "spectral"), and
+      the floor of the "aol"/"schatten" rescaling, >= 0; 1e-8, so a zero
+      gradient gives a zero update.
+    mu_dtype: the momentum's dtype; None: the params' dtype, at least float32
+      (bf16 params keep float32 momentum; complex stays complex).
+    nesterov: Nesterov look-ahead before orthogonalizing; True (Muon's).
+    adaptive: multiply each leaf's update by :math:`\langle \hat m_t, O_t\rangle`,
+      the dual norm of the momentum (Bernstein & Newhouse); False.
+    preconditioning: how each matrix is rescaled before the iterations:
+      "frobenius" (default: divide by the Frobenius norm, cheap and safe),
+      "spectral" (by the largest singular value, an SVD: costly but the
+      tightest), "aol" (the first iteration rescales rows by
+      :math:`(\sum_j |A_{ij}|)^{-1/2}`, Boissin et al., arXiv 2512.04632: often
+      saves an iteration) or "schatten" (divide by the Schatten-4 norm
+      :math:`\|X X^H\|_F^{1/2}` in the first iteration, Grishina et al., arXiv
+      2506.10935).
+    weight_dimension_numbers: how each leaf is a matrix: a
+      ``MuonDimensionNumbers`` for all leaves, a tree of them like the params
+      (a prefix of it; ``None`` entries are 2-D leaves), or a callable
+      updates -> such a tree. None: every leaf is a 2-D ``(in, out)`` matrix.
+      :func:`flax_dimension_numbers` builds one for flax conv and stacked kernels.
+    shape_scaling: (optix) multiply by :func:`optix.muon`'s shape factor; False
+      (optax's scale_by_muon has none).
+    consistent_rms: (optix) with ``shape_scaling``, the target update RMS
+      :math:`r` of :math:`s = r \sqrt{\max(d_\text{in}, d_\text{out})}`, > 0;
+      None: :math:`s = \sqrt{\max(1, d_\text{out}/d_\text{in})}`. Given without
+      ``shape_scaling`` it raises ``ValueError``.
+    compute_dtype: (optix) dtype of the Newton–Schulz matmul operands (e.g.
+      ``jnp.bfloat16``, the usual choice on GPU/TPU); None: the iterate's
+      dtype (optax's numbers). Accumulation is in the iterate's dtype.
+    mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
+    axis: (optix) the mesh axis (or tuple of axes) to split over; "data".
 
   References:
-    Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024;
+    Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024
+    (kellerjordan.github.io/posts/muon);
+    Bernstein & Newhouse, "Old Optimizer, New Norm: An Anthology", arXiv 2409.20325;
     Liu et al., "Muon is Scalable for LLM Training", arXiv 2502.16982;
-    Bernstein & Newhouse, arXiv 2409.20325.
+    Ahn et al., "Dion: Distributed Orthonormalized Updates", arXiv 2504.05295.
   """
+  coeffs, traced_steps = ns_schedule(ns_coeffs, ns_steps)
   _validate.unit_interval("beta", beta)
-  _validate.integer("ns_steps", ns_steps, 1)
-  coefficients = _check_coefficients(ns_coefficients)
   _validate.nonnegative("eps", eps)
-  _validate.one_of("shape_scaling", shape_scaling, SHAPE_SCALINGS)
-  _validate.positive("rms_scale", rms_scale)
-  if isinstance(stacked_axes, int):
-    _validate.integer("stacked_axes", stacked_axes, 0)
-  dtype = mu_dtype or state_dtype
+  _validate.dtype("mu_dtype", mu_dtype)
+  _validate.one_of("preconditioning", preconditioning, PRECONDITIONINGS)
+  check_flag("shape_scaling", shape_scaling)
+  if consistent_rms is not None:
+    if not shape_scaling:
+      raise ValueError("consistent_rms must be None unless shape_scaling=True (it sets the "
+                       f"RMS of the shape factor), got {consistent_rms!r}")
+    _validate.positive("consistent_rms", consistent_rms)
+  if compute_dtype is not None:
+    _validate.dtype("compute_dtype", compute_dtype)
   check_axis(mesh, axis)
 
   def orthogonalize(stack):
-    local = lambda s, e: _orthogonalize_stack(s, coefficients, ns_steps, e,
-                                              _compute_dtype(compute_dtype))
+    local = lambda s, e: _orthogonalize_stack(s, coeffs, e, preconditioning, compute_dtype,
+                                              traced_steps)
     manual = jax.sharding.AxisType.Manual in jax.sharding.get_abstract_mesh().axis_types
     if mesh is None or manual:
       return local(stack, eps)
@@ -349,36 +555,50 @@ def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
                                  args=(eps,)))
 
   def init(params):
-    _tree.check_real("scale_by_muon", params)
-    return ScaleByMuonState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, dtype))
+    return ScaleByMuonState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, mu_dtype))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    _tree.check_real("scale_by_muon", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     count = _tree.safe_increment(state.count)
-    mu = jax.tree.map(lambda g, m: beta * m + (1 - beta) * g.astype(m.dtype), updates, state.mu)
-    t = count.astype(jnp.float32)
-    if nesterov:
-      t_next = _tree.safe_increment(count).astype(jnp.float32)
-      mu_hat = jax.tree.map(
-          lambda m, g: (beta / (1 - beta ** t_next)) * m.astype(jnp.float32)
-          + ((1 - beta) / (1 - beta ** t)) * g.astype(jnp.float32), mu, updates)
-    else:
-      mu_hat = jax.tree.map(lambda m: m.astype(jnp.float32) / (1 - beta ** t), mu)
+
+    def moment(g, m):  # in the wider of the two dtypes; stored in m's
+      dt = jnp.promote_types(g.dtype, m.dtype)
+      return (1 - beta) * g.astype(dt) + beta * m.astype(dt)
+    mu = jax.tree.map(moment, updates, state.mu)
+
+    def look_ahead(m, g):
+      dt = _iterate_dtype(jnp.result_type(m, g))
+      real = jnp.finfo(dt).dtype
+      m, g = m.astype(dt), g.astype(dt)
+      if nesterov:
+        return (beta * (m / _bias_correction(beta, _tree.safe_increment(count), real))
+                + (1 - beta) * (g / _bias_correction(beta, count, real)))
+      return m / _bias_correction(beta, count, real)
+    mu_hat = jax.tree.map(look_ahead, mu, updates)
 
     leaves, treedef = jax.tree.flatten(mu_hat)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(mu_hat)[0]]
-    views = []
-    for path, leaf, k in zip(paths, leaves, resolve_stacked_axes(stacked_axes, mu_hat)):
+    perms, views, canon = [], [], []
+    for path, leaf, dims in zip(paths, leaves,
+                                resolve_dimension_numbers(weight_dimension_numbers, mu_hat)):
       try:
-        views.append(matrix_view(leaf.shape, k))
+        perm, view = matrix_layout(leaf.shape, dims)
       except ValueError as e:
         raise ValueError(f"scale_by_muon: leaf {path}: {e}; route non-matrix params to "
                          "another transform (optix.muon sends them to AdamW)") from None
-    ortho = orthogonalize_leaves(leaves, views, orthogonalize)
-    ortho = [x * _shape_scale(v, shape_scaling, rms_scale) for x, v in zip(ortho, views)]
+      identity = perm == tuple(range(leaf.ndim))
+      perms.append(None if identity else perm)
+      views.append(view)
+      canon.append(leaf if identity else jnp.transpose(leaf, perm))
+    ortho = orthogonalize_leaves(canon, views, orthogonalize)
+    ortho = [o if p is None else jnp.transpose(o, np.argsort(p)) for o, p in zip(ortho, perms)]
+    if adaptive:
+      ortho = [jnp.sum(jnp.conj(m) * o) * o for m, o in zip(leaves, ortho)]
+    if shape_scaling:
+      ortho = [o * _shape_scale(v, consistent_rms) for o, v in zip(ortho, views)]
     out = jax.tree.unflatten(treedef, ortho)
+    mu = _tree.cast_like(mu, state.mu)
     return _tree.cast_like(out, updates), ScaleByMuonState(count, mu)
 
   return _base.GradientTransformation(init, update)
