@@ -64,6 +64,21 @@ def unit_interval(name, value):
   return in_range(name, value, 0.0, 1.0, high_closed=False)
 
 
+def momentum(name, value):
+  """``value`` in [0, 1]: a heavy-ball momentum coefficient. 1 is accepted (optax's
+  undamped accumulation of every gradient); None (no momentum) passes through."""
+  return in_range(name, value, 0.0, 1.0)
+
+
+def betas(name, value):
+  """A pair ``(b1, b2)`` of decay rates, each in [0, 1) (named ``name[0]``, ``name[1]``)."""
+  if not isinstance(value, (tuple, list)) or len(value) != 2:
+    raise ValueError(f"{name} must be a pair (b1, b2), got {value!r}")
+  unit_interval(f"{name}[0]", value[0])
+  unit_interval(f"{name}[1]", value[1])
+  return value
+
+
 def nonnegative(name, value):
   """``value`` in [0, inf): eps, weight_decay, ..."""
   return in_range(name, value, 0.0)
@@ -82,13 +97,6 @@ def finite(name, value):
 def learning_rate(name, value):
   """Learning rates are finite and non-negative; schedules are checked when called."""
   return in_range(name, value, 0.0, math.inf, high_closed=False)
-
-
-def required(name, value):
-  """``value`` is not None (an argument optax also requires)."""
-  if value is None:
-    raise ValueError(f"{name} is required: pass a number or a schedule, got None")
-  return value
 
 
 def dtype(name, value):

@@ -77,8 +77,8 @@ def adopt(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
     b1: decay of the momentum of the normalized gradient, in [0, 1); 0.9.
     b2: decay of the second moment ν, in [0, 1); 0.9999 (the paper's: ADOPT
       converges for any β2, and a long memory suits it).
-    eps: floor ε of the normalizer :math:`\max(\sqrt{\nu}, \epsilon)`, >= 0;
-      1e-6 (the paper's). 0 is accepted but gives NaN where ν is 0.
+    eps: floor ε of the normalizer :math:`\max(\sqrt{\nu}, \epsilon)`, > 0;
+      1e-6 (the paper's). 0 is rejected: it gives NaN where ν is 0 (in optax too).
     mu_dtype: dtype of the momentum; None: as ``state_dtype``.
     nesterov: return the look-ahead :math:`\beta_1 m_t + (1-\beta_1)\hat g_t`;
       False.

@@ -2,6 +2,7 @@
 to tune. Each is a plain ``chain`` of pieces, or optax's transform run under optix's
 guarantees (:func:`optix.transforms.adapter.from_optax`)."""
 
+import math
 from typing import Optional
 
 import optax
@@ -19,6 +20,7 @@ chain = _base.chain
 def _warmup(learning_rate, warmup_steps):
   if warmup_steps is None:
     return learning_rate
+  _validate.learning_rate("learning_rate", learning_rate)
   _validate.integer("warmup_steps", warmup_steps, 0)
   # optax.warmup_constant_schedule: linear from 0 to the peak, then constant.
   return schedules.linear_schedule(0.0, learning_rate, warmup_steps)
@@ -105,13 +107,6 @@ def schedule_free_adamw(learning_rate: float = 0.0025, warmup_steps: Optional[in
   return schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
 
 
-def _betas(name, betas):
-  if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-    raise ValueError(f"{name} must be a pair (b1, b2), got {betas!r}")
-  _validate.unit_interval(f"{name}[0]", betas[0])
-  _validate.unit_interval(f"{name}[1]", betas[1])
-
-
 def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.999),
             beta3: Optional[float] = None, eps: float = 1e-8, estim_lr0: float = 1e-6,
             estim_lr_coef: float = 1.0, weight_decay: float = 0.0,
@@ -152,7 +147,7 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
     A ``GradientTransformation`` (optax's, wrapped by :func:`optix.transforms.adapter.from_optax`).
   """
   _validate.learning_rate("learning_rate", learning_rate)
-  _betas("betas", betas)
+  _validate.betas("betas", betas)
   if beta3 is not None:
     _validate.unit_interval("beta3", beta3)
   _validate.nonnegative("eps", eps)
@@ -167,11 +162,29 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
 _nonneg, _lr = _validate.nonnegative, _validate.learning_rate
 
 
+def _positive_finite(name, value):
+  return _validate.in_range(name, value, 0.0, math.inf, low_closed=False, high_closed=False)
+
+
+_DOG_INIT_KINDS = ("distance", "heuristic", "learning_rate")
+
+
+def _dog_init_step(name, init_step):
+  """DoG's ``(kind, value)``: each kind's value (a distance, a factor of the params'
+  norm, a first step size) is > 0 and finite; 0 keeps the params at x0 for good (the
+  step is the distance travelled, which stays 0)."""
+  if not isinstance(init_step, (tuple, list)) or len(init_step) != 2:
+    raise ValueError(f"{name} must be a pair (kind, value), got {init_step!r}")
+  _validate.one_of(f"{name}[0]", init_step[0], _DOG_INIT_KINDS)
+  _positive_finite(f"{name}[1]", init_step[1])
+
+
 def _alias(fn, checks, doc, real_only=True):
   return optax_alias(fn, fn.__name__, checks, doc, real_only=real_only, module=__name__)
 
 
-dog = _alias(optax.contrib.dog, dict(learning_rate=_lr, eps=_nonneg, weight_decay=_nonneg), r"""
+dog = _alias(optax.contrib.dog, dict(learning_rate=_lr, init_step=_dog_init_step, eps=_nonneg,
+                                     weight_decay=_nonneg), r"""
 DoG, distance over gradients (Ivgi et al. 2023, arXiv 2302.12022): SGD whose step is
 the largest distance travelled over the root of the summed squared gradient norms.
 
@@ -185,7 +198,8 @@ Args:
     ``("distance", r)`` starts the distance at r, ``("learning_rate", η0)`` takes
     η0 as the first step size, ``("heuristic", α)`` (default, α = 1e-6) starts the
     distance at :math:`\alpha (1 + \lVert x_0\rVert)`, so ``init`` needs the real
-    params. Keep it small (optax suggests 1e-4 with batch norm).
+    params. Keep it small (optax suggests 1e-4 with batch norm). The value is > 0
+    and finite: with 0 the distance, hence the step, stays 0.
   eps: >= 0, added to the summed squared gradient norms; 1e-8.
   weight_decay: rate >= 0 of the decay added to the gradient before DoG's step;
     None (default): no decay.
@@ -193,8 +207,8 @@ Args:
     one; None: all.
 """)
 
-dowg = _alias(optax.contrib.dowg, dict(learning_rate=_lr, eps=_nonneg, weight_decay=_nonneg),
-              r"""
+dowg = _alias(optax.contrib.dowg, dict(learning_rate=_lr, init_estim_sq_dist=_positive_finite,
+                                       eps=_nonneg, weight_decay=_nonneg), r"""
 DoWG, distance over weighted gradients (Khaled et al. 2023, arXiv 2305.16284).
 
 .. math:: r_t = \max(r_{t-1}, \lVert x_t - x_0\rVert), \quad v_t = v_{t-1} + r_t^2
@@ -202,8 +216,9 @@ DoWG, distance over weighted gradients (Khaled et al. 2023, arXiv 2305.16284).
 
 Args:
   learning_rate: a float >= 0 or a schedule multiplying DoWG's step; 1.0 (keep 1).
-  init_estim_sq_dist: the initial estimate :math:`r_0^2` of the squared distance
-    to the solution; None (default): ``eps``.
+  init_estim_sq_dist: the initial estimate :math:`r_0^2` > 0 (finite) of the
+    squared distance to the solution (0 keeps the step at 0 for good); None
+    (default): ``eps``.
   eps: >= 0, added to :math:`\sqrt{v_t}` in the step's denominator (and the
     default :math:`r_0^2`); 1e-4 (optax's).
   weight_decay: rate >= 0 of the decay added to the gradient before DoWG's step;
@@ -234,8 +249,8 @@ Args:
 """)
 
 dadapt_adamw = _alias(optax.contrib.dadapt_adamw,
-                      dict(learning_rate=_lr, eps=_nonneg, estim_lr0=_validate.positive,
-                           weight_decay=_nonneg), r"""
+                      dict(learning_rate=_lr, betas=_validate.betas, eps=_nonneg,
+                           estim_lr0=_validate.positive, weight_decay=_nonneg), r"""
 D-Adaptation AdamW (Defazio & Mishchenko 2023, arXiv 2301.07733): AdamW whose step
 size is a running lower bound d on the distance to the solution.
 
@@ -248,7 +263,7 @@ Args:
   learning_rate: η, a float >= 0 or a schedule multiplying the estimate
     :math:`d_t`; 1.0 (optax's): a schedule with peak 1, e.g. a linear decay after
     a short warmup.
-  betas: the pair (β1, β2) of Adam's moment decays; (0.9, 0.999).
+  betas: the pair (β1, β2) of Adam's moment decays, each in [0, 1); (0.9, 0.999).
   eps: added to :math:`\sqrt{v_t}`, >= 0; 1e-8.
   estim_lr0: the initial estimate :math:`d_0` > 0; 1e-6 (an underestimate: d
     only grows).

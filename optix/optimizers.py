@@ -53,7 +53,7 @@ def sgd(learning_rate: _base.ScalarOrSchedule, momentum: Optional[float] = None,
   """
   if momentum is None:  # one output, one kernel already: nothing to fuse
     return chain(_base.identity(), scale_by_learning_rate(learning_rate))
-  _validate.in_range("momentum", momentum, 0.0, 1.0)  # trace would call it "decay"
+  _validate.momentum("momentum", momentum)  # trace would call it "decay"
   return chain(trace(momentum, nesterov, accumulator_dtype, state_dtype=state_dtype),
                scale_by_learning_rate(learning_rate))
 
@@ -116,7 +116,7 @@ def rmsprop(learning_rate: _base.ScalarOrSchedule, decay: float = 0.9, eps: floa
     ``update(grads, state, params)``.
   """
   if momentum is not None:
-    _validate.in_range("momentum", momentum, 0.0, 1.0)
+    _validate.momentum("momentum", momentum)
   return chain(
       scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=centered,
                    state_dtype=state_dtype),

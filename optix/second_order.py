@@ -52,7 +52,7 @@ def kfac(learning_rate: _base.ScalarOrSchedule, damping: _base.ScalarOrSchedule 
     ``kfac_stats``.
   """
   if momentum is not None:  # trace would call it "decay"
-    _validate.in_range("momentum", momentum, 0.0, 1.0)
+    _validate.momentum("momentum", momentum)
   return _base.chain(
       scale_by_kfac(damping, ema_decay, inverse_update_period, kl_clip,
                     learning_rate if kl_clip is not None else None, state_dtype=state_dtype,

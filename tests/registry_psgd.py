@@ -17,7 +17,9 @@ def _bad(fn):
           ("precond_lr", lambda: fn(1e-3, precond_lr=1.5)),
           ("precond_init_scale", lambda: fn(1e-3, precond_init_scale=0.0)),
           ("max_update_rms", lambda: fn(1e-3, max_update_rms=-1.0)),
-          ("seed", lambda: fn(1e-3, seed=-1))]
+          ("seed", lambda: fn(1e-3, seed=-1)),
+          ("precond_dtype", lambda: fn(1e-3, precond_dtype="int32")),
+          ("state_dtype", lambda: fn(1e-3, state_dtype="int32"))]
 
 
 ENTRIES = [

@@ -60,6 +60,8 @@ def test_non_numbers_are_rejected_naming_the_argument(value, kind):
     (v.finite, -1e30, True), (v.finite, math.inf, False), (v.finite, -math.inf, False),
     (v.learning_rate, 0.0, True), (v.learning_rate, math.inf, False),
     (v.learning_rate, math.nan, False), (v.nonnegative, math.nan, False),
+    (v.momentum, 0.0, True), (v.momentum, 1.0, True), (v.momentum, 1.0 + 1e-9, False),
+    (v.momentum, -1e-9, False), (v.momentum, math.nan, False),
 ])
 def test_range_boundaries(check, value, ok):
   if ok:
@@ -71,7 +73,8 @@ def test_range_boundaries(check, value, ok):
 
 @pytest.mark.parametrize("check, shown", [(v.unit_interval, "[0, 1)"), (v.positive, "(0, inf]"),
                                           (v.finite, "(-inf, inf)"),
-                                          (v.learning_rate, "[0, inf)")])
+                                          (v.learning_rate, "[0, inf)"),
+                                          (v.momentum, "[0, 1]")])
 def test_the_message_shows_the_valid_range(check, shown):
   with pytest.raises(ValueError) as err:
     check("x", -math.inf)
@@ -84,12 +87,6 @@ def test_in_range_open_and_closed_ends():
     v.in_range("x", 2.0, 1.0, 2.0, high_closed=False)
   with pytest.raises(ValueError, match=r"x must be in \(1, 2\], got 1.0"):
     v.in_range("x", 1.0, 1.0, 2.0, low_closed=False)
-
-
-def test_required():
-  assert v.required("learning_rate", 0.0) == 0.0
-  with pytest.raises(ValueError, match=r"^learning_rate is required"):
-    v.required("learning_rate", None)
 
 
 @pytest.mark.parametrize("value", [None, jnp.float32, jnp.bfloat16, "float64", jnp.complex64])

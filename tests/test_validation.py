@@ -3,7 +3,9 @@ with a ValueError naming the argument and its valid range."""
 
 import re
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import optix
@@ -63,6 +65,39 @@ CASES = [
     ("step_size", "integer", lambda: optix.cyclical_schedule(0.1, 1.0, 0)),
     ("mode", "triangular", lambda: optix.cyclical_schedule(0.1, 1.0, 10, mode="sine")),
     ("gamma", r"\(0, 1\]", lambda: optix.cyclical_schedule(0.1, 1.0, 10, "exp_range", 1.5)),
+    # eps = 0 divides by 0 wherever nu is 0 (NaN in optax too)
+    ("eps", r"\(0, inf\]", lambda: optix.adopt(0.1, eps=0.0)),
+    ("eps", r"\(0, inf\]", lambda: optix.scale_by_adopt(eps=0.0)),
+    # the rate is checked by its own name before the warmup schedule is built
+    ("learning_rate", r"\[0, inf\)", lambda: optix.schedule_free_sgd(-0.1, warmup_steps=3)),
+    ("learning_rate", r"\[0, inf\)",
+     lambda: optix.schedule_free_adamw(float("nan"), warmup_steps=3)),
+    # dtype arguments, at construction
+    ("mu_dtype", "floating", lambda: optix.scale_by_ademamix(mu_dtype=jnp.int32)),
+    ("state_dtype", "floating", lambda: optix.ademamix(0.1, state_dtype="int8")),
+    ("mu_dtype", "floating", lambda: optix.scale_by_adopt(mu_dtype=jnp.int32)),
+    ("state_dtype", "floating", lambda: optix.adopt(0.1, state_dtype=jnp.uint8)),
+    ("state_dtype", "floating", lambda: optix.scale_by_mars(state_dtype=jnp.int32)),
+    ("state_dtype", "floating", lambda: optix.ema_momentum(0.9, state_dtype=jnp.bool_)),
+    ("state_dtype", "floating", lambda: optix.scale_by_factored_rms(state_dtype=jnp.int16)),
+    ("state_dtype", "floating",
+     lambda: optix.schedule_free(optix.sgd(1.0), 0.1, state_dtype=jnp.int32)),
+    ("precond_dtype", "floating", lambda: optix.scale_by_psgd_kron(precond_dtype=jnp.int32)),
+    ("state_dtype", "floating", lambda: optix.psgd_kron(0.1, state_dtype="int32")),
+    ("master_dtype", "floating",
+     lambda: optix.with_master_weights(optix.sgd(0.1), master_dtype=jnp.int32)),
+    ("master_dtype", "floating",
+     lambda: optix.with_master_weights(optix.sgd(0.1), master_dtype="not a dtype")),
+    # the parameter-free methods' own arguments
+    ("betas[1]", r"\[0, 1\)", lambda: optix.dadapt_adamw(betas=(0.9, 1.0))),
+    ("betas", "pair", lambda: optix.dadapt_adamw(betas=0.9)),
+    ("init_step[1]", r"\(0, inf\)", lambda: optix.dog(init_step=("distance", 0.0))),
+    ("init_step[1]", r"\(0, inf\)", lambda: optix.dog(init_step=("heuristic", -1e-6))),
+    ("init_step[1]", r"\(0, inf\)",
+     lambda: optix.dog(init_step=("learning_rate", float("inf")))),
+    ("init_step[0]", "heuristic", lambda: optix.dog(init_step=("distnce", 1e-3))),
+    ("init_step", "pair", lambda: optix.dog(init_step=1e-6)),
+    ("init_estim_sq_dist", r"\(0, inf\)", lambda: optix.dowg(init_estim_sq_dist=0.0)),
 ]
 
 
@@ -74,6 +109,46 @@ def test_rejected_with_a_clear_message(arg, valid, build):
   assert message.startswith(arg), message
   assert not valid or re.search(valid, message), message
   assert "got" in message, message
+
+
+@pytest.mark.parametrize("build", [
+    lambda: optix.sgd(0.1, momentum=1.0),  # optax's undamped accumulation
+    lambda: optix.rmsprop(0.1, momentum=1.0),
+    lambda: optix.kfac(0.1, momentum=0.0),
+    lambda: optix.schedule_free_sgd(0.0, warmup_steps=0),  # a rate of 0 throughout, as in optax
+    lambda: optix.dog(init_step=("learning_rate", 0.1)),
+    lambda: optix.dowg(init_estim_sq_dist=None),
+    lambda: optix.dadapt_adamw(betas=[0.0, 0.5]),
+    lambda: optix.with_master_weights(optix.sgd(0.1), master_dtype="float64"),
+    lambda: optix.scale_by_adopt(eps=1e-12, mu_dtype=jnp.bfloat16, state_dtype=jnp.complex64),
+], ids=["sgd-momentum-1", "rmsprop-momentum-1", "kfac-momentum-0", "schedule-free-zero-warmup",
+        "dog-learning-rate", "dowg-default", "dadapt-betas-list", "master-float64",
+        "adopt-dtypes"])
+def test_boundary_values_optax_accepts_are_accepted(build):
+  build()
+
+
+def test_traced_values_pass_through_inside_inject_hyperparams():
+  """Under jit the injected values are tracers: nothing to check when the transform is built."""
+  p = {"w": jnp.ones((2, 3))}
+  for factory, static, kwargs in (
+      (optix.adopt, ("clip_value_fn",), dict(learning_rate=0.1, eps=1e-6)),
+      (optix.schedule_free_sgd, (), dict(learning_rate=0.1, warmup_steps=2)),
+      (optix.dadapt_adamw, (), dict(learning_rate=1.0))):
+    tx = optix.inject_hyperparams(factory, static_args=static)(**kwargs)
+    state = jax.jit(tx.init)(p)
+    updates, _ = jax.jit(tx.update)(p, state, p)
+    assert jnp.all(jnp.isfinite(updates["w"])), factory.__name__
+
+
+def test_combine_masks_of_no_masks_is_all_true():
+  """The empty conjunction: every leaf, as mask=None (no restriction)."""
+  params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}, "scale": jnp.ones(())}
+  assert optix.combine_masks()(params) == {"dense": {"kernel": True, "bias": True},
+                                           "scale": True}
+  tx = optix.add_decayed_weights(1.0, optix.combine_masks())
+  out, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, out, params)
 
 
 def test_schedules_may_be_given_where_floats_are():

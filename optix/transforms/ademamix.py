@@ -70,6 +70,8 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: _base.ScalarOrSche
   _validate.nonnegative("alpha", alpha)
   _validate.nonnegative("eps", eps)
   _validate.nonnegative("eps_root", eps_root)
+  _validate.dtype("mu_dtype", mu_dtype)
+  _validate.dtype("state_dtype", state_dtype)
   m_dtype = mu_dtype or state_dtype
 
   def init(params):

@@ -45,8 +45,9 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6, mu_dt
   Args:
     b1: decay of the momentum m, in [0, 1); 0.9.
     b2: decay of ν, in [0, 1); 0.9999.
-    eps: the floor ε of the normalizer, >= 0; 1e-6. 0 is accepted but gives NaN
-      where ν is 0 (e.g. everywhere on the first step without clipping).
+    eps: the floor ε of the normalizer, > 0; 1e-6. 0 is rejected: it divides by
+      0 wherever ν is 0 (every entry on the first step without clipping, zero
+      gradients with it), which is NaN in optax too.
     mu_dtype: dtype of m (optax's name; overrides ``state_dtype``); None: as
       ``state_dtype``.
     nesterov: return the look-ahead :math:`\beta_1 m_t + (1-\beta_1) \hat g_t`;
@@ -63,7 +64,9 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6, mu_dt
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
-  _validate.nonnegative("eps", eps)
+  _validate.positive("eps", eps)
+  _validate.dtype("mu_dtype", mu_dtype)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     if use_clipping:

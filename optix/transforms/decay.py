@@ -103,14 +103,20 @@ def exclude_names(*names: str) -> Callable[[_base.Params], Any]:
 def combine_masks(*masks: Callable[[_base.Params], Any]) -> Callable[[_base.Params], Any]:
   """Mask that is True only where every mask is True.
 
+  With no masks the conjunction is empty, so the mask is True for every leaf:
+  the same as ``mask=None`` (no restriction), which lets a list of masks built
+  at run time be empty (``combine_masks(*masks)``).
+
   Args:
     *masks: mask functions params -> tree of bools, or such trees themselves
-      (each with the params' structure).
+      (each with the params' structure); none: all True.
 
   Returns:
     A mask function params -> tree of bools.
   """
   def mask(params):
+    if not masks:
+      return jax.tree.map(lambda _: True, params)
     trees = [m(params) if callable(m) else m for m in masks]
     return jax.tree.map(lambda *bs: all(bs), *trees)
   return mask

@@ -105,6 +105,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
   _validate.integer("step_offset", step_offset, 0)
   _validate.integer("min_dim_size_to_factor", min_dim_size_to_factor, 0)
   _validate.nonnegative("epsilon", epsilon)
+  _validate.dtype("state_dtype", state_dtype)
 
   def dims(p):
     return factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
@@ -269,6 +270,7 @@ def ema_momentum(decay: float, *, state_dtype=None) -> _base.GradientTransformat
     A ``GradientTransformation`` whose state is ``EmaMomentumState(mu)``.
   """
   _validate.unit_interval("decay", decay)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     return EmaMomentumState(_tree.zeros_like(params, state_dtype))

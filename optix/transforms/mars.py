@@ -55,6 +55,7 @@ def scale_by_mars(b1: float = 0.95, b2: float = 0.99, eps: float = 1e-8, gamma: 
   _validate.nonnegative("eps", eps)
   _validate.nonnegative("gamma", gamma)
   _validate.positive("max_norm", max_norm)
+  _validate.dtype("state_dtype", state_dtype)
 
   def init(params):
     _tree.check_real("scale_by_mars", params)

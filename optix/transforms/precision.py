@@ -5,7 +5,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optix import _base, _tree
+from optix import _base, _tree, _validate
 
 
 class MasterWeightsState(NamedTuple):
@@ -43,13 +43,14 @@ def with_master_weights(inner: _base.GradientTransformationBase, master_dtype=No
   Args:
     inner: the optimizer to run on the master copy (it sees master-dtype
       gradients and params).
-    master_dtype: dtype of the master copy; None (default): the policy above.
-      Checked in ``init``, not when built: a non-floating dtype raises there.
+    master_dtype: dtype of the master copy, floating or complex; None (default):
+      the policy above.
 
   Returns:
     A ``GradientTransformation`` whose state is
     ``MasterWeightsState(master, inner_state)``; ``update`` needs ``params``.
   """
+  _validate.dtype("master_dtype", master_dtype)
   inner = _base.with_extra_args_support(inner)
 
   def init(params):

@@ -319,6 +319,8 @@ def scale_by_psgd_kron(b1: float = 0.9,
   if max_update_rms is not None:
     _validate.positive("max_update_rms", max_update_rms)
   _validate.integer("seed", seed)
+  _validate.dtype("precond_dtype", precond_dtype)
+  _validate.dtype("state_dtype", state_dtype)
   probability = (update_probability_schedule() if preconditioner_update_probability is None
                  else preconditioner_update_probability)
 

@@ -64,6 +64,7 @@ def schedule_free(base_optimizer: _base.GradientTransformation,
   _validate.in_range("b1", b1, 0.0, 1.0, low_closed=False)
   _validate.finite("weight_lr_power", weight_lr_power)
   _validate.learning_rate("learning_rate", learning_rate)
+  _validate.dtype("state_dtype", state_dtype)
   base_optimizer = _base.with_extra_args_support(base_optimizer)
 
   def init(params):
