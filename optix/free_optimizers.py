@@ -1,6 +1,7 @@
 """Schedule-free and parameter-free optimizers: no decaying schedule, or no learning rate
-to tune. Each is a plain ``chain`` of pieces, or optax's transform run under optix's
-guarantees (:func:`optix.transforms.adapter.from_optax`)."""
+to tune. Each is a plain ``chain`` of pieces, optix's own transform (Prodigy:
+:mod:`optix.transforms.prodigy`), or optax's transform run under optix's guarantees
+(:func:`optix.transforms.adapter.from_optax`)."""
 
 import math
 from typing import Optional
@@ -8,9 +9,10 @@ from typing import Optional
 import optax
 
 from optix import _base, _validate, schedules
-from optix.transforms.adapter import from_optax, optax_alias
+from optix.transforms.adapter import optax_alias
 from optix.transforms.adaptive import scale_by_rms
 from optix.transforms.decay import add_decayed_weights
+from optix.transforms.prodigy import prodigy as prodigy_transform
 from optix.transforms.schedule_free import schedule_free
 from optix.transforms.scaling import scale_by_learning_rate
 
@@ -124,8 +126,12 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
 
   ``learning_rate`` multiplies the estimate (keep 1.0; use a schedule's shape
   only). ``estim_lr0`` is the initial d; ``estim_lr_coef`` c scales the estimate.
-  optax's transform (``optax.contrib.prodigy``) under optix's guarantees:
-  validated here, float32 state for low-precision params; real params only.
+  :func:`optix.transforms.prodigy.prodigy` gives ``optax.contrib.prodigy``'s
+  numbers, with one deliberate difference: a step whose estimate has a zero
+  denominator :math:`\lVert s_t \rVert_1` (a learning rate of 0, as at the
+  start of a warmup from 0, or all-zero gradients so far) keeps :math:`d_t`
+  where optax's 0/0 makes the estimate, the updates and the state NaN.
+  Float32 state for low-precision params; real params only.
   State: m, v, s, x0 (16 bytes/param).
 
   Args:
@@ -144,19 +150,11 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
       warmup from 0 does not inflate d; False (optax's).
 
   Returns:
-    A ``GradientTransformation`` (optax's, wrapped by :func:`optix.transforms.adapter.from_optax`).
+    A ``GradientTransformation`` whose state is optax's fields
+    (:class:`optix.transforms.prodigy.ProdigyState`); ``update`` needs ``params``.
   """
-  _validate.learning_rate("learning_rate", learning_rate)
-  _validate.betas("betas", betas)
-  if beta3 is not None:
-    _validate.unit_interval("beta3", beta3)
-  _validate.nonnegative("eps", eps)
-  _validate.positive("estim_lr0", estim_lr0)
-  _validate.positive("estim_lr_coef", estim_lr_coef)
-  _validate.nonnegative("weight_decay", weight_decay)
-  return from_optax(optax.contrib.prodigy(learning_rate, tuple(betas), beta3, eps, estim_lr0,
-                                          estim_lr_coef, weight_decay, safeguard_warmup),
-                    "prodigy", real_only=True)
+  return prodigy_transform(learning_rate, betas, beta3, eps, estim_lr0, estim_lr_coef,
+                           weight_decay, safeguard_warmup)
 
 
 _nonneg, _lr = _validate.nonnegative, _validate.learning_rate

@@ -420,3 +420,62 @@ def test_optix_inject_takes_an_int_learning_rate():
   state = tx.init(initial_params(jnp.float32))
   assert "min_dim_size_to_factor" not in state.hyperparams
   assert "learning_rate" in state.hyperparams
+
+
+# --- deliberate differences in behaviour the cells above do not reach ---------------------
+# Each is on docs/guides/differences_from_optax.md with its test below; the test also checks
+# that optax still behaves as described, so it fails (and the entry leaves) once optax changes.
+BEHAVIOUR_DIFFERENCES = {
+    "prodigy": "a step whose d-estimate denominator ||s||_1 is 0 (a learning rate of 0, e.g. "
+               "the first step of a warmup from 0) keeps d; optax divides 0/0, and its "
+               "estimate, updates and state are NaN from then on",
+}
+
+
+def _prodigy_run(lib, schedule, steps=25, **kwargs):
+  """Params after each of ``steps`` jitted steps of ``lib.prodigy(schedule, **kwargs)``,
+  and the final state."""
+  tx = lib.prodigy(schedule, **kwargs)
+
+  def step(carry, _):
+    p, s = carry
+    u, s = tx.update(grads(p), s, p)
+    p = optax.apply_updates(p, u)
+    return (p, s), p
+
+  params = initial_params(jnp.float32)
+  (_, state), path = jax.jit(
+      lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps))(params)
+  return path, state
+
+
+def _all_finite(tree):
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.1, "beta3": 0.9}],
+                         ids=["default", "decay-beta3"])
+def test_prodigy_keeps_its_estimate_at_a_zero_rate(kwargs):
+  assert "prodigy" in BEHAVIOUR_DIFFERENCES
+  warmup = lambda lib: lib.warmup_cosine_decay_schedule(0.0, 1.0, 5, 40)  # rate 0 at step 0
+  ours, state = _prodigy_run(optix, warmup(optix), **kwargs)
+  assert _all_finite((ours, state))
+  np.testing.assert_array_equal(ours["w"][0], initial_params(jnp.float32)["w"])  # rate 0: no step
+  assert float(state.estim_lr) > 1e-6  # the estimate still grows once the rate is > 0
+  assert float(loss(jax.tree.map(lambda x: x[-1], ours))) < float(
+      loss(initial_params(jnp.float32)))
+  theirs, their_state = _prodigy_run(OPTAX, warmup(optax), **kwargs)
+  assert not _all_finite((theirs, their_state)), "optax no longer NaNs: drop the entry"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"safeguard_warmup": True}, {"weight_decay": 0.1},
+                                    {"beta3": 0.9, "estim_lr_coef": 2.0}],
+                         ids=["default", "safeguard", "decay", "beta3-coef"])
+def test_prodigy_matches_optax_when_no_rate_is_zero(kwargs):
+  """A warmup from 0.1: every step's rate is > 0, and 25 steps agree with optax."""
+  warmup = lambda lib: lib.warmup_cosine_decay_schedule(0.1, 1.0, 5, 40)
+  ours, state = _prodigy_run(optix, warmup(optix), **kwargs)
+  theirs, their_state = _prodigy_run(OPTAX, warmup(optax), **kwargs)
+  for key in ("w", "b"):
+    np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7, err_msg=key)
+  np.testing.assert_allclose(state.estim_lr, their_state.estim_lr, rtol=1e-6)
