@@ -73,7 +73,7 @@ def _matmul(a, b, contract_b, dtype, out_dtype, conj_b=False):
                              preferred_element_type=out_dtype)
 
 
-def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype):
+def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype, padded=False):
   r"""One quintic step :math:`X \leftarrow a X + (b A + c A^2) X`, :math:`A = X X^H`;
   on the first step "aol" and "schatten" rescale :math:`X` (and :math:`A`) first."""
   a_, b_, c_ = coeffs
@@ -81,7 +81,10 @@ def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype):
   gram = _matmul(x, x, 2, compute_dtype, dt, conj_b=True)                  # A = X Xᴴ  (B, m, m)
   if first and preconditioning == "aol":
     # s_i = (Σ_j |A_ij|)^(-1/2): X <- diag(s) X, A <- diag(s) A diag(s).
-    s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1), eps))[..., None]
+    rows = jnp.sum(jnp.abs(gram), axis=-1)
+    s = jax.lax.rsqrt(jnp.maximum(rows, eps))[..., None]
+    if padded:  # padding rows are zero: keep them so when eps = 0 (0 · inf)
+      s = jnp.where(rows[..., None] > 0, s, 0)
     x, gram = x * s, gram * s * jnp.swapaxes(s, -1, -2)
   elif first and preconditioning == "schatten":
     # X <- X / ||X||_S4 with ||X||_S4 = ||X Xᴴ||_F^(1/2).
@@ -93,7 +96,8 @@ def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype):
 
 
 def _orthogonalize_stack(stack, coeffs=(DEFAULT_NS_COEFFS,) * 5, eps=1e-8,
-                         preconditioning="frobenius", compute_dtype=None, steps=None):
+                         preconditioning="frobenius", compute_dtype=None, steps=None,
+                         padded=False):
   r"""Quintic Newton–Schulz on a stack of wide matrices ``(B, m, n)``, ``m <= n``.
 
   .. math::
@@ -103,7 +107,8 @@ def _orthogonalize_stack(stack, coeffs=(DEFAULT_NS_COEFFS,) * 5, eps=1e-8,
   ``coeffs`` holds one ``(a, b, c)`` per iteration; when ``steps`` is given (a
   traced iteration count, inside ``optax.inject_hyperparams``) ``coeffs[0]`` is
   used ``steps`` times. The iterate is kept in at least float32 (complex stays
-  complex); only the matmul operands are cast to ``compute_dtype``.
+  complex); only the matmul operands are cast to ``compute_dtype``. ``padded``: the
+  stack holds zero-padded matrices (see :func:`padded_shape`).
   """
   x = stack.astype(_iterate_dtype(stack.dtype))
   cdt = _compute_dtype(compute_dtype, x.dtype)
@@ -114,13 +119,13 @@ def _orthogonalize_stack(stack, coeffs=(DEFAULT_NS_COEFFS,) * 5, eps=1e-8,
     x = x / (jnp.linalg.norm(x, ord=2, axis=(-2, -1), keepdims=True) + eps)
   if steps is None:
     for k, c in enumerate(coeffs):
-      x = _ns_step(x, c, k == 0, preconditioning, eps, cdt)
+      x = _ns_step(x, c, k == 0, preconditioning, eps, cdt, padded)
     return x
 
   def body(i, x):
     if preconditioning in ("aol", "schatten"):
       return jax.lax.cond(i == 0, lambda y: _ns_step(y, coeffs[0], True, preconditioning, eps,
-                                                     cdt),
+                                                     cdt, padded),
                           lambda y: _ns_step(y, coeffs[0], False, preconditioning, eps, cdt), x)
     return _ns_step(x, coeffs[0], False, preconditioning, eps, cdt)
   return jax.lax.fori_loop(0, steps, body, x)
@@ -340,14 +345,39 @@ def _shape_scale(view: _MatrixView, consistent_rms):
   return math.sqrt(max(view.fan_in, view.fan_out)) * consistent_rms
 
 
-def orthogonalize_leaves(leaves, views, orthogonalize_stack):
+def padded_size(d: int) -> int:
+  """The smallest size of the ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (``2^k`` and
+  ``3·2^(k-1)``) that is >= ``d``: at most 1.5× ``d``."""
+  p = 1
+  while True:
+    for size in (p, 3 * p // 2 if p >= 2 else p):
+      if size >= d:
+        return size
+    p *= 2
+
+
+def padded_shape(wide):
+  """``(m, n)`` rounded up to the ladder of :func:`padded_size` on both sides.
+
+  A matrix zero-padded to this shape orthogonalizes to its own result padded with zeros:
+  :math:`X = [G, 0; 0, 0]` has :math:`X X^H = [G G^H, 0; 0, 0]` and the same Frobenius,
+  spectral and Schatten-4 norms as :math:`G`, and every Newton–Schulz step keeps the
+  block structure (exact in exact arithmetic; in floating point the sums see extra zeros
+  only). Distinct nearby shapes then share one stack, one compiled computation.
+  """
+  m, n = wide
+  return (padded_size(m), padded_size(n))
+
+
+def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
   """Applies ``orthogonalize_stack`` once per group of same-shape matrices.
 
   ``leaves[i]`` (its axes already in (batch, reduction, output) order) is seen as
   ``views[i]``; matrices are transposed to wide form, grouped by ``(m, n)``,
   concatenated to ``(B, m, n)``, orthogonalized in one call, then split and put
-  back in each leaf's shape. Leaves sharded on an Explicit mesh (FSDP) are not
-  gathered: each device orthogonalizes the whole matrices it owns
+  back in each leaf's shape. ``pad``: matrices are zero-padded to
+  :func:`padded_shape` first, so nearby shapes share a group (and are sliced back after).
+  Leaves sharded on an Explicit mesh (FSDP) are not gathered: each device orthogonalizes the whole matrices it owns
   (``optix._sharding.map_owned``: one all-to-all there and one back) and the
   results come back in the leaf's layout.
   """
@@ -380,19 +410,24 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack):
   groups = {}
   for i, view in enumerate(views):
     if out[i] is None:
-      groups.setdefault((view.wide, jnp.dtype(leaves[i].dtype)), []).append(i)
-  for _, members in groups.items():
+      wide = padded_shape(view.wide) if pad else view.wide
+      groups.setdefault((wide, jnp.dtype(leaves[i].dtype)), []).append(i)
+  for ((pm, pn), _), members in groups.items():
     mats = []
     for i in members:
       v = views[i]
       x = replicated(leaves[i]).reshape((v.count, v.fan_in, v.fan_out))
-      mats.append(jnp.swapaxes(x, 1, 2) if v.transposed else x)
+      x = jnp.swapaxes(x, 1, 2) if v.transposed else x
+      if x.shape[1:] != (pm, pn):
+        x = jnp.pad(x, ((0, 0), (0, pm - x.shape[1]), (0, pn - x.shape[2])))
+      mats.append(x)
     stack = mats[0] if len(mats) == 1 else jnp.concatenate(mats, axis=0)
     result = orthogonalize_stack(stack)
     offset = 0
     for i in members:
       v = views[i]
-      x = result[offset:offset + v.count]
+      m, n = v.wide
+      x = result[offset:offset + v.count, :m, :n]
       offset += v.count
       x = (jnp.swapaxes(x, 1, 2) if v.transposed else x).reshape(leaves[i].shape)
       spec = explicit_spec(leaves[i])
@@ -435,7 +470,7 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
                   preconditioning: str = "frobenius",
                   weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
                   shape_scaling: bool = False, consistent_rms: Optional[float] = None,
-                  compute_dtype=None, mesh=None, axis="data"
+                  compute_dtype=None, pad_shapes: bool = False, mesh=None, axis="data"
                   ) -> _base.GradientTransformation:
   r"""Muon's scaling: momentum, orthogonalized by Newton–Schulz (``optax.contrib.scale_by_muon``).
 
@@ -519,6 +554,13 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
     compute_dtype: (optix) dtype of the Newton–Schulz matmul operands (e.g.
       ``jnp.bfloat16``, the usual choice on GPU/TPU); None: the iterate's
       dtype (optax's numbers). Accumulation is in the iterate's dtype.
+    pad_shapes: (optix) zero-pad every matrix's wide shape ``(m, n)`` up to the
+      ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (:func:`padded_shape`), so matrices of
+      nearby shapes share one batched Newton–Schulz computation: a model with many
+      distinct shapes compiles a few computations instead of one per shape. Exact in
+      exact arithmetic (the same numbers up to float rounding); up to 1.5³× the flops
+      of the padded matrices. False (one group per exact shape). Leaves sharded on an
+      Explicit mesh are not padded.
     mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
     axis: (optix) the mesh axis (or tuple of axes) to split over; "data".
 
@@ -535,6 +577,7 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
   _validate.dtype("mu_dtype", mu_dtype)
   _validate.one_of("preconditioning", preconditioning, PRECONDITIONINGS)
   check_flag("shape_scaling", shape_scaling)
+  check_flag("pad_shapes", pad_shapes)
   if consistent_rms is not None:
     if not shape_scaling:
       raise ValueError("consistent_rms must be None unless shape_scaling=True (it sets the "
@@ -546,7 +589,7 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
 
   def orthogonalize(stack):
     local = lambda s, e: _orthogonalize_stack(s, coeffs, e, preconditioning, compute_dtype,
-                                              traced_steps)
+                                              traced_steps, pad_shapes)
     manual = jax.sharding.AxisType.Manual in jax.sharding.get_abstract_mesh().axis_types
     if mesh is None or manual:
       return local(stack, eps)
@@ -591,7 +634,7 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
       perms.append(None if identity else perm)
       views.append(view)
       canon.append(leaf if identity else jnp.transpose(leaf, perm))
-    ortho = orthogonalize_leaves(canon, views, orthogonalize)
+    ortho = orthogonalize_leaves(canon, views, orthogonalize, pad=pad_shapes)
     ortho = [o if p is None else jnp.transpose(o, np.argsort(p)) for o, p in zip(ortho, perms)]
     if adaptive:
       ortho = [jnp.sum(jnp.conj(m) * o) * o for m, o in zip(leaves, ortho)]
