@@ -72,6 +72,8 @@ MEMORY_MODELS = {
     "GPT-2-small shapes (d=768, 12 layers, vocab 50304: 162M)": _decoder(768, 12, 50304),
 }
 
+# Conv kernels and stacked layers as matrices too (optix.muon's default: 2-D leaves only).
+_FLAX_DIMS = optix.transforms.muon.flax_dimension_numbers()
 MEMORY_OPTIMIZERS = [  # (alias, transform with default arguments, setting shown)
     ("sgd", optix.sgd(0.1), "momentum=None"),
     ("sgd", optix.sgd(0.1, momentum=0.9), "momentum=0.9"),
@@ -85,8 +87,10 @@ MEMORY_OPTIMIZERS = [  # (alias, transform with default arguments, setting shown
     ("adafactor", optix.adafactor(), "momentum=None"),
     ("adam8bit", optix.adam8bit(1e-3), ""),
     ("adamw8bit", optix.adamw8bit(1e-3), ""),
-    ("muon", optix.muon(0.02, 1e-3), "every matrix to Muon"),
-    ("muon", optix.muon(0.02, 1e-3, adam_mask=("embed", "head")), 'adam_mask=("embed", "head")'),
+    ("muon", optix.muon(0.02, adam_learning_rate=1e-3,
+                        muon_weight_dimension_numbers=_FLAX_DIMS), "every matrix to Muon"),
+    ("muon", optix.muon(0.02, adam_learning_rate=1e-3, muon_weight_dimension_numbers=_FLAX_DIMS,
+                        adam_mask=("embed", "head")), 'adam_mask=("embed", "head")'),
     ("shampoo", optix.shampoo(1e-3), "Adam graft"),
     ("soap", optix.soap(1e-3), ""),
     ("psgd_kron", optix.psgd_kron(1e-3), "diagonal factors for axes > 8192"),
