@@ -236,13 +236,48 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
             u_t = \tilde L^{-1/4} \hat m_t \tilde R^{-1/4} \cdot
                   \|\mathrm{adam}_t\| / \|\tilde L^{-1/4} \hat m_t \tilde R^{-1/4}\|
 
-  See :func:`optix.scale_by_shampoo` for every argument. The learning rate is an
-  Adam-sized one (grafting gives each layer Adam's step norm); before
-  ``start_preconditioning_step`` this is exactly AdamW. ``mesh``/``axis`` split
-  the root computations over devices (same result). ``inverse_exponent_override``
-  changes the factors' exponents, e.g. ``{2: {0: 0.5, 1: 0.0}}`` for one-sided
-  Shampoo ``L^{-1/2} \hat m_t`` on matrices (input side only; An et al. 2025, arXiv
-  2503.20762): see :func:`optix.scale_by_shampoo`.
+  The learning rate is an Adam-sized one (grafting gives each layer Adam's step norm);
+  before ``start_preconditioning_step`` this is exactly AdamW. ``inverse_exponent_override``
+  changes the factors' exponents, e.g. ``{2: {0: 0.5, 1: 0.0}}`` for one-sided Shampoo
+  :math:`L^{-1/2} \hat m_t` on matrices (input side only; An et al. 2025, arXiv
+  2503.20762).
+
+  Args:
+    learning_rate: the step size η: a float >= 0 (finite) or a schedule of the
+      step count (e.g. :func:`optix.warmup_cosine_decay_schedule`). None applies
+      no learning rate (and no sign flip), as in optax.
+    beta2: the statistics' EMA decay, in (0, 1] (1: running sums); 0.999.
+    preconditioning_interval: steps between root computations, an integer >= 1; 10.
+    start_preconditioning_step: first preconditioned step, an integer >= 0; 10 (AdamW
+      before it, while the statistics fill).
+    b1: momentum decay, in [0, 1); 0.9.
+    nesterov: Nesterov momentum (an NAdamW graft); False.
+    graft: "adam", "rmsprop" or "adagrad", the per-layer step norm; "adam".
+    graft_b2: the graft's second-moment decay, in [0, 1); 0.999.
+    graft_eps: the graft's denominator ε, >= 0; 1e-8.
+    ridge_epsilon: ridge relative to each statistic's largest eigenvalue, >= 0; 1e-6.
+    root_method: "eigh" or "newton" (matmuls only, integer roots); "eigh".
+    block_size: longest preconditioned block, an integer >= 1; None: 1024 on every
+      backend.
+    merge_small_dims: merge small adjacent axes into one block axis; True.
+    max_preconditioner_dim: longer axes get no factor, an integer >= 0; 8192.
+    weight_decay: decoupled decay rate λ, >= 0, or a schedule; 0 (as :func:`optix.adam`).
+    weight_decay_mask: which params decay: a tree of bools with the params' structure
+      (or a prefix), or a callable params -> such a tree; None: all.
+    inverse_exponent_override: (keyword-only) exponents by block order (and axis), each
+      in [0, 1]; None: :math:`1/(2k)` for a rank-k block.
+    state_dtype: (keyword-only) dtype of the moments, statistics and roots;
+      ``jnp.float32``.
+    mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the roots over (same
+      result); None.
+    axis: (keyword-only) the mesh axis (or axes) of that split; "data".
+
+  Each argument of :func:`optix.scale_by_shampoo` is explained there, with why its
+  default; out-of-range values raise ``ValueError`` naming the argument.
+
+  Returns:
+    A ``GradientTransformation`` (a ``chain``): ``init(params)``,
+    ``update(grads, state, params)``.
   """
   return _base.chain(
       scale_by_shampoo(beta2, preconditioning_interval, start_preconditioning_step, b1,
@@ -267,9 +302,37 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
   .. math:: \theta \leftarrow \theta - \eta\,(Q_L\, \mathrm{adam}(Q_L^\top G Q_R)\, Q_R^\top
             + \lambda\theta)
 
-  See :func:`optix.scale_by_soap`. The paper uses ``learning_rate=3e-3`` and
-  ``weight_decay=0.01`` for language models; the default decay here is 0 as in
-  :func:`optix.adam`.
+  The paper uses ``learning_rate=3e-3`` and ``weight_decay=0.01`` for language models;
+  the default decay here is 0 as in :func:`optix.adam`.
+
+  Args:
+    learning_rate: the step size η: a float >= 0 (finite) or a schedule of the
+      step count (e.g. :func:`optix.warmup_cosine_decay_schedule`). None applies
+      no learning rate (and no sign flip), as in optax.
+    b1: Adam's first-moment decay, in [0, 1); 0.95 (the paper's).
+    b2: Adam's second-moment decay, in [0, 1); 0.95 (the paper's).
+    eps: Adam's denominator ε, >= 0; 1e-8.
+    shampoo_beta: the statistics' EMA decay, in (0, 1]; None: ``b2``.
+    preconditioning_interval: steps between basis refreshes, an integer >= 1; 10.
+    block_size: longest rotated block, an integer >= 1; None: 1024 on every backend.
+    merge_small_dims: merge small adjacent axes into one block axis; False.
+    max_preconditioner_dim: longer axes are not rotated, an integer >= 0; 10000.
+    precondition_1d: rotate 1-D leaves too; False (plain Adam on them, as the paper).
+    weight_decay: decoupled decay rate λ, >= 0, or a schedule; 0 (as :func:`optix.adam`).
+    weight_decay_mask: which params decay: a tree of bools with the params' structure
+      (or a prefix), or a callable params -> such a tree; None: all.
+    state_dtype: (keyword-only) dtype of the moments, statistics and bases;
+      ``jnp.float32``.
+    mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions over
+      (same result); None.
+    axis: (keyword-only) the mesh axis (or axes) of that split; "data".
+
+  Each argument of :func:`optix.scale_by_soap` is explained there, with why its default;
+  out-of-range values raise ``ValueError`` naming the argument.
+
+  Returns:
+    A ``GradientTransformation`` (a ``chain``): ``init(params)``,
+    ``update(grads, state, params)``.
   """
   return _base.chain(
       scale_by_soap(b1, b2, eps, shampoo_beta, preconditioning_interval, block_size,

@@ -14,11 +14,36 @@ preconditioned axis by axis. Three shape rules keep the statistics small:
   alone (Shampoo) or by plain Adam (SOAP).
 
 A leaf's gradient is viewed as a stack of blocks ``(N, b_1, ..., b_k)`` (:class:`Plan`,
-:func:`to_blocks`); all statistics of one size (across blocks, axes and leaves) are
-concatenated and the expensive per-matrix work -- inverse roots, ``eigh``, ``QR`` --
-runs once per size on a ``(B, n, n)`` stack (:func:`apply_by_shape`); with ``mesh=`` the
-``B`` matrices are split over the devices of a mesh axis instead
-(:func:`refresh_by_shape`, :func:`optix.map_stacked`).
+:func:`to_blocks`), and each preconditioned block length ``b`` is zero-padded up to a
+*standard size* (:func:`standard_size`): the next power of two up to 128, the next
+multiple of 128 above, never more than ``block_size``. All blocks of one padded shape and
+one set of preconditioned axes, across leaves, form one stack ``(B, P_1, ..., P_k)``
+(:class:`Group`, :func:`group_plans`, :func:`gather`, :func:`scatter`): the statistics
+update, the preconditioning matmuls and the per-matrix work -- inverse roots, ``eigh``,
+``QR`` -- run once per padded size (:func:`apply_by_shape`), not once per leaf shape, so
+the traced program and its compile time stop growing with the number of distinct leaf
+shapes (the batching of Anil et al. 2020, arXiv 2002.09018, section 5, and of Meta's
+Distributed Shampoo, Shi et al. 2023, arXiv 2309.06497). With ``mesh=`` the ``B``
+matrices are split over the devices of a mesh axis instead (:func:`refresh_by_shape`,
+:func:`optix.map_stacked`).
+
+Why that rule: a model's block lengths take any value in ``[1, block_size]``. Padding to
+powers of two only would give ``log2(block_size) + 1`` sizes (11 at 1024) but up to 2× per
+axis -- 8× the ``eigh`` flops -- on the large blocks, where the work is; multiples of 128
+only would pad a 16-long axis to 128 (512× the flops of its ``eigh``). Powers of two below
+128 and multiples of 128 above give at most ``8 + block_size/128 - 1`` sizes (15 at 1024),
+waste at most 2× per axis where a block is small (cheap anyway) and at most
+``1 + 128/b`` (≤ 1.5× from 256 on) where it is large.
+
+Padding is exact. A zero-padded block ``[[G], [0]]`` has statistics
+``[[G Gᵀ, 0], [0, 0]]``: the padded coordinates are decoupled. Shampoo's root is a
+spectral function of the statistic, ``(L + ε λ_max I)^{-1/p}``, and ``λ_max`` is
+unchanged, so the real block of the padded root is the root of the real block (the padded
+part, ``(ε λ_max)^{-1/p} I``, only ever multiplies zeros); the coupled Newton iteration and
+SOAP's eigenbases, which are not spectral functions of the whole matrix, are told which
+coordinates are real (:func:`real_mask`, the ``mask`` of :mod:`optix.transforms.roots`)
+and keep the padded coordinates exactly apart. Updates drop the padded coordinates
+(:func:`from_blocks`).
 
 On an Explicit-mode mesh, sharded gradient leaves are gathered before they are cut
 into blocks (the Kronecker statistics are small and replicated) and each update is
@@ -44,6 +69,7 @@ class Plan(NamedTuple):
   blocks: tuple    # number of blocks along each merged axis
   block: tuple     # block length along each merged axis
   precond: tuple   # per merged axis: True if it has a Kronecker factor
+  padded: tuple = ()  # per merged axis: block length padded to a standard size (factor axes)
 
   @property
   def num_blocks(self):
@@ -54,9 +80,27 @@ class Plan(NamedTuple):
     return sum(self.precond)
 
 
+SMALL_BLOCK = 128  # powers of two up to it, multiples of it above (see the module docstring)
+
+
+def standard_size(b: int, block_size: int) -> int:
+  """The padded length of a preconditioned block of length ``b <= block_size``: the next power
+  of two up to :data:`SMALL_BLOCK`, the next multiple of it above, at most ``block_size``."""
+  p = 1 << (b - 1).bit_length() if b <= SMALL_BLOCK else -(-b // SMALL_BLOCK) * SMALL_BLOCK
+  return max(b, min(p, block_size))
+
+
+def pad_plan(plan: Plan, block_size: int) -> Plan:
+  """``plan`` with ``padded`` set for its current ``precond`` (axes without a factor are
+  not padded)."""
+  return plan._replace(padded=tuple(standard_size(b, block_size) if use else b
+                                    for b, use in zip(plan.block, plan.precond)))
+
+
 def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True) -> Plan:
-  """The block view of a leaf of ``shape`` under the three rules of the module docstring;
-  a 1-D leaf gets no factor unless ``precondition_1d``."""
+  """The block view of a leaf of ``shape`` under the three rules of the module docstring,
+  blocks padded to standard sizes (:func:`pad_plan`); a 1-D leaf gets no factor unless
+  ``precondition_1d``."""
   dims = [d for d in shape if d != 1]
   if merge_small_dims:  # greedy, but a tensor with >= 2 axes keeps >= 2 (a matrix stays one)
     merged, keep = [], min(2, len(dims))
@@ -74,11 +118,12 @@ def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True
     precond.append(d <= max_dim)
   if len(dims) == 1 and not precondition_1d:
     precond = [False]
-  return Plan(tuple(shape), tuple(dims), tuple(blocks), tuple(block), tuple(precond))
+  plan = Plan(tuple(shape), tuple(dims), tuple(blocks), tuple(block), tuple(precond))
+  return pad_plan(plan, block_size)
 
 
 def to_blocks(x, plan):
-  """``x`` (plan.shape) -> ``(N, b_1, ..., b_k)``, zero-padded. A leaf sharded on
+  """``x`` (plan.shape) -> ``(N, P_1, ..., P_k)`` (``plan.padded``), zero-padded. A leaf sharded on
   an Explicit mesh is gathered first: the blocks and their (small) statistics are
   replicated, and :func:`from_blocks` puts the result back in the leaf's layout."""
   k = len(plan.merged)
@@ -88,20 +133,100 @@ def to_blocks(x, plan):
     x = jnp.pad(x, pad)
   x = x.reshape([v for nb in zip(plan.blocks, plan.block) for v in nb])
   x = x.transpose(list(range(0, 2 * k, 2)) + list(range(1, 2 * k, 2)))
-  return x.reshape((plan.num_blocks,) + plan.block)
+  return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan)
+
+
+def pad_blocks(x, plan):
+  """A block stack ``(N, *plan.block)`` zero-padded to ``(N, *plan.padded)``."""
+  padded = plan.padded or plan.block
+  if padded == plan.block:
+    return x
+  return jnp.pad(x, [(0, 0)] + [(0, p - b) for b, p in zip(plan.block, padded)])
+
+
+def crop_blocks(x, plan):
+  """Inverse of :func:`pad_blocks`: ``(N, *plan.padded)`` -> ``(N, *plan.block)``."""
+  if tuple(x.shape[1:]) == plan.block:
+    return x
+  return x[(slice(None),) + tuple(slice(0, b) for b in plan.block)]
 
 
 def from_blocks(x, plan, like=None):
   """Inverse of :func:`to_blocks` (drops the padding), in the Explicit-mesh
   layout of ``like`` (the leaf) if it has one."""
   k = len(plan.merged)
-  x = x.reshape(plan.blocks + plan.block)
+  x = crop_blocks(x, plan).reshape(plan.blocks + plan.block)
   x = x.transpose([i for j in range(k) for i in (j, k + j)])
   x = x.reshape([n * b for n, b in zip(plan.blocks, plan.block)])
   x = x[tuple(slice(0, d) for d in plan.merged)]
   x = x.reshape(plan.shape)
   spec = None if like is None else explicit_spec(like)
   return x if spec is None else jax.sharding.reshard(x, spec)
+
+
+class Group(NamedTuple):
+  """The leaves whose blocks share one padded shape and one set of factor axes: their blocks
+  form one stack ``(B, *block)``, ``B = sum(counts)``, in member order."""
+  block: tuple     # the padded block shape
+  precond: tuple   # per axis: True if it has a Kronecker factor
+  members: tuple   # leaf indices (into the plans)
+  counts: tuple    # blocks per member
+
+  @property
+  def size(self):
+    return sum(self.counts)
+
+
+def group_plans(plans: Sequence[Plan]) -> tuple:
+  """The :class:`Group` s of the leaves that have a factor, in order of first appearance."""
+  groups = {}
+  for j, p in enumerate(plans):
+    if p.rank:
+      groups.setdefault((p.padded, p.precond), []).append(j)
+  return tuple(Group(block, precond, tuple(idx), tuple(plans[j].num_blocks for j in idx))
+               for (block, precond), idx in groups.items())
+
+
+def gather(leaves, plans, group):
+  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``."""
+  xs = [to_blocks(leaves[j], plans[j]) for j in group.members]
+  return xs[0] if len(xs) == 1 else jnp.concatenate(xs)
+
+
+def split(x, group):
+  """A group stack ``(B, ...)`` -> one ``(N_j, ...)`` per member, in member order."""
+  cuts = [int(c) for c in np.cumsum(group.counts)[:-1]]
+  return jnp.split(x, cuts) if cuts else [x]
+
+
+def scatter(x, plans, group, likes=None):
+  """Inverse of :func:`gather`: ``{leaf index: leaf}``, padding dropped, each leaf in the
+  Explicit-mesh layout of ``likes[j]`` if given."""
+  return {j: from_blocks(part, plans[j], like=None if likes is None else likes[j])
+          for j, part in zip(group.members, split(x, group))}
+
+
+def real_mask(plans, group, i, dtype=jnp.float32):
+  """``(B, P_i)``: 1 on the real (not padding) coordinates of axis ``i`` of each block of
+  ``group``, 0 on the padding. None if axis ``i`` of the group is not padded."""
+  size = group.block[i]
+  if all(plans[j].block[i] == size for j in group.members):
+    return None
+  rows = [np.broadcast_to(np.arange(size) < plans[j].block[i], (n, size))
+          for j, n in zip(group.members, group.counts)]
+  return jnp.asarray(np.concatenate(rows), dtype)
+
+
+def masks(plans, groups, dtype=jnp.float32) -> list:
+  """Per statistic (group order, then axis order): :func:`real_mask`, or ones where the axis
+  is not padded -- the ``mask`` argument of :mod:`optix.transforms.roots`."""
+  out = []
+  for group in groups:
+    for i, use in enumerate(group.precond):
+      if use:
+        m = real_mask(plans, group, i, dtype)
+        out.append(jnp.ones((group.size, group.block[i]), dtype) if m is None else m)
+  return out
 
 
 def gram(x, i):
@@ -146,14 +271,15 @@ def check_shapes(block_size, max_preconditioner_dim, preconditioning_interval):
   _validate.integer("max_preconditioner_dim", max_preconditioner_dim, low=0)
 
 
-def init_stats(plans, dtype, eye_roots):
+def init_stats(groups, dtype):
+  """Zero statistics and identity roots / bases: one ``(B, P, P)`` each per factor axis of
+  each group, in group order."""
   stats, roots = [], []
-  for plan in plans:
-    for use, b in zip(plan.precond, plan.block):
+  for group in groups:
+    for use, b in zip(group.precond, group.block):
       if use:
-        stats.append(jnp.zeros((plan.num_blocks, b, b), dtype))
-        eye = jnp.broadcast_to(jnp.eye(b, dtype=dtype), (plan.num_blocks, b, b))
-        roots.append(eye if eye_roots else jnp.zeros((plan.num_blocks, b, b), dtype))
+        stats.append(jnp.zeros((group.size, b, b), dtype))
+        roots.append(jnp.broadcast_to(jnp.eye(b, dtype=dtype), (group.size, b, b)))
   return tuple(stats), tuple(roots)
 
 
@@ -193,18 +319,37 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
                      after: Any = None) -> list:
   """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``.
 
-  With a ``mesh``, every matrix of every stack becomes one work item; items of one
-  shape are stacked, padded to a multiple of the ``axis`` size, sharded over it,
-  mapped with ``vmap`` and gathered (:func:`optix.map_stacked`): each device
-  computes ``1/n`` of the inverse roots / eigenbases and one all-gather per shape
-  brings them back (Anil et al. 2020, arXiv 2002.09018, section 5).
+  With a ``mesh``, every matrix of every stack becomes one work item (its entries in all
+  ``stacks``, flattened into one vector: the stacks may differ in trailing shape, e.g. a
+  ``(N, n)`` mask next to ``(N, n, n)`` statistics); items of one shape are stacked, padded
+  to a multiple of the ``axis`` size, sharded over it, mapped with ``vmap`` and gathered
+  (:func:`optix.map_stacked`): each device computes ``1/n`` of the inverse roots /
+  eigenbases and one all-gather per shape brings them back (Anil et al. 2020, arXiv
+  2002.09018, section 5).
   """
   if mesh is None:
     return apply_by_shape(fn, *stacks, after=after)
-  first, k = stacks[0], len(stacks)
-  items = [jnp.stack([s[j][i] for s in stacks]) for j in range(len(first))
-           for i in range(first[j].shape[0])]
-  res = iter(map_stacked(lambda x: fn(*[x[c][None] for c in range(k)])[0], items, mesh, axis))
+  first = stacks[0]
+  layouts = {}
+  for j in range(len(first)):
+    shapes = tuple(tuple(s[j].shape[1:]) for s in stacks)
+    size = sum(int(np.prod(t, dtype=np.int64)) for t in shapes)
+    if layouts.setdefault(size, shapes) != shapes:
+      raise ValueError(f"refresh_by_shape: two item layouts of {size} entries: "
+                       f"{layouts[size]} and {shapes}")
+
+  def item_fn(x):
+    parts, at = [], 0
+    for t in layouts[x.shape[0]]:
+      n = int(np.prod(t, dtype=np.int64))
+      parts.append(x[at:at + n].reshape((1,) + t))
+      at += n
+    return fn(*parts)[0]
+
+  dtype = jnp.result_type(*[s[j] for s in stacks for j in range(len(first))])
+  items = [jnp.concatenate([s[j][i].reshape(-1).astype(dtype) for s in stacks])
+           for j in range(len(first)) for i in range(first[j].shape[0])]
+  res = iter(map_stacked(item_fn, items, mesh, axis))
   return [jnp.stack([next(res) for _ in range(x.shape[0])]) for x in first]
 
 

@@ -2,10 +2,16 @@
 of Shampoo (:mod:`optix.transforms.shampoo`) and SOAP (:mod:`optix.transforms.soap`).
 
 Every function takes a stack ``(..., n, n)`` and works in float32 at least (float64 stays
-float64 when x64 is enabled); nothing here knows about leaves, blocks or devices.
+float64 when x64 is enabled); nothing here knows about leaves, blocks or devices. The ones
+whose result is not a spectral function of the whole matrix (the Newton iteration's stopping
+rule, the eigenbases) take an optional ``mask`` ``(..., n)``: 1 on the coordinates that are
+real, 0 on zero padding (rows and columns of the input that are exactly zero by
+construction, appended after the real ones). The real block of the result is then what the
+unpadded matrix gives (up to float32 rounding) and the padded coordinates get the identity.
 """
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -53,14 +59,17 @@ def _power_iteration(a, iters=24):
   return jnp.vdot(v, jnp.matmul(a, v, precision=_HI))
 
 
-def _newton_one(a, p, ridge_epsilon, max_iters, tol):
+def _newton_one(a, p, ridge_epsilon, max_iters, tol, mask=None):
   a = _sym(a)
   eye = jnp.eye(a.shape[-1], dtype=a.dtype)
-  a = a + ridge_epsilon * _ridge_scale(_power_iteration(a)) * eye
+  real = eye if mask is None else jnp.diag(mask.astype(a.dtype))
+  a = a + ridge_epsilon * _ridge_scale(_power_iteration(a)) * real
   # z·A has its spectrum in (0, (1+p)/2]: ‖A‖_F and the max row sum bound λ_max.
   bound = jnp.minimum(jnp.linalg.norm(a), jnp.max(jnp.sum(jnp.abs(a), axis=-1)))
   z = (1.0 + p) / (2.0 * bound)
-  m, h = z * a, z ** (1.0 / p) * eye
+  # Padded coordinates start converged (M = I there) and are left out of the residual.
+  m, h = z * a + (eye - real), z ** (1.0 / p) * eye
+  weight = 1.0 if mask is None else jnp.outer(mask, mask).astype(a.dtype)
 
   def step(m, h):
     t = (1.0 + 1.0 / p) * eye - m / p
@@ -73,13 +82,13 @@ def _newton_one(a, p, ridge_epsilon, max_iters, tol):
   def body(c):
     i, m, h, err, _ = c
     m2, h2 = step(m, h)
-    err2 = jnp.max(jnp.abs(m2 - eye))
+    err2 = jnp.max(jnp.abs(m2 - eye) * weight)
     # Diverging, or stalled at float32 rounding near convergence: keep the last iterate.
     worse = ~(err2 <= 1.2 * err) | ((err2 >= err) & (err < 0.1))
     return (i + 1, jnp.where(worse, m, m2), jnp.where(worse, h, h2),
             jnp.where(worse, err, err2), worse)
 
-  err = jnp.max(jnp.abs(m - eye))
+  err = jnp.max(jnp.abs(m - eye) * weight)
   init = (jnp.zeros([], jnp.int32), m, h, err, err < 0)  # (derived from a: see _power_iteration)
   return jax.lax.while_loop(cond, body, init)[2]
 
@@ -97,7 +106,8 @@ def _power(t, p):
 
 
 def inverse_pth_root_newton(a: jax.Array, p: int, ridge_epsilon: float = 1e-6,
-                            max_iters: int = 100, tol: float = 1e-6) -> jax.Array:
+                            max_iters: int = 100, tol: float = 1e-6,
+                            mask: Optional[jax.Array] = None) -> jax.Array:
   r"""``(A + ε λ_max I)^{-1/p}`` by the coupled Newton iteration (Guo & Higham 2006,
   SIAM J. Matrix Anal. Appl. 28(3); used by Anil et al. 2020, arXiv 2002.09018).
 
@@ -117,11 +127,19 @@ def inverse_pth_root_newton(a: jax.Array, p: int, ridge_epsilon: float = 1e-6,
   but ``X_k`` ends at ``X_0 (X_0^p A)^{-1/p} ≠ A^{-1/p}``: a 128×128 EMA statistic
   10 steps after the old root gave ``max|X^4 A - I| = 37`` (cold: 7e-6; the stale
   root itself: 0.2).
+
+  ``mask`` (``(..., n)``, see the module docstring): the ridge goes on the real diagonal
+  only, padded coordinates start at ``M = I`` and the residual is taken over the real block,
+  so the iteration, its stopping step and the real block of ``X`` are the unpadded ones.
   """
-  fn = lambda x: _newton_one(x, p, ridge_epsilon, max_iters, tol)
   batch = a.shape[:-2]
   flat = a.reshape((-1,) + a.shape[-2:])
-  return jax.vmap(fn)(flat).reshape(batch + a.shape[-2:])
+  if mask is None:
+    out = jax.vmap(lambda x: _newton_one(x, p, ridge_epsilon, max_iters, tol))(flat)
+  else:
+    out = jax.vmap(lambda x, k: _newton_one(x, p, ridge_epsilon, max_iters, tol, k))(
+        flat, mask.reshape((-1, a.shape[-1])))
+  return out.reshape(batch + a.shape[-2:])
 
 
 def finite_or(new, old):
@@ -134,7 +152,7 @@ NULL_TOL = 1e-5    # eigenvalues <= NULL_TOL·λ_max span the null space of a st
 POWER_SHIFT = 1e-3  # power iteration on S + POWER_SHIFT·λ_max·I
 
 
-def eigenbasis_eigh(stats: jax.Array) -> jax.Array:
+def eigenbasis_eigh(stats: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
   r"""Eigenvectors of a stack of symmetric PSD matrices, by decreasing eigenvalue,
   with a basis of the null space fixed by the null space itself.
 
@@ -151,23 +169,44 @@ def eigenbasis_eigh(stats: jax.Array) -> jax.Array:
 
   (signs may differ from ``V``'s: an eigenbasis all the same). An all-zero matrix
   gets the identity (up to signs).
+
+  ``mask`` (``(..., n)``, see the module docstring): the padded coordinates are not part of
+  the null space. Their diagonal is set to ``-c`` (``c`` the largest diagonal entry of the
+  real block, ``<= λ_max``, so the matrix's norm and the eigensolver's accuracy are
+  unchanged), which sorts their eigenvectors last and apart from the real null space; the
+  real eigenvectors lose their (rounding) padded entries, and the padded columns of ``Q``
+  are exactly the identity's: ``Q = diag(Q_real, I)``.
   """
   s = _sym(stats)
   n = s.shape[-1]
+  j = jnp.arange(n)
+  if mask is not None:
+    mask = mask.astype(s.dtype)
+    diag = jnp.diagonal(s, axis1=-2, axis2=-1)
+    c = jnp.max(diag * mask, axis=-1, keepdims=True)
+    c = jnp.where(c > 0, c, 1.0)
+    s = s - (c * (1 - mask))[..., None, :] * jnp.eye(n, dtype=s.dtype)
   w, v = jnp.linalg.eigh(s)
-  w, v = w[..., ::-1], v[..., ::-1]  # decreasing: the null space comes last
-  null = w <= NULL_TOL * jnp.maximum(w[..., :1], 0.0)
+  w, v = w[..., ::-1], v[..., ::-1]  # decreasing: the null space (then the padding) comes last
+  real = n if mask is None else jnp.sum(mask, axis=-1, keepdims=True).astype(jnp.int32)
+  null = (w <= NULL_TOL * jnp.maximum(w[..., :1], 0.0)) & (j < real)
+  if mask is not None:
+    v = v * mask[..., :, None]
   v_null = v * null[..., None, :]
   proj = jnp.matmul(v_null, jnp.swapaxes(v_null, -1, -2), precision=_HI)
-  j = jnp.arange(n)
-  ranked = n - jnp.sum(null, axis=-1, keepdims=True)  # the range: V's first columns
-  idx = jnp.where(j < ranked, j, n + j - ranked)      # then P_N's first k columns
-  cols = jnp.concatenate([v, proj], axis=-1)
+  ranked = real - jnp.sum(null, axis=-1, keepdims=True)  # the range: V's first columns
+  idx = jnp.where(j < ranked, j, n + j - ranked)         # then P_N's first k columns
+  cols = [v, proj]
+  if mask is not None:                                   # then the identity's padded columns
+    idx = jnp.where(j < real, idx, 2 * n + j)
+    cols.append(jnp.broadcast_to(jnp.eye(n, dtype=s.dtype), s.shape))
+  cols = jnp.concatenate(cols, axis=-1)
   cols = jnp.take_along_axis(cols, jnp.broadcast_to(idx[..., None, :], s.shape), axis=-1)
   return jnp.linalg.qr(cols)[0]
 
 
-def eigenbasis_power_qr(stats: jax.Array, basis: jax.Array) -> jax.Array:
+def eigenbasis_power_qr(stats: jax.Array, basis: jax.Array,
+                        mask: Optional[jax.Array] = None) -> jax.Array:
   r"""One step of subspace (power) iteration from the previous basis, batched.
 
   ``Q ← qr((S + c I) Q)``, its columns then sorted by the Rayleigh quotients
@@ -180,6 +219,10 @@ def eigenbasis_power_qr(stats: jax.Array, basis: jax.Array) -> jax.Array:
   leading ones as they are, but keeps the columns in the null space of ``S`` where they
   were: without it ``S q`` is rounding noise there and the QR turns it into a new,
   arbitrary null-space basis (see :func:`eigenbasis_eigh`).
+
+  ``mask`` (``(..., n)``, see the module docstring; ``basis`` is then ``diag(Q_real, I)``,
+  as :func:`eigenbasis_eigh` makes it): the padded columns, exactly the identity's after the
+  QR, are sorted after the real ones, so the result keeps that form.
   """
   stats = _sym(stats)
   q = basis.astype(stats.dtype)
@@ -187,5 +230,6 @@ def eigenbasis_power_qr(stats: jax.Array, basis: jax.Array) -> jax.Array:
   est = jnp.sum(q * sq, axis=-2)  # diag(Qᵀ S Q)
   shift = POWER_SHIFT * jnp.maximum(jnp.max(est, axis=-1, keepdims=True), 0.0)
   q_new, _ = jnp.linalg.qr(sq + q * shift[..., None, :])
-  order = jnp.argsort(-est, axis=-1)
+  key = -est if mask is None else jnp.where(mask > 0, -est, jnp.inf)
+  order = jnp.argsort(key, axis=-1, stable=True)
   return jnp.take_along_axis(q_new, order[..., None, :], axis=-1)

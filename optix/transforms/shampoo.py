@@ -12,8 +12,8 @@ from optix import _base, _tree, _validate
 from optix._sharding import check_axis
 from optix.transforms import moments
 from optix.transforms.blocking import (
-    block_size_of, check_shapes, contract_axes, from_blocks, init_stats, make_plan,
-    refresh_by_shape, stat_update, to_blocks)
+    block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
+    masks as blocking_masks, pad_plan, refresh_by_shape, scatter, stat_update)
 from optix.transforms.roots import finite_or, inverse_pth_root_eigh, inverse_pth_root_newton
 
 GRAFTS = ("adam", "rmsprop", "adagrad")
@@ -73,7 +73,8 @@ class ScaleByShampooState(NamedTuple):
   count: jax.Array        # int32, saturating: steps taken
   mu: _base.Updates       # momentum of the gradient (EMA), like params
   nu: _base.Updates       # the graft's second moment, like params
-  stats: tuple            # Kronecker statistics: one (N, b, b) per preconditioned axis, leaf order
+  stats: tuple            # Kronecker statistics: one (B, P, P) per factor axis of each group
+                          # of leaves with one padded block shape (blocking.group_plans)
   roots: tuple            # their roots L^{-e} (default e = 1/(2·rank)), refreshed every interval
 
 
@@ -100,53 +101,89 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
      a_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon_g), \quad
      u_t = P_t\, \|a_t\|_F / \|P_t\|_F
 
-  where ``\tilde L^{-1/4}`` is ``(L + ε λ_max I)^{-1/4}`` recomputed (``root_method``
-  "eigh" or "newton") every ``preconditioning_interval`` steps from step
+  where :math:`\tilde L^{-1/4} = (L + \epsilon \lambda_{max} I)^{-1/4}` is recomputed
+  (``root_method`` "eigh" or "newton") every ``preconditioning_interval`` steps from step
   ``start_preconditioning_step`` on, under ``lax.cond``; a root that is not finite
-  keeps the previous one. ``a_t`` is the graft, whose per-layer norm ``u_t``
-  inherits: ``graft="adam"`` (v an EMA of g² with ``graft_b2``, bias-corrected),
-  ``"rmsprop"`` (same, uncorrected) or ``"adagrad"`` (v a running sum). Before
-  ``start_preconditioning_step`` the update is the graft itself, i.e. exactly Adam
-  (``optax.adam``; ``nesterov``: ``optax.nadam``). Leaves with no preconditioned
+  keeps the previous one. :math:`a_t` is the graft, whose per-layer norm :math:`u_t`
+  inherits: ``graft="adam"`` (:math:`v` an EMA of :math:`g^2` with ``graft_b2``,
+  bias-corrected), ``"rmsprop"`` (same, uncorrected) or ``"adagrad"`` (:math:`v` a running
+  sum). Before ``start_preconditioning_step`` the update is the graft itself, i.e. exactly
+  Adam (``optax.adam``; ``nesterov``: ``optax.nadam``). Leaves with no preconditioned
   axis (scalars; axes longer than ``max_preconditioner_dim``) always use the graft.
 
   Momentum is taken before preconditioning (the preconditioner is applied to
-  ``\hat m_t``), which makes the graft an exact Adam. Shapes: see :mod:`optix.transforms.blocking`
-  (``block_size`` default 1024 on every backend).
+  :math:`\hat m_t`), which makes the graft an exact Adam. Shapes: see
+  :mod:`optix.transforms.blocking` (blocks zero-padded to a few standard sizes and stacked
+  across leaves, exactly: the padding changes no update). State: statistics and roots
+  8·Σ P² bytes per padded block (fp32), + 8 bytes/param.
 
-  Defaults: ``beta2=0.999``, ``ridge_epsilon=1e-6`` and the Adam graft follow Anil
-  et al.; ``preconditioning_interval=10`` amortizes the roots (the expensive part).
-  State: statistics and roots 8·Σ b² bytes per block (fp32), + 8 bytes/param.
+  ``inverse_exponent_override`` (modelled on the argument of that name in Meta's
+  Distributed Shampoo, Shi et al. 2023, arXiv 2309.06497) replaces the default exponent
+  :math:`1/(2k)` of the factors, :math:`P_t = \tilde L^{-e_0} \hat m_t \tilde R^{-e_1}`
+  for a matrix: ``{order: e}`` gives every factor of a block of that order the exponent
+  ``e``, ``{order: {axis: e}}`` only the named axes (the others keep :math:`1/(2k)`);
+  orders no block has are ignored. ``order`` and ``axis`` refer to the block view (size-1
+  axes dropped, small axes merged: a matrix has order 2, axis 0 its rows, the input side of
+  ``x @ W``); ``k`` is the number of axes that have a factor before the override (an axis
+  longer than ``max_preconditioner_dim`` has none, whatever the override says). ``e = 0``
+  leaves that axis without a factor: no statistic, no root, no memory; a block left with
+  none is updated by the graft. The graft sets the norm of :math:`u_t`, so the exponents
+  only shape its direction.
 
-  ``mesh``/``axis``: when given, each refresh splits the roots over the devices
-  along ``axis`` (:func:`refresh_by_shape`); the result is the same.
-
-  ``inverse_exponent_override`` (keyword-only; modelled on the argument of that name
-  in Meta's Distributed Shampoo, Shi et al. 2023, arXiv 2309.06497) replaces the
-  default exponent ``1/(2k)`` of the factors, ``P_t = \tilde L^{-e_0} \hat m_t
-  \tilde R^{-e_1}`` for a matrix: ``{order: e}`` gives every factor of a block of that
-  order the exponent ``e``, ``{order: {axis: e}}`` only the named axes (the others keep
-  ``1/(2k)``), ``e`` in [0, 1]; orders no block has are ignored. ``order`` and
-  ``axis`` refer to the block view (size-1 axes dropped, small axes merged: a matrix
-  has order 2, axis 0 its rows, the input side of ``x @ W``); ``k`` is the number of
-  axes that have a factor before the override (an axis longer than
-  ``max_preconditioner_dim`` has none, whatever the override says). ``e = 0`` leaves
-  that axis without a factor: no statistic, no root, no memory; a block left with none
-  is updated by the graft. The graft sets the norm of ``u_t``, so the exponents only
-  shape its direction. With
-  ``root_method="newton"`` every nonzero ``e`` must be ``1/p``, ``p`` an integer.
-
-  One-sided Shampoo, ``{2: {0: 0.5, 1: 0.0}}``, is ``u ∝ L^{-1/2} \hat m``:
+  One-sided Shampoo, ``{2: {0: 0.5, 1: 0.0}}``, is :math:`u \propto L^{-1/2} \hat m`:
   full-matrix AdaGrad on each column, all columns sharing one statistic (An et al.
   2025, "ASGO", arXiv 2503.20762; Xie et al. 2025, arXiv 2503.10537, prove a better
   rate for it than for two-sided Shampoo). It is the right structure when the
   curvature sits on one side, as for a linear layer whose loss Hessian is
-  ``Σ_x ⊗ I`` (``Σ_x`` the input covariance): there ``G = 2 Σ_x (W - W^*)``, the
-  output side needs no preconditioning, yet ``R = Σ GᵀG`` has the same nonzero
-  spectrum as ``L`` (``GGᵀ`` and ``GᵀG`` do), so the default ``R^{-1/4}`` adds
-  conditioning the loss does not have. On the κ = 100 least-squares problem of
-  tests/test_kronecker.py it reaches the target in 19 steps where two-sided Shampoo
-  takes 48 and tuned Adam 81.
+  :math:`\Sigma_x \otimes I` (:math:`\Sigma_x` the input covariance): there
+  :math:`G = 2 \Sigma_x (W - W^*)`, the output side needs no preconditioning, yet
+  :math:`R = \sum G^\top G` has the same nonzero spectrum as :math:`L`, so the default
+  :math:`R^{-1/4}` adds conditioning the loss does not have. On the κ = 100
+  least-squares problem of tests/test_kronecker.py it reaches the target in 19 steps where
+  two-sided Shampoo takes 48 and tuned Adam 81.
+
+  Args:
+    beta2: decay of the statistics' EMA :math:`\beta_2`, in (0, 1]; 0.999 (Anil et al.).
+      1 keeps running sums (the original Shampoo's AdaGrad-like statistics).
+    preconditioning_interval: steps between two root computations, an integer >= 1; 10
+      amortizes the roots, the expensive part, over ten steps.
+    start_preconditioning_step: the first step that computes roots and preconditions, an
+      integer >= 0; 10: the first steps run the graft alone while the statistics fill.
+    b1: decay of the momentum :math:`\beta_1`, in [0, 1); 0.9 (Adam's).
+    nesterov: Nesterov's look-ahead momentum (the graft is then NAdam); False.
+    graft: the update whose per-layer norm the preconditioned direction takes, one of
+      "adam", "rmsprop", "adagrad"; "adam" (Anil et al.).
+    graft_b2: decay of the graft's second-moment EMA, in [0, 1); 0.999 (Adam's).
+      Unused by the "adagrad" graft.
+    graft_eps: added to :math:`\sqrt{\hat v}` in the graft's denominator, >= 0; 1e-8
+      (Adam's).
+    ridge_epsilon: the ridge :math:`\epsilon`, relative to :math:`\lambda_{max}` of each
+      statistic, >= 0; 1e-6 (Anil et al.): it bounds the root's condition number where
+      the statistic is rank-deficient.
+    root_method: "eigh" (one eigendecomposition) or "newton" (the coupled Newton
+      iteration, matmuls only, integer roots only); "eigh": exact up to float32.
+    block_size: the longest preconditioned block, an integer >= 1, or None for 1024 on
+      every backend (state shapes, and so checkpoints, do not depend on the backend; on a
+      CPU a 1024-block's eigh is slow: 512 is a good choice there).
+    merge_small_dims: merge adjacent axes while their product stays within ``block_size``
+      (a conv kernel 3×3×64×128 becomes 576×128); True.
+    max_preconditioner_dim: axes longer than this get no factor, an integer >= 0; 8192
+      (a larger statistic costs more than it helps). 0 turns every factor off.
+    inverse_exponent_override: (keyword-only) None, or exponents by block order (and axis),
+      each in [0, 1]; with ``root_method="newton"`` every nonzero one must be ``1/p``,
+      ``p`` an integer; None: :math:`1/(2k)` everywhere.
+    state_dtype: (keyword-only) dtype of the moments, statistics and roots;
+      ``jnp.float32``: the roots need at least float32 (not validated).
+    mesh: (keyword-only) a ``jax.sharding.Mesh`` to split each refresh's roots over
+      (:func:`refresh_by_shape`; the same result); None: every device computes them all.
+    axis: (keyword-only) the mesh axis (or axes) of that split, one of ``mesh``'s;
+      "data".
+
+  Returns:
+    A ``GradientTransformation`` whose state is a :class:`ScaleByShampooState`.
+
+  Raises:
+    ValueError: at construction, naming the argument, when one is out of the range above.
   """
   _validate.in_range("beta2", beta2, 0.0, 1.0, low_closed=False)
   _validate.unit_interval("b1", b1)
@@ -163,26 +200,31 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   interval, start = preconditioning_interval, start_preconditioning_step
 
   def plans_of(leaves):
-    """Plans with ``precond`` False where the exponent is 0, and each factor's exponent."""
-    plans, exps = [], []
+    """Plans with ``precond`` False where the exponent is 0 (blocks padded for that), their
+    groups, and each statistic's exponent (group order, then axis order)."""
+    plans, leaf_exps = [], []
     for x in leaves:
       plan = make_plan(jnp.shape(x), bs, merge_small_dims, max_preconditioner_dim)
       e = _exponents(plan, override)
-      plans.append(plan._replace(precond=tuple(v > 0 for v in e)))
-      exps.extend(v for v in e if v > 0)
-    return plans, exps
+      plans.append(pad_plan(plan._replace(precond=tuple(v > 0 for v in e)), bs))
+      leaf_exps.append(e)
+    groups = group_plans(plans)  # one group: one order and one set of factor axes
+    for grp in groups:  # (an axis without a factor has a different block length)
+      assert all(leaf_exps[j] == leaf_exps[grp.members[0]] for j in grp.members), grp
+    exps = [v for grp in groups for v in leaf_exps[grp.members[0]] if v > 0]
+    return plans, groups, exps
 
   def root_fn(p):
-    if root_method == "eigh":
-      return lambda a: inverse_pth_root_eigh(a, p, ridge_epsilon)
-    return lambda a: inverse_pth_root_newton(a, p, ridge_epsilon)
+    if root_method == "eigh":  # a spectral function: exact on padded statistics as it is
+      return lambda a, mask: inverse_pth_root_eigh(a, p, ridge_epsilon)
+    return lambda a, mask: inverse_pth_root_newton(a, p, ridge_epsilon, mask=mask)
 
-  def refresh(stats, roots, exponents):
+  def refresh(stats, roots, exponents, masks):
     new, out = list(roots), None
     for p in sorted(set(exponents)):
       idx = [j for j, e in enumerate(exponents) if e == p]
-      out = refresh_by_shape(root_fn(p), [stats[j] for j in idx], mesh=mesh, axis=axis,
-                             after=out)
+      out = refresh_by_shape(root_fn(p), [stats[j] for j in idx], [masks[j] for j in idx],
+                             mesh=mesh, axis=axis, after=out)
       for j, r in zip(idx, out):
         new[j] = finite_or(r, roots[j]).astype(roots[j].dtype)
     return tuple(new)
@@ -190,7 +232,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   def init(params):
     _tree.check_real("scale_by_shampoo", params)
     leaves = jax.tree.leaves(params)
-    stats, roots = init_stats(plans_of(leaves)[0], state_dtype, eye_roots=True)
+    stats, roots = init_stats(plans_of(leaves)[1], state_dtype)
     return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
                                _tree.zeros_like(params, state_dtype), stats, roots)
 
@@ -199,22 +241,22 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     _tree.check_real("scale_by_shampoo", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     g_leaves, treedef = jax.tree.flatten(updates)
-    plans, exps = plans_of(g_leaves)
+    plans, groups, exps = plans_of(g_leaves)
     exponents = [_root_order(e) for e in exps]  # p of L^{-1/p}, one per statistic
     step, count = state.count, _tree.safe_increment(state.count)
     g = [x.astype(state_dtype) for x in g_leaves]
 
-    # Statistics, every step.
+    # Statistics, every step: one stack per group of one padded block shape.
     stats, it = [], iter(state.stats)
-    for x, plan in zip(g, plans):
-      if plan.rank:
-        xb = to_blocks(x, plan)
-        for i, use in enumerate(plan.precond):
-          if use:
-            stats.append(stat_update(next(it), xb, i, beta2))
+    for grp in groups:
+      xb = gather(g, plans, grp)
+      for i, use in enumerate(grp.precond):
+        if use:
+          stats.append(stat_update(next(it), xb, i, beta2))
     stats = tuple(stats)
+    masks = blocking_masks(plans, groups, state_dtype)
     do_refresh = (step >= start) & ((step - start) % interval == 0)
-    roots = jax.lax.cond(do_refresh, lambda: refresh(stats, state.roots, exponents),
+    roots = jax.lax.cond(do_refresh, lambda: refresh(stats, state.roots, exponents, masks),
                          lambda: tuple(state.roots))
 
     # Momentum and graft.
@@ -237,16 +279,15 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     # Preconditioned direction with the graft's per-layer norm.
     def preconditioned():
-      out, it = [], iter(roots)
-      for m, a, plan in zip(m_hat, grafted, plans):
-        if not plan.rank:
-          out.append(a)
-          continue
-        mats = [next(it) for use in plan.precond if use]
-        d = from_blocks(contract_axes(to_blocks(m, plan), mats, plan.precond), plan, like=a)
-        d_norm, a_norm = (jnp.sqrt(jnp.sum(jnp.square(x))) for x in (d, a))  # no reshape: sharded
-        ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
-        out.append(d * ratio)
+      out, it = list(grafted), iter(roots)
+      for grp in groups:
+        mats = [next(it) for use in grp.precond if use]
+        d = contract_axes(gather(m_hat, plans, grp), mats, grp.precond)
+        for j, dj in scatter(d, plans, grp, likes=grafted).items():
+          a = grafted[j]
+          d_norm, a_norm = (jnp.sqrt(jnp.sum(jnp.square(x))) for x in (dj, a))  # no reshape: sharded
+          ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
+          out[j] = dj * ratio
       return out
 
     out = jax.lax.cond(step >= start, preconditioned, lambda: grafted)

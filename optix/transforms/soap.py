@@ -10,8 +10,9 @@ from optix import _base, _tree, _validate
 from optix.transforms import moments
 from optix._sharding import check_axis
 from optix.transforms.blocking import (
-    block_size_of, check_shapes, contract_axes, from_blocks, init_stats, make_plan,
-    refresh_by_shape, stat_update, to_blocks)
+    block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
+    crop_blocks, masks as blocking_masks, pad_blocks, refresh_by_shape, scatter, split,
+    stat_update)
 from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr, finite_or
 
 _HI = jax.lax.Precision.HIGHEST
@@ -35,8 +36,9 @@ class ScaleBySoapState(NamedTuple):
   count: jax.Array       # int32, saturating
   mu: _base.Updates      # Adam's first moment in the eigenbasis: (N, b..) block stacks
   nu: _base.Updates      # Adam's second moment in the eigenbasis: (N, b..) block stacks
-  stats: tuple           # Kronecker statistics (N, b, b), one per preconditioned axis
-  bases: tuple           # their eigenbases Q (N, b, b)
+  stats: tuple           # Kronecker statistics (B, P, P), one per factor axis of each group
+                         # of leaves with one padded block shape (blocking.group_plans)
+  bases: tuple           # their eigenbases Q (B, P, P)
 
 
 def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
@@ -79,10 +81,36 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   rather than only permuted; ε is added to ``sqrt(v̂)`` as in Adam. With every axis
   left diagonal (``max_preconditioner_dim=0``) it is exactly ``optax.adam`` (a leaf
   without a basis makes its Adam step at step 0 too).
-  Defaults are the paper's (β = 0.95, 0.95, interval 10, 1-D params on Adam,
-  axes > 10000 not rotated). State: 2·Σ b² fp32 per block (stats + bases) + 8 bytes/param.
-  ``mesh``/``axis``: split the eigendecompositions / QRs over devices, as in
-  :func:`scale_by_shampoo`.
+  Shapes: see :mod:`optix.transforms.blocking` (blocks zero-padded to a few standard sizes
+  and stacked across leaves; the padded coordinates keep the identity in every basis, so
+  the padding changes no update). State: 2·Σ P² fp32 per padded block (stats + bases) +
+  8 bytes/param (the moments, on the real coordinates only).
+
+  Args:
+    b1: decay of Adam's first moment :math:`\beta_1`, in [0, 1); 0.95 (the paper's).
+    b2: decay of Adam's second moment :math:`\beta_2`, in [0, 1); 0.95 (the paper's).
+    eps: added to :math:`\sqrt{\hat v}` in the denominator, >= 0; 1e-8 (Adam's).
+    shampoo_beta: decay of the statistics' EMA, in (0, 1]; None (default) uses ``b2``, as
+      the paper does (so ``b2=0`` needs an explicit ``shampoo_beta``).
+    preconditioning_interval: steps between two basis refreshes (power iteration + QR), an
+      integer >= 1; 10 (the paper's).
+    block_size: the longest rotated block, an integer >= 1, or None for 1024 on every
+      backend (state shapes, and so checkpoints, do not depend on the backend).
+    merge_small_dims: merge adjacent axes while their product stays within
+      ``block_size``; False (the paper rotates each axis as it is).
+    max_preconditioner_dim: axes longer than this are not rotated, an integer >= 0; 10000
+      (the paper's). 0 makes every leaf plain Adam.
+    precondition_1d: rotate 1-D leaves too (one basis of size n); False: biases and gains
+      use plain Adam, as in the paper.
+    state_dtype: (keyword-only) dtype of the moments, statistics and bases;
+      ``jnp.float32``: the eigenbases need at least float32 (not validated).
+    mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions and QRs
+      over (the same result); None.
+    axis: (keyword-only) that split's mesh axis (or axes); "data".
+
+  Returns:
+    A ``GradientTransformation``; its state is a :class:`ScaleBySoapState`. An argument out
+    of its range raises ``ValueError`` at construction, naming it.
   """
   _validate.unit_interval("b1", b1)
   _validate.unit_interval("b2", b2)
@@ -106,83 +134,94 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     _tree.check_real("scale_by_soap", params)
     leaves, treedef = jax.tree.flatten(params)
     plans = plans_of(leaves)
-    stats, bases = init_stats(plans, state_dtype, eye_roots=True)
+    stats, bases = init_stats(group_plans(plans), state_dtype)
     moment = lambda: jax.tree.unflatten(treedef, [
         nu_like(x, p) if p.rank else _tree.zeros_like(x, state_dtype)
         for x, p in zip(leaves, plans)])
     return ScaleBySoapState(jnp.zeros([], jnp.int32), moment(), moment(), stats, bases)
 
-  def rotate_all(mu, nu, plans, old, new):
-    """m by the exact change of basis, v by the squared overlaps."""
-    out_m, out_v, it = [], [], 0
-    for m, v, plan in zip(mu, nu, plans):
-      if plan.rank:
-        o, n = old[it:it + plan.rank], new[it:it + plan.rank]
-        it += plan.rank
-        overlap = [jnp.matmul(jnp.swapaxes(a, -1, -2), b, precision=_HI) for a, b in zip(o, n)]
-        out_m.append(contract_axes(m, overlap, plan.precond))
-        out_v.append(rotate_second_moment(v, o, n, plan.precond))
-      else:
-        out_m.append(m)
-        out_v.append(v)
-    return out_m, out_v
+  def rotate_all(mu, nu, plans, groups, old, new):
+    """m by the exact change of basis, v by the squared overlaps, one stack per group."""
+    mu, nu, it = list(mu), list(nu), 0
+    for grp in groups:
+      k = sum(grp.precond)
+      o, n = old[it:it + k], new[it:it + k]
+      it += k
+      overlap = [jnp.matmul(jnp.swapaxes(a, -1, -2), b, precision=_HI) for a, b in zip(o, n)]
+      stack = lambda xs: jnp.concatenate([pad_blocks(xs[j], plans[j]) for j in grp.members])
+      m = split(contract_axes(stack(mu), overlap, grp.precond), grp)
+      v = split(rotate_second_moment(stack(nu), o, n, grp.precond), grp)
+      for j, mj, vj in zip(grp.members, m, v):
+        mu[j], nu[j] = crop_blocks(mj, plans[j]), crop_blocks(vj, plans[j])
+    return mu, nu
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_real("scale_by_soap", updates)
     g_leaves, treedef = jax.tree.flatten(updates)
     plans = plans_of(g_leaves)
+    groups = group_plans(plans)
     expected = jax.tree.unflatten(treedef, [
         jax.ShapeDtypeStruct(nu_like(x, p).shape if p.rank else jnp.shape(x), state_dtype)
         for x, p in zip(g_leaves, plans)])
     _tree.check_match("updates (in SOAP's block layout)", expected, "state.mu", state.mu)
     step, count = state.count, _tree.safe_increment(state.count)
     g = [x.astype(state_dtype) for x in g_leaves]
-    gb = [to_blocks(x, p) if p.rank else x for x, p in zip(g, plans)]
-
     old, mu, nu = tuple(state.bases), jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
 
-    # Adam in the basis of the previous steps' statistics: G' = Q_Lᵀ G Q_R, then back. A
-    # rotated leaf makes no update at step 0 (it has no basis yet), so its Adam count is
-    # one less than the step count; a leaf without a basis is plain Adam.
+    def adam(x, m, v, c1, c2):
+      m2, v2 = moments.ema_leaf(b1, m, x), moments.ema_sq_leaf(b2, v, x)
+      return moments.debias_leaf(m2, c1) / (jnp.sqrt(moments.debias_leaf(v2, c2)) + eps), m2, v2
+
+    # Adam in the basis of the previous steps' statistics: G' = Q_Lᵀ G Q_R, then back, one
+    # stack per group of one padded block shape. A rotated leaf makes no update at step 0
+    # (it has no basis yet), so its Adam count is one less than the step count; a leaf
+    # without a basis is plain Adam.
     live = step > 0
     corr = [(moments.correction(b1, k), moments.correction(b2, k)) for k in (count, step)]
-    out, new_mu, new_nu, it = [], [], [], 0
-    for x, m, v, plan, leaf in zip(gb, mu, nu, plans, g_leaves):
-      c1, c2 = corr[1 if plan.rank else 0]
-      if plan.rank:
-        q = old[it:it + plan.rank]
-        it += plan.rank
-        x = contract_axes(x, q, plan.precond)
-      m2, v2 = moments.ema_leaf(b1, m, x), moments.ema_sq_leaf(b2, v, x)
-      n = moments.debias_leaf(m2, c1) / (jnp.sqrt(moments.debias_leaf(v2, c2)) + eps)
-      if plan.rank:
-        n = from_blocks(contract_axes(n, [jnp.swapaxes(b, -1, -2) for b in q], plan.precond),
-                        plan, like=leaf)
-        n, m2, v2 = (jnp.where(live, y, z) for y, z in ((n, jnp.zeros_like(n)), (m2, m), (v2, v)))
-      out.append(n)
-      new_mu.append(m2)
-      new_nu.append(v2)
+    out, new_mu, new_nu = [None] * len(g), list(mu), list(nu)
+    for j, plan in enumerate(plans):
+      if not plan.rank:
+        out[j], new_mu[j], new_nu[j] = adam(g[j], mu[j], nu[j], *corr[0])
+    gb, it = [], 0
+    for grp in groups:
+      k = sum(grp.precond)
+      q = old[it:it + k]
+      it += k
+      gb.append(gather(g, plans, grp))
+      ns = []
+      for j, x in zip(grp.members, split(contract_axes(gb[-1], q, grp.precond), grp)):
+        # The padded coordinates of G' are exactly 0 (the bases keep them apart): the
+        # moments are kept on the real ones only.
+        n, m2, v2 = adam(crop_blocks(x, plans[j]), mu[j], nu[j], *corr[1])
+        new_mu[j], new_nu[j] = jnp.where(live, m2, mu[j]), jnp.where(live, v2, nu[j])
+        ns.append(pad_blocks(n, plans[j]))
+      n = contract_axes(ns[0] if len(ns) == 1 else jnp.concatenate(ns),
+                        [jnp.swapaxes(b, -1, -2) for b in q], grp.precond)
+      for j, u in scatter(n, plans, grp, likes=g_leaves).items():
+        out[j] = jnp.where(live, u, jnp.zeros_like(u))
 
     # Then the statistics, and the basis for the next step: eigh at step 0, a power
     # iteration every ``interval`` steps (moving m and v into it).
     stats, it = [], iter(state.stats)
-    for x, plan in zip(gb, plans):
-      for i, use in enumerate(plan.precond):
-        if use and plan.rank:
+    for grp, x in zip(groups, gb):
+      for i, use in enumerate(grp.precond):
+        if use:
           stats.append(stat_update(next(it), x, i, beta_s))
     stats = tuple(stats)
+    masks = blocking_masks(plans, groups, state_dtype)
 
     def first():  # m and v are still zero: nothing to rotate
       new = [finite_or(q, o).astype(o.dtype)
-             for q, o in zip(refresh_by_shape(eigenbasis_eigh, stats, mesh=mesh, axis=axis), old)]
+             for q, o in zip(refresh_by_shape(eigenbasis_eigh, stats, masks, mesh=mesh,
+                                              axis=axis), old)]
       return tuple(new), new_mu, new_nu
 
     def refresh():
       new = [finite_or(q, o).astype(o.dtype)
-             for q, o in zip(refresh_by_shape(eigenbasis_power_qr, stats, old, mesh=mesh,
+             for q, o in zip(refresh_by_shape(eigenbasis_power_qr, stats, old, masks, mesh=mesh,
                                               axis=axis), old)]
-      return (tuple(new),) + rotate_all(new_mu, new_nu, plans, old, new)
+      return (tuple(new),) + tuple(rotate_all(new_mu, new_nu, plans, groups, old, new))
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))
     bases, new_mu, new_nu = jax.lax.switch(branch, [first, refresh,
