@@ -38,16 +38,28 @@ def _name_mask(names):
 
 def muon_labels(muon_weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
                 adam_mask: AdamMask = None):
-  """The label function of :func:`muon`: params -> a tree of "muon" / "adam".
+  r"""The label function of :func:`muon`: params -> a tree of "muon" / "adam".
 
-  A leaf is "muon" when it is a matrix for ``muon_weight_dimension_numbers``
-  (optax's rule: None -> every 2-D leaf and nothing else; a tree of
-  ``MuonDimensionNumbers`` (or a prefix of one), or a callable params -> such a
-  tree -> every leaf whose entry is not None) and ``adam_mask`` is not True
-  there; every other leaf is "adam". ``adam_mask`` (optix): key names (any
-  key-path component equal to one of them, e.g. ``("embed", "head")``; a name
-  that matches no param raises ``ValueError``), a tree of bools like the params
-  (or a prefix), or a callable params -> bools; None selects nothing.
+  .. math::
+     \text{label}(p) = \text{"muon"} \iff d(p) \ne \text{None} \wedge \neg\,\text{adam\_mask}(p)
+
+  where :math:`d(p)` is the leaf's dimension numbers (optax's rule); every other
+  leaf is "adam". Print it on your params to see where each leaf goes.
+
+  Args:
+    muon_weight_dimension_numbers: None (optax's default: every 2-D leaf is a
+      matrix, nothing else is); a ``MuonDimensionNumbers`` for every leaf; a tree
+      of them like the params (or a prefix), where None marks a non-matrix; or a
+      callable params -> such a tree. The same value :func:`muon` takes.
+    adam_mask: (optix) leaves to label "adam" although they are matrices: key
+      names (any key-path component equal to one of them, e.g.
+      ``("embed", "head")``; a name that matches no param raises ``ValueError``
+      when the labels are computed), a tree of bools like the params (or a
+      prefix), or a callable params -> bools; None selects nothing.
+
+  Returns:
+    A function params -> a tree like the params of "muon" / "adam" strings
+    (``optax.partition``'s ``param_labels``).
   """
   if isinstance(adam_mask, (list, tuple)) and all(isinstance(n, str) for n in adam_mask):
     adam_mask = _name_mask(tuple(adam_mask))

@@ -280,8 +280,22 @@ def matrix_view(shape, dimension_numbers: Optional[MuonDimensionNumbers] = None
   So ``(in, out)`` is itself, a conv kernel ``(kh, kw, in, out)`` with
   ``MuonDimensionNumbers((0, 1, 2), 3)`` is ``(kh·kw·in, out)``, and
   ``(layers, in, out)`` with ``MuonDimensionNumbers(1, 2)`` is ``layers``
-  matrices ``(in, out)``. Raises ``ValueError`` for rank < 2, overlapping or
-  empty axis sets, and non-2-D leaves without dimension numbers.
+  matrices ``(in, out)``.
+
+  Args:
+    shape: the leaf's shape (a tuple of ints, rank >= 2).
+    dimension_numbers: a ``MuonDimensionNumbers(reduction_axis, output_axis)``
+      (ints or tuples of ints, disjoint and non-empty), or None: the leaf must be
+      2-D (optax's default, ``MuonDimensionNumbers(0, 1)``).
+
+  Returns:
+    ``(count, fan_in, fan_out)``, a NamedTuple: the leaf is ``count`` matrices of
+    ``fan_in`` rows (the product of the reduction sizes) and ``fan_out`` columns.
+    Shape and RMS factors (:func:`optix.muon`) read ``fan_in`` and ``fan_out``.
+
+  Raises:
+    ValueError: rank < 2, overlapping or empty axis sets, or a non-2-D leaf
+      without dimension numbers.
   """
   return matrix_layout(shape, dimension_numbers)[1]
 
@@ -297,6 +311,16 @@ def flax_dimension_numbers(stacked_axes=0):
   like the params (or a prefix of them), or a callable params -> such a tree.
   Pass the result as ``muon_weight_dimension_numbers`` (or
   ``weight_dimension_numbers``).
+
+  Args:
+    stacked_axes: how many leading axes of each leaf index stacked layers: an
+      int >= 0 for every leaf (0: none, the default, for plain flax modules), a
+      tree of ints like the params (or a prefix of them), or a callable params ->
+      such a tree (e.g. 1 for the kernels of an ``nn.scan``-ed block).
+
+  Returns:
+    A callable params -> a tree like the params of ``MuonDimensionNumbers``
+    (reduction axes ``stacked_axes .. ndim-2``, output axis ``ndim-1``) or None.
   """
   if isinstance(stacked_axes, int):
     _validate.integer("stacked_axes", stacked_axes, 0)
