@@ -33,7 +33,7 @@ OPTIMIZERS = {
     "adamw": lambda: optix.adamw(1e-3),
     "shampoo": lambda: optix.shampoo(1e-3),
     "soap": lambda: optix.soap(1e-3),
-    "muon": lambda: optix.muon(0.02, 1e-3),
+    "muon": lambda: optix.muon(0.02, adam_learning_rate=1e-3),
     "psgd_kron": lambda: optix.psgd_kron(1e-3),
 }
 
