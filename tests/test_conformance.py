@@ -176,9 +176,6 @@ BF16_AGREES = {("rprop", "multisteps"), ("sign_sgd", "masked"), ("signum", "mult
 F64_DIFFERENCES = {
     "inject_hyperparams": "deliberate: optix.inject_hyperparams injects float32 values by "
                           "default (optax: the params' dtype); hyperparam_dtype=None is optax's",
-    "ademamix": "gap: AdEMAMix computes its alpha/beta3 warmups and bias corrections from a "
-                "float32 step count, so float64 runs carry float32 rounding",
-    "scale_by_ademamix": "gap: as ademamix (float32 step-count arithmetic)",
 }
 
 # Already held to optax's numbers step for step by tests/test_linesearch_conformance.py;

@@ -86,16 +86,15 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: _base.ScalarOrSche
     b3_t = b3(state.count_m2) if callable(b3) else b3
     alpha_t = alpha(state.count_m2) if callable(alpha) else alpha
     count = _tree.safe_increment(state.count)
-    t = count.astype(jnp.float32)
-    c1, c2 = 1 - b1 ** t, 1 - b2 ** t
     g = _tree.cast_like(updates, state.m1)  # compute in the state dtype
     m1 = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, g, state.m1)
     m2 = jax.tree.map(lambda g, m: (1 - b3_t) * g + b3_t * m, g, state.m2)
     nu = jax.tree.map(lambda g, v: (1 - b2) * abs_sq(g).astype(v.dtype) + b2 * v, g, state.nu)
 
     def direction(a, b, v):
-      denom = jnp.sqrt(v / c2.astype(v.dtype) + eps_root) + eps
-      return (a / c1.astype(v.dtype) + alpha_t * b) / denom
+      t = count.astype(v.dtype)  # bias corrections in the state's float kind (f64 stays f64)
+      denom = jnp.sqrt(v / (1 - b2 ** t) + eps_root) + eps
+      return (a / (1 - b1 ** t).astype(a.dtype) + alpha_t * b) / denom
 
     out = jax.tree.map(direction, m1, m2, nu)
     return _tree.cast_like(out, updates), ScaleByAdemamixState(
