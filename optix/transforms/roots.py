@@ -40,6 +40,21 @@ def inverse_pth_root_eigh(a: jax.Array, p: float, ridge_epsilon: float = 1e-6) -
   Exact up to the float32 eigensolver (``‖X^p A - I‖ ≈ κ(A)·2^{-24}``). Singular
   input is fine (its null space gets the ridge); an all-zero matrix gives
   ``ε^{-1/p} I``. Batched over leading axes (one LAPACK/cuSOLVER call).
+
+  Args:
+    a: the symmetric positive semi-definite matrices, shape ``(..., n, n)``; only their
+      symmetric part is used. Not validated (a low-level routine: the transforms that call it
+      check their own arguments).
+    p: the root, a float > 0: the result is the ``-1/p`` power. Shampoo passes ``2k`` for a
+      rank-``k`` tensor's factors (4 for a matrix), or ``1/e`` for an exponent override ``e``.
+      No default. Not validated.
+    ridge_epsilon: ε of the ridge ``ε λ_max``, relative to each matrix's largest eigenvalue
+      so that it scales with the statistic; default 1e-6 (Shampoo's): small enough to leave a
+      well-conditioned matrix's root unchanged, large enough to bound the root of a singular
+      one. A float >= 0 (0 makes a singular input's root infinite); not validated here.
+
+  Returns:
+    The roots ``(A + ε λ_max I)^{-1/p}``, same shape and dtype as ``a``.
   """
   a = _sym(a)
   w, v = jnp.linalg.eigh(a)
@@ -131,6 +146,24 @@ def inverse_pth_root_newton(a: jax.Array, p: int, ridge_epsilon: float = 1e-6,
   ``mask`` (``(..., n)``, see the module docstring): the ridge goes on the real diagonal
   only, padded coordinates start at ``M = I`` and the residual is taken over the real block,
   so the iteration, its stopping step and the real block of ``X`` are the unpadded ones.
+
+  Args:
+    a: the symmetric positive semi-definite matrices, shape ``(..., n, n)``. Not validated
+      (a low-level routine: the transforms that call it check their own arguments).
+    p: the root, a positive integer (``T_k^p`` is a matrix power): the result is the ``-1/p``
+      power. No default. Not validated.
+    ridge_epsilon: ε of the ridge ``ε λ_max`` (λ_max by power iteration), relative so that it
+      scales with the statistic; default 1e-6, as Shampoo's. A float > 0 keeps a singular input
+      invertible; not validated here.
+    max_iters: the most Newton steps, an int >= 1; default 100, far more than a well-scaled
+      matrix needs (the stopping rules end the loop first). Not validated here.
+    tol: the loop stops once ``max|M_k - I| <= tol``; default 1e-6, near float32 rounding of
+      an identity. A float >= 0; not validated here.
+    mask: None (default: every coordinate is real), or a boolean ``(..., n)`` marking the real
+      coordinates of zero-padded matrices, as above.
+
+  Returns:
+    The roots ``(A + ε λ_max I)^{-1/p}``, same shape and dtype as ``a``.
   """
   batch = a.shape[:-2]
   flat = a.reshape((-1,) + a.shape[-2:])
