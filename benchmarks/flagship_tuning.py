@@ -8,7 +8,9 @@ seed: its own model initialisation and batch order), and a table of the final va
 Each (scale, seed) runs once, as its own process, all optimizers in it; its results file under
 ``--out`` is kept, so an interrupted sweep resumes where it stopped. The table gives, per
 optimizer, the mean final validation loss at each scale and, at its best scale (lowest mean),
-mean ± half the spread over seeds and the gap to AdamW's best.
+mean ± half the spread over seeds, the gap to AdamW's best, the first evaluated step at which
+each seed's validation loss reaches AdamW's best mean (mean over seeds; "—" where a seed never
+does) and the step time (median over seeds, from the same process as the others at that scale).
 """
 
 import argparse
@@ -41,19 +43,35 @@ def run(optimizers, scale, seed, steps, out):
   return done
 
 
-def table(finals, scales, seeds, reference="adamw"):
-  """finals[name][scale] -> list of final val losses over seeds."""
-  best = {n: min(scales, key=lambda s: np.mean(finals[n][s])) for n in finals}
-  ref = np.mean(finals[reference][best[reference]]) if reference in finals else None
+def first_step_at(result, target):
+  """The first evaluated step whose validation loss is <= target (None if none is)."""
+  return next((t for t, v in zip(result["val_steps"], result["val"]) if v <= target), None)
+
+
+def table(runs, scales, seeds, reference="adamw"):
+  """runs[name][scale] -> list of result dicts over seeds (val_steps, val, ms)."""
+  final = lambda rs: [r["val"][-1] for r in rs]
+  best = {n: min(scales, key=lambda s: np.mean(final(runs[n][s]))) for n in runs}
+  ref = np.mean(final(runs[reference][best[reference]])) if reference in runs else None
   head = ("| optimizer | " + " | ".join(f"× {s:g}" for s in scales)
-          + f" | best: val loss (seeds {','.join(map(str, seeds))}) | vs {reference} |")
-  lines = [head, "|" + "---|" * (len(scales) + 3)]
-  for n, by_scale in finals.items():
-    v = np.asarray(by_scale[best[n]])
-    cells = [f"{np.mean(by_scale[s]):.4f}" for s in scales]
-    gap = f"{100 * (v.mean() / ref - 1):+.2f}%" if ref is not None else "—"
+          + f" | best: val loss (seeds {','.join(map(str, seeds))}) | vs {reference}"
+          + f" | steps to {reference}'s best | ms / step |")
+  lines = [head, "|" + "---|" * (len(scales) + 5)]
+  for n, by_scale in runs.items():
+    v = np.asarray(final(by_scale[best[n]]))
+    cells = [f"{np.mean(final(by_scale[s])):.4f}" for s in scales]
+    gap, reach = "—", "—"
+    if ref is not None:
+      gap = f"{100 * (v.mean() / ref - 1):+.2f}%"
+      steps = [first_step_at(r, ref) for r in by_scale[best[n]]]
+      if n == reference:
+        reach = f"{by_scale[best[n]][0]['val_steps'][-1]} (its end)"
+      elif all(t is not None for t in steps):
+        reach = f"{np.mean(steps):.0f}"
+    ms = np.median([r["ms"] for r in by_scale[best[n]]])
     lines.append(f"| {n} | " + " | ".join(cells)
-                 + f" | {v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f} (× {best[n]:g}) | {gap} |")
+                 + f" | {v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f} (× {best[n]:g}) | {gap}"
+                 + f" | {reach} | {ms:.0f} |")
   return "\n".join(lines)
 
 
@@ -70,16 +88,16 @@ def main():
   seeds = [int(s) for s in args.seeds.split(",")]
   out = pathlib.Path(args.out) / f"steps{args.steps}"
   os.makedirs(out, exist_ok=True)
-  finals = {n: {s: [] for s in scales} for n in optimizers}
+  runs = {n: {s: [] for s in scales} for n in optimizers}
   for seed in seeds:
     for scale in scales:
       results = run(optimizers, scale, seed, args.steps, out)
       for n in optimizers:
         if n in results:
-          finals[n][scale].append(results[n]["val"][-1])
+          runs[n][scale].append(results[n])
       print(f"done: scale {scale:g}, seed {seed}", file=sys.stderr, flush=True)
-  finals = {n: v for n, v in finals.items() if all(v[s] for s in scales)}
-  print(table(finals, scales, seeds))
+  runs = {n: v for n, v in runs.items() if all(v[s] for s in scales)}
+  print(table(runs, scales, seeds))
 
 
 if __name__ == "__main__":

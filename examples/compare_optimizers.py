@@ -105,6 +105,7 @@ MENU = {
     "muon": _muon(2e-2, 3e-3),
     "shampoo": _menu_item("shampoo", 3e-3, beta2=0.99, graft_b2=0.99),
     "soap": _menu_item("soap", 3e-3, b1=0.9, b2=0.99),
+    "psgd": _menu_item("psgd_kron", 1e-3),
     # The field's newer optimizers. Prodigy estimates its own step size: its "peak" is the
     # multiplier of that estimate, 1.0 as its paper recommends, under the run's schedule shape;
     # safeguard_warmup as its paper advises with a warmup (a learning rate of 0 at step 0 makes
