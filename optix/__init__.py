@@ -124,9 +124,10 @@ from optix.free_optimizers import (  # noqa: E402
 from optix.field_optimizers import (  # noqa: E402
     ademamix, adopt, cautious_adamw, cautious_lion, lamb, lars, mars_adamw)
 from optix.optax_family import (  # noqa: E402
-    acprop, adabelief, adadelta, adamax, adamaxw, adan, amsgrad, fromage, lookahead, madgrad,
-    momo, momo_adam, novograd, noisy_sgd, optimistic_adam, optimistic_gradient_descent,
-    polyak_sgd, radam, reduce_on_plateau, rprop, sam, sign_sgd, signum, simplified_ademamix, sm3,
-    yogi)
-from optix.optax_family import (  # noqa: E402
-    galore, normalize, optimistic_adam_v2, sophia, split_real_and_imaginary)
+    adabelief, adadelta, adamax, adamaxw, adan, amsgrad, fromage, novograd, noisy_sgd,
+    optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent, polyak_sgd, radam, rprop,
+    sign_sgd, signum, sm3, yogi)
+from optix.optax_contrib import (  # noqa: E402
+    acprop, galore, madgrad, momo, momo_adam, simplified_ademamix, sophia)
+from optix.optax_wrappers import (  # noqa: E402
+    lookahead, normalize, reduce_on_plateau, sam, split_real_and_imaginary)

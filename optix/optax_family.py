@@ -1,17 +1,16 @@
-"""optax's other optimizer aliases, under optix's names and guarantees.
+"""optax's other optimizer aliases (its main namespace), under optix's names and guarantees.
 
 optix adds no new math to these: each is optax's alias (same signature, same
 numbers) built after its hyperparameters are validated, and run through
 :func:`optix.transforms.adapter.from_optax` so its state is float32 for bf16/fp16
 params (float64 for float64), donation-safe, and its errors name the leaves.
 Aliases whose math is defined for real params only reject complex ones.
+optax.contrib's optimizers are in :mod:`optix.optax_contrib`; the wrappers of another
+optimizer (lookahead, SAM, reduce-on-plateau) in :mod:`optix.optax_wrappers`.
 """
 
-import jax
-import jax.numpy as jnp
 import optax
 
-from optix import _base, _tree
 from optix import _validate as v
 from optix.transforms.adapter import optax_alias, scalars_as_vectors
 
@@ -23,12 +22,17 @@ def _alias(fn, checks, doc, real_only=True, wrap=None):
                      wrap=wrap)
 
 
-def _adam_checks(**more):
+def adam_checks(**more):
+  """The checks of Adam's shared hyperparameters (learning rate, b1, b2, eps), with ``more``.
+
+  Args:
+    **more: further ``{argument: check(name, value)}`` entries.
+  """
   return dict(learning_rate=_lr, b1=v.unit_interval, b2=v.unit_interval, eps=v.nonnegative,
               **more)
 
 
-radam = _alias(optax.radam, _adam_checks(eps_root=v.nonnegative, threshold=v.finite), r"""
+radam = _alias(optax.radam, adam_checks(eps_root=v.nonnegative, threshold=v.finite), r"""
 RAdam (Liu et al. 2020, arXiv 1908.03265): Adam with the variance of the adaptive
 rate rectified; SGD with momentum while :math:`\rho_t \le` ``threshold`` (5).
 
@@ -53,7 +57,7 @@ Args:
   nesterov: use the Nesterov form of the first moment. Default False (plain RAdam).
 """, real_only=False)
 
-adabelief = _alias(optax.adabelief, _adam_checks(eps_root=v.nonnegative), r"""
+adabelief = _alias(optax.adabelief, adam_checks(eps_root=v.nonnegative), r"""
 AdaBelief (Zhuang et al. 2020, arXiv 2010.07468): Adam whose second moment tracks
 :math:`(g - m)^2`, the "belief" in the gradient; ε = 1e-16, eps_root = 1e-16 as in the paper.
 
@@ -73,7 +77,7 @@ Args:
   nesterov: use a Nesterov look-ahead first moment. Default False (the paper's form).
 """)
 
-yogi = _alias(optax.yogi, _adam_checks(), r"""
+yogi = _alias(optax.yogi, adam_checks(), r"""
 Yogi (Zaheer et al. 2018, NeurIPS): Adam with an additive second-moment update.
 
 .. math:: v_t = v - (1-\beta_2)\,\mathrm{sign}(v - g^2)\, g^2, \quad
@@ -92,7 +96,7 @@ Args:
     larger than Adam's for stability). Valid range: >= 0 (ValueError otherwise).
 """)
 
-amsgrad = _alias(optax.amsgrad, _adam_checks(eps_root=v.nonnegative), r"""
+amsgrad = _alias(optax.amsgrad, adam_checks(eps_root=v.nonnegative), r"""
 AMSGrad (Reddi et al. 2018, arXiv 1904.09237): Adam dividing by the running maximum of v.
 
 .. math:: \hat v_t = \max(\hat v_{t-1}, v_t), \quad
@@ -116,7 +120,7 @@ Args:
     Default True (optax's); False is the original algorithm.
 """)
 
-adamax = _alias(optax.adamax, _adam_checks(), r"""
+adamax = _alias(optax.adamax, adam_checks(), r"""
 AdaMax (Kingma & Ba 2015, arXiv 1412.6980 §7): Adam with the infinity norm.
 
 .. math:: u_t = \max(\beta_2 u, |g|), \quad
@@ -133,7 +137,7 @@ Args:
     (ValueError otherwise).
 """)
 
-adamaxw = _alias(optax.adamaxw, _adam_checks(weight_decay=v.nonnegative), r"""
+adamaxw = _alias(optax.adamaxw, adam_checks(weight_decay=v.nonnegative), r"""
 AdaMax with decoupled weight decay (arXiv 1412.6980, 1711.05101).
 
 .. math:: \theta \leftarrow \theta - \eta\,(\hat m_t / (u_t + \epsilon) + \lambda\theta)
@@ -153,7 +157,7 @@ Args:
     all leaves. The AdaMax scaling applies to every leaf either way.
 """)
 
-novograd = _alias(optax.novograd, _adam_checks(eps_root=v.nonnegative,
+novograd = _alias(optax.novograd, adam_checks(eps_root=v.nonnegative,
                                                weight_decay=v.nonnegative), r"""
 NovoGrad (Ginsburg et al. 2019, arXiv 1905.11286): layer-wise second moments.
 
@@ -343,7 +347,7 @@ Args:
     is the standard optimistic step). Valid range: >= 0 (ValueError otherwise).
 """, real_only=False)
 
-optimistic_adam = _alias(optax.optimistic_adam, _adam_checks(eps_root=v.nonnegative), r"""
+optimistic_adam = _alias(optax.optimistic_adam, adam_checks(eps_root=v.nonnegative), r"""
 Optimistic Adam (Daskalakis et al. 2018, arXiv 1711.00141): Adam's direction with an
 optimistic correction, for min-max games.
 
@@ -386,229 +390,9 @@ Args:
     both raises ValueError (optax's check).
 """)
 
-def lookahead(fast_optimizer: optax.GradientTransformation, sync_period: int,
-              slow_step_size: float, reset_state: bool = False) -> _base.GradientTransformation:
-  r"""Lookahead (Zhang et al. 2019, arXiv 1907.08610): every ``sync_period`` steps the slow
-  weights move a fraction α = ``slow_step_size`` of the way to the fast ones, and the fast
-  restart from them.
-
-  .. math:: \phi \leftarrow \phi + \alpha(\theta_k - \phi), \quad \theta \leftarrow \phi
-
-  Params are ``optax.LookaheadParams(fast, slow)`` and the gradients are the fast params'
-  (``jax.grad(loss)(params.fast)``); the updates returned are ``LookaheadParams`` in the
-  params' dtypes. ``reset_state`` re-initializes the fast optimizer at each
-  synchronization. The state is ``fast_optimizer``'s (its dtype policy) and a step count.
-  optax's transform, validated here (``sync_period`` an integer >= 1, α in [0, 1]).
-
-  Args:
-    fast_optimizer: the transform that steps the fast params every step (any
-      optax or optix ``GradientTransformation``); required.
-    sync_period: k, fast steps between synchronizations; required (no default,
-      as in optax; the paper uses 5 or 10). Valid range: an integer >= 1
-      (ValueError otherwise).
-    slow_step_size: α, the fraction of the way the slow weights move towards
-      the fast ones; required (the paper uses 0.5). Valid range: [0, 1]
-      (ValueError otherwise).
-    reset_state: re-initialize ``fast_optimizer``'s state at each
-      synchronization. Default False (the paper keeps it).
-  """
-  v.integer("sync_period", sync_period, 1)
-  v.in_range("slow_step_size", slow_step_size, 0.0, 1.0)
-  tx = optax.lookahead(fast_optimizer, sync_period, slow_step_size, reset_state)
-
-  def init(params):
-    if not isinstance(params, optax.LookaheadParams):
-      raise ValueError("lookahead's params must be optax.LookaheadParams(fast, slow), got "
-                       f"{type(params).__name__}")
-    return _copy_arrays(tx.init(params))
-
-  def update(updates, state, params=None, **extra_args):
-    del extra_args  # optax's lookahead passes none to the fast optimizer
-    _tree.require_params("lookahead", params)
-    _tree.check_match("updates", updates, "params.fast", params.fast)
-    out, new_state = tx.update(updates, state, params)
-    return (optax.LookaheadParams(_tree.cast_like(out.fast, params.fast),
-                                  _tree.cast_like(out.slow, params.slow)),
-            new_state)
-
-  return _base.GradientTransformation(init, update)
-
-
-def _copy_arrays(tree):
-  """A copy of every array leaf: no state buffer is shared with the params (donation)."""
-  return jax.tree.map(lambda x: jnp.array(x, copy=True) if hasattr(x, "dtype") else x, tree)
-
-
-madgrad = _alias(optax.contrib.madgrad, dict(learning_rate=_lr, momentum=v.unit_interval,
-                                             weight_decay=v.nonnegative, eps=v.nonnegative),
-                 r"""
-MADGRAD (Defazio & Jelassi 2021, arXiv 2101.11075): dual averaging with a cube-root
-AdaGrad denominator and momentum by averaging.
-
-.. math:: z_t = x_0 - \frac{\sum_s \lambda_s g_s}{\sqrt[3]{\sum_s \lambda_s g_s^2} + \epsilon},
-   \quad x_{t+1} = (1-c) x_t + c\, z_t
-
-Args:
-  learning_rate: the step size η, a float or a schedule of the step count; no
-    default (optax's). Valid range: [0, inf) (ValueError otherwise).
-  momentum: the averaging weight :math:`1-c` of the iterate (momentum by
-    averaging). Default 0.9 (the paper's). Valid range: [0, 1) (ValueError otherwise).
-  weight_decay: L2 decay added to the gradient. Default 0 (none). Valid range:
-    >= 0 (ValueError otherwise).
-  eps: added to the cube root in the denominator. Default 1e-6 (the paper's).
-    Valid range: >= 0 (ValueError otherwise).
-""")
-
-momo = _alias(optax.contrib.momo, dict(learning_rate=_lr, beta=v.unit_interval,
-                                       weight_decay=v.nonnegative), r"""
-MoMo (Schaipp et al. 2023, arXiv 2305.07583): momentum SGD with a Polyak-type
-step size from a model of the loss; needs the loss as the extra argument ``value``.
-
-.. math:: \theta \leftarrow \theta - \min\big(\eta, \frac{(\bar f - f^* + \langle \bar d,
-   \theta\rangle - \bar\gamma)_+}{\lVert \bar d\rVert^2}\big) \bar d
-
-Args:
-  learning_rate: the cap η on MoMo's adaptive step, a float or a schedule.
-    Default 1 (optax's: the adaptive term usually binds, so η can be large).
-    Valid range: [0, inf) (ValueError otherwise).
-  beta: decay of the momentum EMA of gradients and losses. Default 0.9. Valid
-    range: [0, 1) (ValueError otherwise).
-  lower_bound: the loss lower bound :math:`f^*`. Default 0 (right for losses
-    that can reach zero). Not validated here.
-  weight_decay: decay λ, applied inside MoMo's step. Default 0 (none). Valid
-    range: >= 0 (ValueError otherwise).
-  adapt_lower_bound: estimate :math:`f^*` online (MoMo*) instead of using
-    ``lower_bound``. Default False.
-""")
-
-momo_adam = _alias(optax.contrib.momo_adam, _adam_checks(weight_decay=v.nonnegative), r"""
-MoMo-Adam (Schaipp et al. 2023, arXiv 2305.07583): MoMo's step size on Adam's
-preconditioned direction; needs the loss as the extra argument ``value``.
-
-Args:
-  learning_rate: the cap η on the adaptive step, a float or a schedule.
-    Default 1e-2 (optax's). Valid range: [0, inf) (ValueError otherwise).
-  b1: decay of the first-moment EMA. Default 0.9. Valid range: [0, 1).
-  b2: decay of the second-moment EMA. Default 0.999. Valid range: [0, 1)
-    (ValueError otherwise).
-  eps: Adam's denominator term. Default 1e-8. Valid range: >= 0.
-  lower_bound: the loss lower bound :math:`f^*`. Default 0. Not validated here.
-  weight_decay: decoupled decay λ, in AdamW's manner. Default 0 (none). Valid
-    range: >= 0 (ValueError otherwise).
-  adapt_lower_bound: estimate :math:`f^*` online instead of using
-    ``lower_bound``. Default False.
-""")
-
-acprop = _alias(optax.contrib.acprop, _adam_checks(eps_root=v.nonnegative,
-                                                   weight_decay=v.nonnegative), r"""
-ACProp (Zhuang et al. 2021, arXiv 2110.05454): AdaBelief's centered second moment,
-applied asynchronously (the previous step's :math:`s` normalizes the current gradient).
-
-.. math:: \theta \leftarrow \theta - \eta\, m_t / (\sqrt{s_{t-1}} + \epsilon)
-
-Args:
-  learning_rate: the step size η, a float or a schedule of the step count; no
-    default (optax's). Valid range: [0, inf) (ValueError otherwise).
-  b1: decay of the first-moment EMA. Default 0.9. Valid range: [0, 1).
-  b2: decay of the centered second moment :math:`s`. Default 0.999. Valid
-    range: [0, 1) (ValueError otherwise).
-  eps: added to :math:`\sqrt{s_{t-1}}` in the denominator. Default 1e-16 (as
-    AdaBelief's). Valid range: >= 0 (ValueError otherwise).
-  eps_root: added to :math:`s` under the square root. Default 1e-16. Valid
-    range: >= 0 (ValueError otherwise).
-  weight_decay: decay λ multiplied by the learning rate (PyTorch's convention).
-    Default 0 (none). Valid range: >= 0 (ValueError otherwise).
-  mask: which leaves get weight decay: bools like (a prefix of) the params, or
-    a function returning them; None (default): all leaves.
-""")
-
-simplified_ademamix = _alias(
-    optax.contrib.simplified_ademamix,
-    dict(learning_rate=_lr, b1=v.unit_interval, b2=v.unit_interval, alpha=v.nonnegative,
-         eps=v.nonnegative, eps_root=v.nonnegative, weight_decay=v.nonnegative), r"""
-Simplified AdEMAMix (Morwani et al. 2024, arXiv 2502.02431): one momentum
-accumulated without the (1-β1) factor, mixed with the gradient.
-
-.. math:: m = \beta_1 m + g, \quad \theta \leftarrow \theta - \eta\,\frac{\alpha g + m}
-   {\sqrt{\hat v} + \epsilon}
-
-Args:
-  learning_rate: the step size η, a float or a schedule of the step count; no
-    default (optax's). Valid range: [0, inf) (ValueError otherwise).
-  b1: decay of the momentum :math:`m` (accumulated without :math:`1-\beta_1`).
-    Default 0.99 (optax's). Valid range: [0, 1) (ValueError otherwise).
-  b2: decay of the second-moment EMA. Default 0.95 (optax's). Valid range:
-    [0, 1) (ValueError otherwise).
-  alpha: weight α of the current gradient next to :math:`m`, a float or a
-    schedule. Default 0 (optax's: the step is the momentum alone). Valid range:
-    >= 0 (ValueError otherwise).
-  eps: added to :math:`\sqrt{\hat v}` in the denominator. Default 1e-8. Valid
-    range: >= 0 (ValueError otherwise).
-  eps_root: added to :math:`\hat v` under the square root. Default 0. Valid
-    range: >= 0 (ValueError otherwise).
-  weight_decay: decay λ multiplied by the learning rate. Default 0 (none).
-    Valid range: >= 0 (ValueError otherwise).
-  mask: the leaves that get weight decay (bools like the params, or a function
-    of them); None (default): all.
-""")
-
-sam = _alias(optax.contrib.sam, dict(sync_period=lambda n, x: v.integer(n, x, 1)), r"""
-Sharpness-aware minimization (Foret et al. 2021, arXiv 2010.01412): ``adv_optimizer``
-takes ``sync_period - 1`` ascent steps to a nearby worst point, then ``optimizer``
-steps from the original params with the gradient found there.
-
-.. math:: \tilde\theta = \theta + \rho\, g/\lVert g\rVert, \quad
-   \theta \leftarrow \theta - \eta\,\nabla f(\tilde\theta)
-
-Args:
-  optimizer: the outer optimizer, which steps from the original params with the
-    gradient at the perturbed point. Required.
-  adv_optimizer: the inner (adversarial) optimizer taking the ascent steps,
-    e.g. ``chain(normalize(), sgd(rho))`` (optax's example). Required.
-  sync_period: steps per SAM cycle: ``sync_period - 1`` adversarial steps and
-    one outer step. Default 2 (one ascent step, Foret et al.'s SAM). Valid
-    range: an integer >= 1 (ValueError otherwise).
-  reset_state: re-initialize ``adv_optimizer``'s state after each outer step.
-    Default True.
-  opaque_mode: run the adversarial steps inside each ``update`` (it then needs
-    the extra argument ``grad_fn``), so the caller sees only outer steps; use it
-    when anything else the step touches (e.g. BatchNorm statistics) must not see
-    the perturbed params. Default False: one optimizer per call.
-  batch_axis_name: with ``opaque_mode``, the ``pmap`` axis over which the inner
-    gradients are averaged; None (default): no averaging.
-""", real_only=False)
-
-reduce_on_plateau = _alias(
-    optax.contrib.reduce_on_plateau,
-    dict(factor=lambda n, x: v.in_range(n, x, 0.0, 1.0), patience=v.nonnegative,
-         rtol=v.nonnegative, atol=v.nonnegative, cooldown=v.nonnegative,
-         accumulation_size=lambda n, x: v.in_range(n, x, 1.0), min_scale=v.nonnegative), r"""
-Reduce on plateau (as in Keras/PyTorch's ``ReduceLROnPlateau``): multiplies the
-updates by a scale that drops by ``factor`` after ``patience`` steps without relative
-improvement ``rtol`` of the loss (the extra argument ``value``, averaged over
-``accumulation_size`` steps).
-
-Args:
-  factor: multiplier of the scale at each reduction. Default 0.1 (Keras's and
-    PyTorch's). Valid range: [0, 1] (ValueError otherwise).
-  patience: steps without improvement before a reduction. Default 10. Valid
-    range: >= 0 (ValueError otherwise; an integer is expected but not checked).
-  rtol: relative improvement of the (averaged) loss over the best one that
-    counts as progress. Default 1e-4. Valid range: >= 0 (ValueError otherwise).
-  atol: absolute improvement that counts as progress. Default 0. Valid range:
-    >= 0 (ValueError otherwise).
-  cooldown: steps after a reduction before ``patience`` counts again. Default
-    0. Valid range: >= 0 (ValueError otherwise).
-  accumulation_size: losses averaged before each plateau test (1 for an
-    evaluation loss; larger for noisy minibatch losses). Default 1. Valid
-    range: >= 1 (ValueError otherwise).
-  min_scale: the scale stops decreasing here. Default 0 (no floor). Valid
-    range: >= 0 (ValueError otherwise).
-""", real_only=False)
-
 optimistic_adam_v2 = _alias(
     optax.optimistic_adam_v2,
-    _adam_checks(alpha=v.nonnegative, beta=v.nonnegative, eps_root=v.nonnegative), r"""
+    adam_checks(alpha=v.nonnegative, beta=v.nonnegative, eps_root=v.nonnegative), r"""
 Optimistic Adam, the form of optax's ``optimistic_adam_v2`` (Daskalakis et al. 2018,
 arXiv 1711.00141): the optimistic correction is applied to the gradient before Adam's
 moments, with weights α (current) and β (correction), Nesterov momentum by default.
@@ -634,105 +418,3 @@ Args:
   mu_dtype: the first moment's dtype; None (default) follows the state dtype.
   nesterov: Nesterov look-ahead for the first moment. Default True (optax's).
 """)
-
-galore = _alias(
-    optax.contrib.galore,
-    dict(learning_rate=_lr, rank=lambda n, x: v.integer(n, x, 1),
-         update_proj_gap=lambda n, x: v.integer(n, x, 1), scale=v.finite,
-         weight_decay=v.nonnegative), r"""
-GaLore (Zhao et al. 2024, arXiv 2403.03507): the base optimizer (Adam by default) runs on
-gradients projected onto the top-``rank`` left or right singular vectors of the matrix
-gradient, refreshed every ``update_proj_gap`` steps; its statistics have the projected,
-rank-``rank`` shape.
-
-.. math:: P = \mathrm{svd}(G)_{:, :r}, \quad R = P^\top G, \quad
-   \theta \leftarrow \theta - \eta\,(\alpha\, P\, \mathrm{base}(R) + \lambda\theta)
-
-Leaves that are not matrices (or that ``weight_dimension_numbers`` leaves out) take the
-base optimizer unprojected. Real params only (the projector is an SVD).
-
-Args:
-  learning_rate: the step size η, a float or a schedule of the step count; no
-    default (optax's). With a ``base_optimizer`` that has its own learning rate, pass 1. Valid range: [0, inf) (ValueError otherwise).
-  rank: rank r of the projection. Default 128 (optax's; smaller saves memory and
-    may slow convergence). Valid range: an integer >= 1 (ValueError otherwise).
-  update_proj_gap: steps between recomputations of the projector from the
-    gradient's SVD. Default 200 (the paper's). Valid range: an integer >= 1.
-  scale: the factor α on the projected-back update. Default 1. Valid range:
-    finite (ValueError otherwise).
-  base_optimizer: the transform run in the projected space; it must need no
-    params (e.g. ``scale_by_adam()``, not ``adamw``). None (default):
-    ``optax.scale_by_adam()``.
-  weight_decay: decoupled decay λ, applied to the full (unprojected) params.
-    Default 0 (none). Valid range: >= 0 (ValueError otherwise).
-  mask: the leaves that get weight decay (bools like the params, or a function
-    of them); None (default): all.
-  weight_dimension_numbers: how a leaf is seen as a matrix:
-    ``optax.contrib.GaLoreDimensionNumbers(reduction_axis, output_axis)``, a
-    pytree of them (None for leaves to leave unprojected), or a function of the
-    params returning one; None (default): 2-D leaves are projected as they are.
-""")
-
-sophia = _alias(
-    optax.contrib.sophia,
-    dict(learning_rate=_lr, b1=v.unit_interval, b2=v.unit_interval, eps=v.nonnegative,
-         weight_decay=v.nonnegative, gamma=v.nonnegative, clip_threshold=v.positive,
-         update_interval=lambda n, x: v.in_range(n, x, 1.0)), r"""
-Sophia (Liu et al. 2023, arXiv 2305.14342): momentum divided by an EMA of a diagonal
-Hessian estimate, clipped per coordinate.
-
-.. math:: m_t = \beta_1 m + (1-\beta_1) g_t, \quad
-   h \leftarrow \beta_2 h + (1-\beta_2)\,\hat h_t \ \text{every k steps}, \\
-   \theta \leftarrow \theta - \eta\,\big(\mathrm{clip}(\hat m_t / \max(\gamma h, \epsilon),
-   \rho) + \lambda\theta\big)
-
-The default ``hessian_diagonal_fn`` is Hutchinson's estimator
-:math:`u \odot (\nabla^2 f\, u)` with Rademacher :math:`u`: pass the loss of the params
-as the extra argument ``obj_fn`` to ``update``. Defaults are optax's (γ = 0.01,
-ρ = ``clip_threshold`` = 1, k = ``update_interval`` = 10).
-
-Args:
-  learning_rate: the step size η, a float or a schedule of the step count; no
-    default (optax's). Valid range: [0, inf) (ValueError otherwise).
-  b1: decay of the momentum EMA. Default 0.965 (optax's). Valid range:
-    [0, 1) (ValueError otherwise).
-  b2: decay of the Hessian-diagonal EMA, applied every ``update_interval``
-    steps (per step it acts like :math:`1-(1-\beta_2)/k`). Default 0.99 (optax's,
-    with k = 10). Valid range: [0, 1) (ValueError otherwise).
-  eps: floor of :math:`\gamma h` in the denominator. Default 1e-8. Valid range:
-    >= 0 (ValueError otherwise).
-  weight_decay: decoupled decay λ. Default 1e-4 (optax's). Valid range: >= 0.
-  weight_decay_mask: the leaves that get weight decay (bools like the params,
-    or a function of them); None (default): all.
-  gamma: the scale γ of the Hessian estimate. Default 0.01 (optax's). Valid
-    range: >= 0 (ValueError otherwise).
-  clip_threshold: the per-coordinate clip ρ of the step; None: no clipping.
-    Default 1 (optax's). Valid range: > 0 (ValueError otherwise).
-  update_interval: k, steps between Hessian estimates. Default 10 (the
-    paper's k). Valid range: >= 1 (ValueError otherwise).
-  hessian_diagonal_fn: a transform returning the Hessian-diagonal estimate.
-    Default: optax's Hutchinson estimator (Sophia-H). On several devices it
-    must average its estimate across them.
-  mu_dtype: dtype of the momentum only; None (default): the state dtype.
-  verbose: print the win rate (the fraction of unclipped coordinates) every
-    ``print_win_rate_every_n_steps`` steps. Default False.
-  print_win_rate_every_n_steps: the printing period; 0 (default): never. The
-    paper keeps the win rate in 0.1-0.5 (raise ``gamma`` if it is low).
-""")
-
-split_real_and_imaginary = _alias(optax.contrib.split_real_and_imaginary, {}, r"""
-Runs ``inner`` on the real and imaginary parts of complex params as two real leaves and
-recombines the updates, so a real-only optimizer (e.g. Adam's per-part moments) trains
-complex params. Real leaves pass through unchanged.
-
-.. math:: (\Delta_{re}, \Delta_{im}) = \mathrm{inner}(\Re g, \Im g), \quad
-   \Delta = \Delta_{re} + i\,\Delta_{im}
-
-Args:
-  inner: the transform run on the real and imaginary parts; required.
-""", real_only=False)
-
-normalize = _alias(optax.contrib.normalize, {}, r"""
-Divides the updates by their global norm, :math:`g / \lVert g \rVert_2`: the
-``adv_optimizer`` of :func:`optix.sam` is typically ``chain(normalize(), sgd(rho))``.
-""", real_only=False)

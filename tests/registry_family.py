@@ -1,5 +1,6 @@
-"""Registry entries for optax's other aliases and wrappers (optix.optax_family), the
-parameter-free methods not in registry_field.py, and C-Lion.
+"""Registry entries for optax's other aliases and wrappers (optix.optax_family,
+optix.optax_contrib, optix.optax_wrappers), the parameter-free methods not in
+registry_field.py, and C-Lion.
 
 Entries whose update needs the loss (``value``) or the objective (``obj_fn``) pass it in
 ``extra_args``; the shared parity test feeds gradients only, so their optax parity is
