@@ -54,9 +54,6 @@ DEVIATIONS = {
     ("optax.inject_hyperparams", "hyperparam_dtype"):
         "injected floats are float32 by default (optax: the params' dtype, where bf16 rounds "
         "b2=0.999 to 1.0); pass hyperparam_dtype=None for optax's behaviour",
-    ("optax.global_norm", "axis_name"):
-        "optix adds axis_name (for shard_map/pmap) as a second positional-or-keyword "
-        "parameter; optax's one-argument calls are unaffected",
 }
 
 # Shared names whose optix signature is a different design, not yet optax's: the

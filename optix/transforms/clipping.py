@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from optix import _base, _tree, _validate
 
 
-def global_norm(updates, axis_name=None) -> jax.Array:
+def global_norm(updates, *, axis_name=None) -> jax.Array:
   """√(Σ_leaves Σ x̄·x), the 2-norm of every entry of the tree (complex entries count
   their modulus, as in optax), accumulated in each leaf's dtype, at least float32.
 

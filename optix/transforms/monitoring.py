@@ -29,7 +29,7 @@ class MonitorState(NamedTuple):
 
 
 def _leaf_norms(tree, axis_name=None):
-  return jax.tree.map(lambda x: global_norm(x, axis_name), tree)
+  return jax.tree.map(lambda x: global_norm(x, axis_name=axis_name), tree)
 
 
 def _ratio(num, den):
@@ -103,15 +103,15 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
     # Structure check at trace time (numpy placeholders: nothing is traced).
     _tree.check_match("updates", jax.tree.map(lambda _: np.zeros(()), updates),
                       "state.layer_grad_norms", state.layer_grad_norms)
-    grad_norm = global_norm(updates, axis_name)
+    grad_norm = global_norm(updates, axis_name=axis_name)
     layer_grad_norms = _leaf_norms(updates, axis_name)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    update_norm = global_norm(new_updates, axis_name)
+    update_norm = global_norm(new_updates, axis_name=axis_name)
     if params is None:
       param_norm = jnp.zeros([], jnp.float32)
       layer_ratios = jax.tree.map(jnp.zeros_like, state.layer_update_ratios)
     else:
-      param_norm = global_norm(params, axis_name)
+      param_norm = global_norm(params, axis_name=axis_name)
       layer_ratios = jax.tree.map(_ratio, _leaf_norms(new_updates, axis_name),
                                   _leaf_norms(params, axis_name))
     count = _tree.safe_increment(state.count)

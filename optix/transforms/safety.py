@@ -165,7 +165,7 @@ def spike_guard(inner: _base.GradientTransformationBase, threshold: float = 4.0,
     return SpikeGuardState(zero_i(), zero_f(), zero_f(), zero_i(), inner.init(params))
 
   def update(updates, state, params=None, **extra_args):
-    norm = global_norm(updates, axis_name)
+    norm = global_norm(updates, axis_name=axis_name)
     correction = 1.0 - decay ** state.count.astype(jnp.float32)
     avg = state.avg_norm / jnp.where(state.count > 0, correction, 1.0)
     limit = threshold * avg
