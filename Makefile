@@ -52,10 +52,12 @@ test-lowest: $(BIN)/activate $(LOWEST)/bin/activate
 # `mutmut show <mutant>` there list the survivors. Files whose tests only build transforms are
 # forked from the warm test process; those that run XLA fork from a bare server (XLA is not
 # fork-safe once it has started). MUTATE_FILES picks files, MUTATE_TIMEOUT caps each run (s).
-MUTATE_FILES   ?= _validate schedules transforms/moments transforms/adaptive transforms/clipping transforms/safety
+MUTATE_FILES   ?= _validate schedules/standard schedules/warmup_decay schedules/cyclical transforms/moments transforms/adaptive transforms/clipping transforms/safety
 MUTATE_TIMEOUT ?= 900
 MUTATE_TESTS__validate := tests/test_validate.py tests/test_validation.py::test_rejected_with_a_clear_message
-MUTATE_TESTS_schedules := tests/test_formulas.py tests/test_schedule_properties.py
+MUTATE_TESTS_schedules/standard := tests/test_formulas.py tests/test_schedule_properties.py
+MUTATE_TESTS_schedules/warmup_decay := tests/test_formulas.py tests/test_schedule_properties.py
+MUTATE_TESTS_schedules/cyclical := tests/test_formulas.py tests/test_schedule_properties.py
 MUTATE_TESTS_transforms/moments := tests/test_formulas.py tests/test_moments.py
 MUTATE_TESTS_transforms/adaptive := tests/test_formulas.py tests/test_parity.py
 MUTATE_TESTS_transforms/clipping := tests/test_formulas.py tests/test_parity.py
