@@ -21,7 +21,10 @@ Tolerances: float32 and complex64 rtol 2e-5 (a few float32 ulps after 20
 steps); float64 rtol 1e-9. bfloat16 params are compared with optax run on the
 float32 values of the same params (optix keeps float32 state for bf16 params,
 optax bf16 state: see docs/guides/differences_from_optax.md), to bf16's
-resolution (rtol 3e-2).
+resolution (rtol 3e-2). Inside ``optax.inject_hyperparams`` they get float32
+hyperparameters (``hyperparam_dtype=jnp.float32``, the advice for low-precision
+params): optax's default casts them to bf16, where ``b2 = 0.999`` is 1.0
+(``test_optax_inject_rounds_bf16_hyperparams``).
 """
 
 import inspect
@@ -172,7 +175,8 @@ BF16_ROUNDING = {
 BF16_AGREES = {("rprop", "multisteps"), ("sign_sgd", "masked"), ("signum", "multisteps"),
                ("muon", "multisteps"), ("muon", "apply_if_finite"), ("muon", "chain")}
 
-# float64 cells that differ from optax beyond float64 rounding (strict xfail when bare).
+# float64 cells that differ from optax beyond float64 rounding (a strict xfail in every
+# wrapper: the float32 hyperparameters round every step's arithmetic).
 F64_DIFFERENCES = {
     "inject_hyperparams": "deliberate: optix.inject_hyperparams injects float32 values by "
                           "default (optax: the params' dtype); hyperparam_dtype=None is optax's",
@@ -246,11 +250,11 @@ def trajectory(tx, params):
   return jax.jit(run)(params)
 
 
-def build(lib, name, args, kwargs, wrapper="bare"):
+def build(lib, name, args, kwargs, wrapper="bare", hyperparam_dtype=None):
   args = [a.build(lib) if isinstance(a, Inner) else a for a in args]
   factory = getattr(lib, name)
   if wrapper == "inject":
-    return optax.inject_hyperparams(factory)(*args, **kwargs)
+    return optax.inject_hyperparams(factory, hyperparam_dtype=hyperparam_dtype)(*args, **kwargs)
   tx = BUILDERS[name](lib) if name in BUILDERS else factory(*args, **kwargs)
   if wrapper == "multisteps":
     return optax.MultiSteps(tx, every_k_schedule=2).gradient_transformation()
@@ -292,11 +296,15 @@ def _compare_cell(name, dtype_name, wrapper):
     return
   ref_params = jax.tree.map(lambda x: x.astype(jnp.float32), params) if (
       dtype_name == "bfloat16") else params
+  # bf16 params inside optax.inject_hyperparams: float32 hyperparameters (the advice on
+  # the differences page; the float32 reference gets float32 ones either way). optax's
+  # default casts them to bf16: test_optax_inject_rounds_bf16_hyperparams.
+  hyper = jnp.float32 if dtype_name == "bfloat16" else None
   try:
-    theirs = trajectory(build(OPTAX, name, args, kwargs, wrapper), ref_params)
+    theirs = trajectory(build(OPTAX, name, args, kwargs, wrapper, hyper), ref_params)
   except Exception as err:  # pylint: disable=broad-except
     pytest.skip(f"optax itself fails on this cell: {type(err).__name__}: {str(err)[:120]}")
-  ours = trajectory(build(optix, name, args, kwargs, wrapper), params)
+  ours = trajectory(build(optix, name, args, kwargs, wrapper, hyper), params)
   assert jax.tree.map(lambda x: x.dtype, ours) == jax.tree.map(lambda x: x.dtype, params)
   rtol, atol = TOLERANCE[dtype_name]
   for key in ("w", "b"):
@@ -322,9 +330,9 @@ def _cells():
             and (name, wrapper) not in BF16_AGREES):
           marks += (pytest.mark.xfail(reason=BF16_ROUNDING[name], strict=True),)
         if dtype_name == "float64" and name in F64_DIFFERENCES:
-          marks += (pytest.mark.xfail(reason=F64_DIFFERENCES[name], strict=wrapper == "bare"),)
+          marks += (pytest.mark.xfail(reason=F64_DIFFERENCES[name], strict=True),)
         if name in KNOWN_GAPS:
-          marks += (pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=dtype_name != "complex64"),)
+          marks += (pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=True),)
         cells.append(pytest.param(name, dtype_name, wrapper, marks=marks,
                                   id=f"{name}-{dtype_name}-{wrapper}"))
   return cells
@@ -476,3 +484,25 @@ def test_prodigy_matches_optax_when_no_rate_is_zero(kwargs):
   for key in ("w", "b"):
     np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7, err_msg=key)
   np.testing.assert_allclose(state.estim_lr, their_state.estim_lr, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adam", "ademamix", "scale_by_ademamix"])
+def test_optax_inject_rounds_bf16_hyperparams(name):
+  """optax.inject_hyperparams injects in the params' dtype: on bf16 params ``b2 = 0.999``
+  (and AdEMAMix's ``b3 = 0.9999``) round to 1.0, the bias correction ``1 - b2**t`` is 0 and
+  the second moment over it 0/0. optax's own optimizer and optix's are NaN alike there.
+  With float32 hyperparameters (``hyperparam_dtype=jnp.float32``, the default of
+  optix.inject_hyperparams) optix gives the float32 run's numbers to bf16's resolution."""
+  assert float(jnp.asarray(0.999, jnp.bfloat16)) == 1.0
+  params = initial_params(jnp.bfloat16)
+  args, kwargs = OPTIMIZERS[name]
+  for lib in (OPTAX, optix):
+    assert not _all_finite(trajectory(build(lib, name, args, kwargs, "inject"), params)), lib
+  want = trajectory(build(OPTAX, name, args, kwargs), jax.tree.map(
+      lambda x: x.astype(jnp.float32), params))
+  for ours in (trajectory(build(optix, name, args, kwargs, "inject", jnp.float32), params),
+               trajectory(optix.inject_hyperparams(getattr(optix, name))(*args, **kwargs),
+                          params)):
+    for key in ("w", "b"):
+      np.testing.assert_allclose(np.asarray(ours[key].astype(jnp.float32)), want[key],
+                                 rtol=3e-2, atol=3e-2 * float(np.max(np.abs(want[key]))))

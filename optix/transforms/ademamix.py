@@ -13,6 +13,12 @@ def abs_sq(g):
   return jnp.square(g) if jnp.isrealobj(g) else jnp.square(g.real) + jnp.square(g.imag)
 
 
+def _real(x):
+  """``x``'s real part: a hyperparameter that ``optax.inject_hyperparams`` injected in a
+  complex params' dtype (with a zero imaginary part) stays real for the real ν."""
+  return jnp.real(x) if _tree.is_complex(x) else x
+
+
 def real_zeros_like(tree, dtype=None):
   """Zeros for a statistic of ``|g|²``: real, at the precision of ``state_dtype_for``."""
   return jax.tree.map(
@@ -83,18 +89,20 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: _base.ScalarOrSche
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_match("updates", updates, "state.m1", state.m1)
-    b3_t = b3(state.count_m2) if callable(b3) else b3
-    alpha_t = alpha(state.count_m2) if callable(alpha) else alpha
+    b3_t = _real(b3(state.count_m2) if callable(b3) else b3)
+    alpha_t = _real(alpha(state.count_m2) if callable(alpha) else alpha)
+    b1_, b2_, eps_, eps_root_ = (_real(h) for h in (b1, b2, eps, eps_root))
     count = _tree.safe_increment(state.count)
     g = _tree.cast_like(updates, state.m1)  # compute in the state dtype
-    m1 = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, g, state.m1)
+    m1 = jax.tree.map(lambda g, m: (1 - b1_) * g + b1_ * m, g, state.m1)
     m2 = jax.tree.map(lambda g, m: (1 - b3_t) * g + b3_t * m, g, state.m2)
-    nu = jax.tree.map(lambda g, v: (1 - b2) * abs_sq(g).astype(v.dtype) + b2 * v, g, state.nu)
+    nu = jax.tree.map(lambda g, v: (1 - b2_) * abs_sq(g).astype(v.dtype) + b2_ * v,
+                      g, state.nu)
 
     def direction(a, b, v):
       t = count.astype(v.dtype)  # bias corrections in the state's float kind (f64 stays f64)
-      denom = jnp.sqrt(v / (1 - b2 ** t) + eps_root) + eps
-      return (a / (1 - b1 ** t).astype(a.dtype) + alpha_t * b) / denom
+      denom = jnp.sqrt(v / (1 - b2_ ** t) + eps_root_) + eps_
+      return (a / (1 - b1_ ** t).astype(a.dtype) + alpha_t * b) / denom
 
     out = jax.tree.map(direction, m1, m2, nu)
     return _tree.cast_like(out, updates), ScaleByAdemamixState(
