@@ -11,6 +11,7 @@ params' (``LookaheadParams``); tests/test_field.py checks it on its own.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import optix
@@ -30,10 +31,16 @@ def quadratic(params):
 
 
 LOSS = {"value": jnp.float32(2.5)}
+ACPROP_B2 = float(np.float32(0.999))
 
 ENTRIES = [
-    Entry("acprop", lambda: optix.acprop(1e-2, weight_decay=0.01),
-          lambda: optax.contrib.acprop(1e-2, weight_decay=0.01),
+    # b2 is float32(0.999) written as a Python float, the value optax.inject_hyperparams
+    # holds: with the Python float 0.999, optax's acprop forms 1 - b2 in float64 (0.001) for
+    # the moment but b2**t in float32 for the bias correction (1 - float32(0.999) is 1.3e-5
+    # relatively off 0.001), and its second step g / sqrt(s_hat) with a small s carries that
+    # into the params; injected, both use the same float32 b2.
+    Entry("acprop", lambda: optix.acprop(1e-2, b2=ACPROP_B2, weight_decay=0.01),
+          lambda: optax.contrib.acprop(1e-2, b2=ACPROP_B2, weight_decay=0.01),
           bad=[("b2", lambda: optix.acprop(1e-2, b2=1.0)),
                ("eps", lambda: optix.acprop(1e-2, eps=-1.0))]),
     Entry("adadelta", lambda: optix.adadelta(1.0), lambda: optax.adadelta(1.0),
@@ -44,9 +51,6 @@ ENTRIES = [
           bad=[("min_norm", lambda: optix.fromage(1e-2, min_norm=-1.0))]),
     Entry("galore", lambda: optix.galore(1e-2, rank=2, update_proj_gap=3),
           lambda: optax.contrib.galore(1e-2, rank=2, update_proj_gap=3),
-          skip={"test_checkpoint_round_trip_resumes_bit_exactly":
-                "optax's galore keeps a (0, 0) projector for each non-matrix leaf and orbax "
-                "cannot save zero-size arrays"},
           bad=[("rank", lambda: optix.galore(1e-2, rank=0)),
                ("update_proj_gap", lambda: optix.galore(1e-2, update_proj_gap=0))]),
     Entry("madgrad", lambda: optix.madgrad(1e-2), lambda: optax.contrib.madgrad(1e-2),

@@ -28,13 +28,6 @@ NOT_SHARDABLE = {}
 # Known failures of one cell (test function, entry), with the reason: the cell runs as a strict
 # xfail, so the table shows it and a fix fails the run (XPASS strict) until its line is removed.
 KNOWN_BUGS = {
-    # optax's galore keeps a (0, 0) projector per non-matrix leaf; orbax cannot save zero-size
-    # arrays.
-    ("test_restore_onto_other_mesh", "galore"): "orbax cannot save galore's zero-size projectors",
-    # One element of 72 at 1.5e-5 relative (rtol 1e-5) after three steps with injected
-    # hyperparameters (arrays in place of Python floats); not investigated further.
-    ("test_inject_hyperparams", "acprop"): "injected hyperparameters round one element past "
-                                           "rtol 1e-5",
 }
 
 
