@@ -1,6 +1,8 @@
-"""Gradient-health statistics kept in the optimizer state (no host callbacks)."""
+"""Measurements kept in the optimizer state (no host callbacks): optax's dict of
+measures, and optix's gradient-health statistics around an optimizer."""
 
-from typing import Any, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,15 @@ class MonitorState(NamedTuple):
 
 
 
+class MeasurementsState(NamedTuple):
+  """State of ``monitor(measures)``: each measure's latest value and its own state."""
+  measurements: dict            # name -> the measure's value for the last updates seen
+  measure_states: tuple         # each measure's state, in the order of ``measures``
+
+
+Measure = Union[_base.GradientTransformation, Callable[[_base.Updates], Any]]
+
+
 def _leaf_norms(tree, axis_name=None):
   return jax.tree.map(lambda x: global_norm(x, axis_name=axis_name), tree)
 
@@ -36,11 +47,27 @@ def _ratio(num, den):
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def monitor(inner: Optional[_base.GradientTransformation] = None, *,
+def monitor(measures: Union[Mapping[str, Measure], _base.GradientTransformation, None] = None,
+            *, inner: Optional[_base.GradientTransformation] = None,
             spike_factor: float = 4.0, decay: float = 0.99, warmup_steps: int = 10,
             axis_name=None) -> _base.GradientTransformation:
-  r"""Gradient-health statistics, kept in state and readable after every step.
+  r"""Measurements of the updates, kept in state: optax's form and optix's.
 
+  **optax's form**, ``monitor({name: measure, ...})`` (``optax.monitor``): an
+  identity on the updates that stores, under each name, the measure's value for
+  the updates passing through it. A measure is a callable ``updates -> value``
+  (e.g. ``optax.tree.norm``) or a transformation whose *updates* are the value
+  and whose state it keeps (e.g. ``optax.measure_with_ema(fn, decay)``). Every
+  measure sees the same updates, params and extra arguments. The state is a
+  :class:`MeasurementsState` ``(measurements, measure_states)``, read with
+  ``optax.tree.get(state, name)``; the values are optax's. Its ``measurements``
+  start as zeros shaped like the first measurement (optax's start as an empty
+  dict), so the state keeps one structure from ``init`` on and can be a
+  ``lax.scan`` carry; a measure whose update needs extra arguments
+  (``value=...``) is left out of the initial dict, as in optax.
+
+  **optix's form**, ``monitor(tx)`` or ``monitor()``: gradient-health
+  statistics around an optimizer, read with :func:`monitor_stats`, as follows.
   ``monitor(tx)`` wraps an optimizer: it measures the incoming gradients ``g``,
   runs ``tx``, measures the outgoing updates ``u`` and returns ``u`` unchanged.
   ``monitor()`` alone is an identity that measures whatever passes through it
@@ -70,8 +97,12 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
   (arXiv 2309.14322).
 
   Args:
-    inner: the optimizer (or any transform) to wrap; None measures the updates
-      passing through an identity.
+    measures: optax's form: a dict from names to measures (callables of the
+      updates, or transformations whose updates are the measurement). optix's
+      form: the optimizer (or any transform) to wrap, or None (the default):
+      measure the updates passing through an identity.
+    inner: (optix) the optimizer to wrap, by keyword (``monitor(inner=tx)``, the
+      same as ``monitor(tx)``); None.
     spike_factor: a step whose gradient norm exceeds ``spike_factor`` times the
       running mean is a spike; in (1, inf), default 4: flags the
       order-of-magnitude jumps that precede loss blow-ups without firing on
@@ -83,9 +114,84 @@ def monitor(inner: Optional[_base.GradientTransformation] = None, *,
     axis_name: the mapped axis name inside ``jax.shard_map``/``pmap`` so that
       every norm is of the whole array (None under ``jit``, the default).
 
+  The remaining arguments belong to optix's form; a dict of measures takes none
+  of them.
+
   Returns:
-    A ``GradientTransformation`` whose state is a :class:`MonitorState`.
+    A ``GradientTransformation``: its state is a :class:`MeasurementsState` for a
+    dict of measures, a :class:`MonitorState` otherwise.
   """
+  if isinstance(measures, Mapping):
+    # Only concrete values count: optax.inject_hyperparams passes the defaults in traced.
+    changed = lambda v, default: isinstance(v, (int, float)) and v != default
+    extras = {"inner": inner is not None, "spike_factor": changed(spike_factor, 4.0),
+              "decay": changed(decay, 0.99), "warmup_steps": changed(warmup_steps, 10),
+              "axis_name": axis_name is not None}
+    given = [k for k, v in extras.items() if v]
+    if given:
+      raise ValueError(f"monitor(measures) with a dict of measures takes no {given}: "
+                       "those configure monitor(tx), the gradient-health statistics")
+    return _measure(measures)
+  if measures is not None:
+    if inner is not None:
+      raise ValueError("monitor: pass the optimizer to wrap once, as monitor(tx) or "
+                       "monitor(inner=tx), not both")
+    if not isinstance(measures, _base.GradientTransformationBase):
+      raise ValueError("monitor: the first argument must be a dict of measures (optax's form) "
+                       f"or a transformation to wrap, got {type(measures).__name__}")
+    inner = measures
+  return _health(inner, spike_factor, decay, warmup_steps, axis_name)
+
+
+def _as_transformation(name, measure) -> _base.GradientTransformation:
+  """A measure as a transformation whose updates are the measurement: a callable of
+  the updates keeps no state (it is tried first, as in optax)."""
+  if callable(measure):
+    def init(params):
+      del params
+      return _base.EmptyState()
+
+    def update(updates, state, params=None, **extra_args):
+      del params, extra_args
+      return measure(updates), state
+    return _base.GradientTransformation(init, update)
+  if isinstance(measure, _base.GradientTransformationBase):
+    return _base.with_extra_args_support(measure)
+  raise ValueError(f"monitor: measure {name!r} must be a callable of the updates or a "
+                   f"gradient transformation, got {type(measure).__name__}")
+
+
+def _measure(measures) -> _base.GradientTransformation:
+  """optax's ``monitor(measures)``: an identity that records each measure's value."""
+  for name in measures:
+    if not isinstance(name, str):
+      raise ValueError(f"monitor: measure names must be strings, got {name!r}")
+  names = tuple(measures)
+  txs = tuple(_as_transformation(n, measures[n]) for n in names)
+
+  def init(params):
+    states = tuple(tx.init(params) for tx in txs)
+    measurements = {}
+    for name, tx, state in zip(names, txs, states):
+      try:  # the shape of the first measurement: the updates have the params' structure
+        shape = jax.eval_shape(lambda p, s, tx=tx: tx.update(p, s, p)[0], params, state)
+      except Exception:  # pylint: disable=broad-except  # needs extra arguments: optax's way
+        continue
+      measurements[name] = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+    return MeasurementsState(measurements, states)
+
+  def update(updates, state, params=None, **extra_args):
+    measurements, states = {}, []
+    for name, tx, s in zip(names, txs, state.measure_states):
+      measurements[name], s = tx.update(updates, s, params, **extra_args)
+      states.append(s)
+    return updates, MeasurementsState(measurements, tuple(states))
+
+  return _base.GradientTransformation(init, update)
+
+
+def _health(inner, spike_factor, decay, warmup_steps, axis_name):
+  """optix's ``monitor(tx)``: the gradient-health statistics of :class:`MonitorState`."""
   _validate.in_range("spike_factor", spike_factor, 1.0, low_closed=False)
   _validate.unit_interval("decay", decay)
   _validate.integer("warmup_steps", warmup_steps, 0)
