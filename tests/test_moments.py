@@ -2,10 +2,13 @@
 the gradient and of its squared modulus, the bias correction and NAdam's look-ahead, leaf by
 leaf and over trees, with the moment's dtype kept."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import optix
 from optix.transforms import moments
 
 M = np.array([1.0, -2.0, 0.5])
@@ -88,3 +91,25 @@ def test_tree_emas():
   _close(first["b"][0], B * G + (1 - B) * M)
   _close(second["a"], B * M + (1 - B) * G ** 2)
   _close(second["b"][0], B * G + (1 - B) * M ** 2)
+
+
+def test_an_array_decay_keeps_the_moment_dtype():
+  """A float32 array decay (``optax.inject_hyperparams`` traces it) with bfloat16 moments: the
+  EMAs come back bfloat16, as the state they are stored in."""
+  d = jnp.float32(B)
+  m = jnp.asarray(M, jnp.bfloat16)
+  first = moments.ema_leaf(d, m, jnp.asarray(G, jnp.float32))
+  second = moments.ema_sq_leaf(d, m, jnp.asarray(G, jnp.float32))
+  assert first.dtype == jnp.bfloat16 and second.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(first, np.float64), B * M + (1 - B) * G, rtol=1e-2)
+  np.testing.assert_allclose(np.asarray(second, np.float64), B * M + (1 - B) * G ** 2, rtol=1e-2)
+
+
+def test_injected_decay_keeps_a_bfloat16_state_through_a_step():
+  p = jnp.asarray(G, jnp.float32)
+  tx = optax.inject_hyperparams(optix.scale_by_adam, static_args=("mu_dtype", "state_dtype"))(
+      b1=B, mu_dtype=jnp.bfloat16, state_dtype=jnp.bfloat16)
+  state = tx.init(p)
+  _, new = tx.update(p, state)
+  assert new.inner_state.mu.dtype == new.inner_state.nu.dtype == jnp.bfloat16
+  assert jax.tree.map(lambda x: x.dtype, new) == jax.tree.map(lambda x: x.dtype, state)

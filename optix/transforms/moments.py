@@ -29,8 +29,10 @@ def abs_sq(x: jax.Array) -> jax.Array:
 
 
 def ema_leaf(decay, moment: jax.Array, value: jax.Array) -> jax.Array:
-  """``decay · moment + (1 - decay) · value`` in the moment's dtype."""
-  return (1 - decay) * value.astype(moment.dtype) + decay * moment
+  """``decay · moment + (1 - decay) · value`` in the moment's dtype (also for an array
+  ``decay``, e.g. a float32 one injected by ``optax.inject_hyperparams``, with a bfloat16
+  moment)."""
+  return ((1 - decay) * value.astype(moment.dtype) + decay * moment).astype(moment.dtype)
 
 
 def ema_sq_leaf(decay, moment: jax.Array, value: jax.Array) -> jax.Array:
