@@ -58,8 +58,8 @@ from optix.transforms.soap import ScaleBySoapState, scale_by_soap
 from optix.matrix_optimizers import psgd_kron
 from optix.transforms.psgd import ScaleByPsgdKronState, scale_by_psgd_kron
 from optix.matrix_optimizers import muon, muon_labels
-from optix.transforms.muon import (
-    ScaleByMuonState, matrix_view, newton_schulz, scale_by_muon)
+from optix.transforms.muon import ScaleByMuonState, matrix_view, scale_by_muon
+from optix.transforms.newton_schulz import newton_schulz
 
 # Distributed: sharded optimizer state.
 from optix import parallel
