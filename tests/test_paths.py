@@ -4,8 +4,10 @@ The reference is ``tx.update`` followed by ``optax.apply_updates`` under ``jax.j
 (what ``flax.nnx.Optimizer`` runs). The other paths -- ``optix.apply_step`` with
 the one-pass kernel on, off or chosen automatically, ``optix.packed(tx)`` through
 ``update`` and through ``apply_step``, params kept packed with ``optix.pack``,
-state sharded over the 8 simulated devices (``optix.shard_state``),
-``flax.nnx.Optimizer``, and the chain inside ``optax.inject_hyperparams``,
+state sharded over the 8 simulated devices (``optix.shard_state``, of the
+chain and of its packed form), the step inside ``jax.shard_map`` (data parallel,
+with the kernel on, off or chosen), ``flax.nnx.Optimizer`` (params and state),
+and the chain inside ``optax.inject_hyperparams``,
 ``optax.MultiSteps`` and ``optax.apply_if_finite`` -- must give the same params
 on random trees (0-d, zero-size and odd-sized leaves, float32/bf16/fp16 and
 complex64 params, gradients of another dtype than their params) and random
@@ -129,15 +131,40 @@ def _packed_params(tx, params, grads, fused):
   return optix.unpack(p), state
 
 
-def _assert_close(path, got, want, ulps=8):
+def _packed(name, tx):
+  """``optix.packed(tx)``; a masked decay packs its masked and unmasked leaves apart
+  (``groups=`` the same mask), as ``optix.packed_mask`` requires."""
+  return optix.packed(tx, groups=optix.matrices_only if name.startswith("adamw_masked")
+                      else None)
+
+
+def _assert_close(path, got, want, ulps=8, narrow=None, start=None):
+  """Each leaf within ``ulps`` of its dtype. ``narrow``: leaves whose gradient is
+  of a narrower dtype than the param; their updates are in the gradient's dtype,
+  whose intermediate values XLA may keep in float32 (its excess precision) in one
+  compiled graph and round in another, so they agree to ``ulps`` of the
+  gradient's dtype, relative to how far the param moved from ``start``."""
   for name in want:
     x, y = got[name], want[name]
     assert jnp.result_type(x) == jnp.result_type(y), (path, name)
+    if not jnp.issubdtype(jnp.result_type(y), jnp.inexact):
+      np.testing.assert_array_equal(x, y, err_msg=f"path {path}, leaf {name}")
+      continue
     eps = float(jnp.finfo(jnp.result_type(y)).eps)
     wide = np.complex128 if jnp.issubdtype(jnp.result_type(y), jnp.complexfloating) else np.float64
     a, b = np.asarray(x, wide), np.asarray(y, wide)
-    np.testing.assert_allclose(a, b, rtol=ulps * eps, atol=ulps * eps,
+    atol = ulps * eps
+    if narrow and name in narrow:
+      moved = np.max(np.abs(b - np.asarray(start[name], wide)), initial=0.0)
+      atol = max(atol, ulps * float(jnp.finfo(narrow[name]).eps) * moved)
+    np.testing.assert_allclose(a, b, rtol=ulps * eps, atol=atol,
                                err_msg=f"path {path}, leaf {name}")
+
+
+def _narrow(params, grad_dtypes):
+  """The leaves whose gradient dtype is narrower than their param's."""
+  return {k: g for k, g in grad_dtypes.items()
+          if jnp.finfo(g).bits < jnp.finfo(jnp.result_type(params[k])).bits}
 
 
 def _state_moved(path, state, initial):
@@ -151,19 +178,20 @@ def _state_moved(path, state, initial):
 def _check(tree, chain):
   (params, grad_dtypes), (name, tx, _) = tree, chain
   grads = [_grads(params, grad_dtypes, k) for k in range(STEPS)]
+  close = dict(narrow=_narrow(params, grad_dtypes), start=params)
   want, state = _reference(tx, params, grads)
   _state_moved(f"{name}: reference", state, tx.init(params))
   for fused in (None, True, False):
     got, s = _apply_step(tx, params, grads, fused)
-    _assert_close(f"{name}: apply_step(fused={fused})", got, want)
+    _assert_close(f"{name}: apply_step(fused={fused})", got, want, **close)
     _state_moved(f"{name}: apply_step(fused={fused})", s, tx.init(params))
-  ptx = optix.packed(tx)
+  ptx = _packed(name, tx)
   for fused in (None, True, False):
     got, s = _apply_step(ptx, params, grads, fused)
-    _assert_close(f"{name}: packed, apply_step(fused={fused})", got, want)
+    _assert_close(f"{name}: packed, apply_step(fused={fused})", got, want, **close)
     _state_moved(f"{name}: packed, apply_step(fused={fused})", s, ptx.init(params))
   got, s = _reference(ptx, params, grads)
-  _assert_close(f"{name}: packed, update", got, want)
+  _assert_close(f"{name}: packed, update", got, want, **close)
   if any(jnp.result_type(params[k]) != grad_dtypes[k] for k in params):
     return  # the gradient of packed params has its buffer's dtype: nothing to compare
   for fused in (True, False):
@@ -195,7 +223,7 @@ def _mesh():
 
 
 def _nnx(tx, params, grads):
-  """``flax.nnx.Optimizer`` on a module holding the params."""
+  """``flax.nnx.Optimizer`` on a module holding the params: (params, state)."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   class Holder(nnx.Module):
@@ -207,21 +235,60 @@ def _nnx(tx, params, grads):
   step = nnx.jit(lambda model, opt, g: opt.update(model, g))
   for g in grads:
     step(model, opt, nnx.state(Holder(g), nnx.Param))
-  return nnx.to_pure_dict(nnx.state(model, nnx.Param))["p"]
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))["p"], optix._tree.plain_state(opt)
+
+
+def _assert_state_close(path, got, want, ulps=8):
+  """The same arrays in the same order (an ``nnx.Optimizer`` nests them under the
+  module's attributes), each within ``ulps`` of its dtype (counters exact)."""
+  got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+  assert len(got_leaves) == len(want_leaves), (path, jax.tree.structure(got),
+                                               jax.tree.structure(want))
+  _assert_close(path, dict(enumerate(got_leaves)), dict(enumerate(want_leaves)), ulps)
+
+
+def _shard_map_step(tx, params, grads, fused):
+  """Data parallel: params and state replicated, each device's gradient averaged
+  over the mesh, then ``apply_step`` inside ``jax.shard_map``."""
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+
+  def local(p, s, g):
+    return optix.apply_step(tx, jax.lax.pmean(g, "data"), s, p, fused=fused)
+
+  step = jax.jit(jax.shard_map(local, mesh=_mesh(), in_specs=(P(), P(), P()),
+                               out_specs=(P(), P()), check_vma=False))
+  state = tx.init(params)
+  for g in grads:
+    params, state = step(params, state, g)
+  return params, state
 
 
 def _check_wrapped(tree, chain):
   """The sharded, NNX and optax-wrapper paths against the reference."""
   (params, grad_dtypes), (name, tx, (factory, rate)) = tree, chain
   grads = [_grads(params, grad_dtypes, k) for k in range(STEPS)]
-  want, _ = _reference(tx, params, grads)
+  want, want_state = _reference(tx, params, grads)
+  close = dict(narrow=_narrow(params, grad_dtypes), start=params)
   sharded = optix.shard_state(tx, _mesh())
+  sharded_packed = optix.shard_state(_packed(name, tx), _mesh())
   for path, run in (("update", lambda: _reference(sharded, params, grads)),
-                    ("apply_step", lambda: _apply_step(sharded, params, grads, None))):
+                    ("apply_step", lambda: _apply_step(sharded, params, grads, None)),
+                    ("packed, update", lambda: _reference(sharded_packed, params, grads)),
+                    ("packed, apply_step",
+                     lambda: _apply_step(sharded_packed, params, grads, None))):
     got, s = run()
-    _assert_close(f"{name}: shard_state, {path}", got, want)
-    _state_moved(f"{name}: shard_state, {path}", s, tx.init(params))
-  _assert_close(f"{name}: nnx.Optimizer", _nnx(tx, params, grads), want)
+    _assert_close(f"{name}: shard_state, {path}", got, want, **close)
+    _state_moved(f"{name}: shard_state, {path}", s,
+                 (sharded_packed if path.startswith("packed") else tx).init(params))
+  for fused in (None, True, False):
+    got, s = _shard_map_step(tx, params, grads, fused)
+    _assert_close(f"{name}: shard_map, apply_step(fused={fused})", got, want, **close)
+    if not close["narrow"]:
+      _assert_state_close(f"{name}: shard_map state, apply_step(fused={fused})", s, want_state)
+  got, s = _nnx(tx, params, grads)
+  _assert_close(f"{name}: nnx.Optimizer", got, want, **close)
+  if not close["narrow"]:
+    _assert_state_close(f"{name}: nnx.Optimizer state", s, want_state)
   wrapped = {
       # an injected rate is a float32 array where the chain multiplies by a Python float
       "inject_hyperparams": optax.inject_hyperparams(
@@ -231,7 +298,8 @@ def _check_wrapped(tree, chain):
   }
   for label, wtx in wrapped.items():
     got, s = _apply_step(wtx, params, grads, None)
-    _assert_close(f"{name}: {label}", got, want, ulps=8 if label != "inject_hyperparams" else 16)
+    _assert_close(f"{name}: {label}", got, want,
+                  ulps=8 if label != "inject_hyperparams" else 16, **close)
     inner = getattr(s, "inner_opt_state", getattr(s, "inner_state", None))
     _state_moved(f"{name}: {label}", inner, jax.tree.map(jnp.zeros_like, inner))
 
