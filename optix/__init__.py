@@ -23,6 +23,29 @@ from optix.transforms.sign import ScaleByLionState, scale_by_lion
 # Optimizer aliases.
 from optix.optimizers import adagrad, adam, adamw, lion, nadam, nadamw, rmsprop, sgd
 
+# The field's newer optimizers: schedule-free, parameter-free, AdEMAMix, ADOPT, MARS,
+# cautious, trust ratio (LAMB, LARS), and optax's other aliases and wrappers.
+from optix.transforms.schedule_free import (
+    ScheduleFreeState, schedule_free, schedule_free_eval_params)
+from optix.transforms.ademamix import ScaleByAdemamixState, scale_by_ademamix
+from optix.transforms.adopt import ScaleByAdoptState, scale_by_adopt
+from optix.transforms.mars import ScaleByMarsState, scale_by_mars
+from optix.transforms.cautious import cautious, cautious_mask
+from optix.transforms.trust_ratio import scale_by_trust_ratio
+from optix.transforms.adapter import from_optax
+from optix.free_optimizers import (
+    cocob, dadapt_adamw, dog, dowg, mechanize, prodigy, schedule_free_adamw, schedule_free_sgd)
+from optix.field_optimizers import (
+    ademamix, adopt, cautious_adamw, cautious_lion, lamb, lars, mars_adamw)
+from optix.optax_family import (
+    adabelief, adadelta, adamax, adamaxw, adan, amsgrad, fromage, novograd, noisy_sgd,
+    optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent, polyak_sgd, radam, rprop,
+    sign_sgd, signum, sm3, yogi)
+from optix.optax_contrib import (
+    acprop, galore, madgrad, momo, momo_adam, simplified_ademamix, sophia)
+from optix.optax_wrappers import (
+    lookahead, normalize, reduce_on_plateau, sam, split_real_and_imaginary)
+
 # Schedules (also available as optix.schedules.*).
 from optix import schedules
 from optix.schedules import (
@@ -33,7 +56,6 @@ from optix.schedules import (
     warmup_exponential_decay_schedule, wsd_decay_branch, wsd_schedule)
 
 # Memory-lean optimizers, loss scaling, accumulation and safety guards.
-from optix import tools
 from optix.memory_optimizers import adafactor, adam8bit, adamw8bit
 from optix.transforms.factored import (
     EmaMomentumState, FactoredRmsState, RelativeStepState, clip_by_block_rms, ema_momentum,
@@ -65,13 +87,17 @@ from optix.transforms.newton_schulz import newton_schulz
 from optix import parallel
 from optix.parallel import map_stacked, shard_state, state_shardings
 
-# The packed layout and the jitted, donated train step.
-from optix import training  # noqa: E402
-from optix.packing import (  # noqa: E402
+# The engine: the one-pass step (optix.apply_step), the packed layout and the jitted,
+# donated train step.
+from optix import fused
+from optix.fused import apply_step
+from optix import training
+from optix.packing import (
     Packed, PackedState, PackLayout, layout_of, pack, packed, packed_mask, unpack)
-from optix.training import train_step  # noqa: E402
+from optix.training import train_step
 
-# Monitoring.
+# Monitoring and tools (optix.tools.compare, lr_range_test, loss_landscape, memory).
+from optix import tools
 from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
 
 # Curvature (K-FAC) and quasi-Newton (L-BFGS, line searches).
@@ -84,10 +110,6 @@ from optix.second_order import kfac, lbfgs
 
 
 __version__ = "0.1.0"
-
-# The one-pass step (optix.apply_step).
-from optix import fused  # noqa: E402
-from optix.fused import apply_step  # noqa: E402
 
 # Imported on first use, so that `import optix` needs neither Flax nor chex: K-FAC's Flax NNX
 # capture (`pip install optix[flax]`) and the contract checks for users (optix.testing, on chex).
@@ -108,26 +130,3 @@ def __getattr__(name):
 
 def __dir__():
   return sorted(set(globals()) | set(_LAZY))
-
-# -- the rest of the field: schedule-free, AdEMAMix, ADOPT, MARS, cautious, trust ratio,
-#    parameter-free methods and optax's other aliases --
-from optix.transforms.schedule_free import (  # noqa: E402
-    ScheduleFreeState, schedule_free, schedule_free_eval_params)
-from optix.transforms.ademamix import ScaleByAdemamixState, scale_by_ademamix  # noqa: E402
-from optix.transforms.adopt import ScaleByAdoptState, scale_by_adopt  # noqa: E402
-from optix.transforms.mars import ScaleByMarsState, scale_by_mars  # noqa: E402
-from optix.transforms.cautious import cautious, cautious_mask  # noqa: E402
-from optix.transforms.trust_ratio import scale_by_trust_ratio  # noqa: E402
-from optix.transforms.adapter import from_optax  # noqa: E402
-from optix.free_optimizers import (  # noqa: E402
-    cocob, dadapt_adamw, dog, dowg, mechanize, prodigy, schedule_free_adamw, schedule_free_sgd)
-from optix.field_optimizers import (  # noqa: E402
-    ademamix, adopt, cautious_adamw, cautious_lion, lamb, lars, mars_adamw)
-from optix.optax_family import (  # noqa: E402
-    adabelief, adadelta, adamax, adamaxw, adan, amsgrad, fromage, novograd, noisy_sgd,
-    optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent, polyak_sgd, radam, rprop,
-    sign_sgd, signum, sm3, yogi)
-from optix.optax_contrib import (  # noqa: E402
-    acprop, galore, madgrad, momo, momo_adam, simplified_ademamix, sophia)
-from optix.optax_wrappers import (  # noqa: E402
-    lookahead, normalize, reduce_on_plateau, sam, split_real_and_imaginary)
