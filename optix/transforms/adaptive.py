@@ -80,9 +80,9 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
 
   where the bracketed term is present only when ``centered`` (``μ_t`` the EMA
   of g). ``eps_in_sqrt=False`` puts ε outside the root. ``bias_correction``
-  divides ν by ``1 - ρ^t`` (off by default, as in optax). For complex gradients
-  :math:`g^2` is :math:`|g|^2` and :math:`\mu^2` is :math:`|\mu|^2`. ``centered`` is
-  optax's ``scale_by_stddev``.
+  divides ν (and μ, when centered) by ``1 - ρ^t`` (off by default, as in optax).
+  For complex gradients :math:`g^2` is :math:`|g|^2` and :math:`\mu^2` is
+  :math:`|\mu|^2`. ``centered`` is optax's ``scale_by_stddev``.
 
   Args:
     decay: ρ, the decay of the EMA of :math:`g^2`, in [0, 1); 0.9 (Hinton's).
@@ -90,7 +90,8 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     initial_scale: :math:`\nu_0`, >= 0; 0 (optax's).
     eps_in_sqrt: True (default): ε inside the root, :math:`\sqrt{\nu+\epsilon}`;
       False: outside, :math:`\sqrt{\nu}+\epsilon`.
-    bias_correction: divide ν by :math:`1-\rho^t`; False (optax's).
+    bias_correction: divide ν (and μ, when ``centered``) by :math:`1-\rho^t`, as
+      optax's ``scale_by_rms``/``scale_by_stddev`` do; False (optax's).
     centered: subtract the squared EMA of g (Graves' centered RMSProp); False.
     state_dtype: dtype of ν and μ; None (default): at least float32, the params' kind.
 
@@ -116,7 +117,8 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     nu = moments.ema_sq(decay, state.nu, g)
     mu = moments.ema(decay, state.mu, g) if centered else None
     nu_hat = moments.debias(nu, decay, count) if bias_correction else nu
-    var = (jax.tree.map(lambda n, m: _real(n) - moments.abs_sq(m), nu_hat, mu) if centered
+    mu_hat = moments.debias(mu, decay, count) if centered and bias_correction else mu
+    var = (jax.tree.map(lambda n, m: _real(n) - moments.abs_sq(m), nu_hat, mu_hat) if centered
            else jax.tree.map(_real, nu_hat))
 
     def scale_one(g, v):
