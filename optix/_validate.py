@@ -8,6 +8,7 @@ and traced values cannot be checked when the transform is built and pass through
 import math
 import numbers
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -114,8 +115,25 @@ def dtype(name, value):
   return value
 
 
-def integer(name, value, low=0):
-  """An int ``>= low`` (steps, intervals, sizes)."""
+def integer(name, value, low=0, *, static=True):
+  """An int ``>= low`` (steps, intervals, sizes), returned as a Python int.
+
+  ``optax.inject_hyperparams`` passes integer hyperparameters as int32 arrays:
+  a concrete one is read as its int. A traced one (its ``update`` under ``jit``)
+  passes through unchecked when ``static=False`` (the transform computes with it
+  in ``jnp``); an argument that sets shapes or Python control flow
+  (``static=True``) cannot be traced and says how to keep it static."""
+  if isinstance(value, jax.core.Tracer):
+    if not static:
+      return value
+    raise ValueError(
+        f"{name} must be a static Python int (it sets shapes or Python control flow), "
+        f"got a traced value: inside optax.inject_hyperparams pass "
+        f"static_args=({name!r},), or use optix.inject_hyperparams, which keeps it static")
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)) and not isinstance(value, bool):
+    arr = np.asarray(value)
+    if arr.shape == () and arr.dtype.kind in "iu":
+      value = int(arr)
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
   if value < low:

@@ -119,8 +119,8 @@ def adafactor(learning_rate: Optional[_base.ScalarOrSchedule] = None,
 
 
 def adam8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-             eps: float = 1e-8, eps_root: float = 0.0, *, block_size: int = 256,
-             min_8bit_size: int = 4096, stochastic_rounding: bool = True):
+             eps: float = 1e-8, eps_root: float = 0.0, *, block_size: Optional[int] = None,
+             min_8bit_size: Optional[int] = None, stochastic_rounding: bool = True):
   r"""Adam with 8-bit block-wise quantized moments (Dettmers et al. 2022, arXiv 2110.02861).
 
   :math:`\theta \leftarrow \theta - \eta\, \hat m_t/(\sqrt{\hat v_t} + \epsilon)`, the moments
@@ -138,9 +138,10 @@ def adam8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float =
     eps_root: >= 0, inside the root; 0 (small and positive to differentiate
       through the step).
     block_size: int >= 1, values sharing one float32 absmax in the 8-bit
-      moments; 256 (the paper's).
+      moments; None (default): 256, the paper's (None, so that
+      ``optax.inject_hyperparams`` does not inject this shape-setting argument).
     min_8bit_size: int >= 0; smaller leaves (biases, norm scales) keep float32
-      moments; 4096.
+      moments; None (default): 4096.
     stochastic_rounding: True (default) rounds the stored √v stochastically,
       so v stays unbiased and does not stall; False: nearest.
 
@@ -156,7 +157,7 @@ def adam8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float =
 def adamw8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8, eps_root: float = 0.0,
               weight_decay: _base.ScalarOrSchedule = 1e-4, mask: MaskOrFn = None, *,
-              block_size: int = 256, min_8bit_size: int = 4096,
+              block_size: Optional[int] = None, min_8bit_size: Optional[int] = None,
               stochastic_rounding: bool = True):
   r"""AdamW (arXiv 1711.05101) with 8-bit moments: :func:`adam8bit` plus decoupled decay.
 
@@ -173,8 +174,8 @@ def adamw8bit(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9, b2: float 
       default of ``optax.adamw``.
     mask: the params that decay: a bool tree (or prefix) or a callable
       returning one (e.g. ``optix.matrices_only``); None: every leaf.
-    block_size: as in :func:`adam8bit`: int >= 1; 256.
-    min_8bit_size: as in :func:`adam8bit`: int >= 0; 4096.
+    block_size: as in :func:`adam8bit`: int >= 1; None (default): 256.
+    min_8bit_size: as in :func:`adam8bit`: int >= 0; None (default): 4096.
     stochastic_rounding: as in :func:`adam8bit`; True.
 
   Returns:

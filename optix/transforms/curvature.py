@@ -189,7 +189,8 @@ def scale_by_kfac(damping: _base.ScalarOrSchedule = 1e-3, ema_decay: float = 0.9
     raise ValueError(f"require_stats must be a bool, got {require_stats!r}")
   _validate.nonnegative("damping", damping)
   _validate.unit_interval("ema_decay", ema_decay)
-  period = _validate.integer("inverse_update_period", inverse_update_period, low=1)
+  period = _validate.integer("inverse_update_period", inverse_update_period, low=1,
+                             static=False)
   if kl_clip is not None:
     _validate.positive("kl_clip", kl_clip)
     if learning_rate is None:

@@ -9,7 +9,7 @@ dequantizes, works in float32 and requantizes, all inside one jitted ``update``.
 """
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -191,8 +191,8 @@ class ScaleByAdam8bitState(NamedTuple):
 
 
 def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                      eps_root: float = 0.0, *, block_size: int = 256,
-                      min_8bit_size: int = 4096, stochastic_rounding: bool = True,
+                      eps_root: float = 0.0, *, block_size: Optional[int] = None,
+                      min_8bit_size: Optional[int] = None, stochastic_rounding: bool = True,
                       seed: int = 0, state_dtype=None
                       ) -> _base.GradientTransformation:
   r"""Adam's scaling with 8-bit block-wise quantized moments (arXiv 2110.02861).
@@ -229,13 +229,17 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     eps: added to the root in the denominator, >= 0; 1e-8.
     eps_root: added to :math:`v_t/(1-\beta_2^t)` inside the root, >= 0; 0 (use
       a small value when differentiating through the optimizer).
-    block_size: int >= 1, values per absmax block; 256 (the paper's): smaller
-      blocks track local magnitudes better at 4 bytes of scale per block.
-    min_8bit_size: int >= 0; leaves with fewer elements stay unquantized; 4096.
-      0 quantizes every non-empty leaf.
+    block_size: int >= 1, values per absmax block; None (default): 256, the
+      paper's. Smaller blocks track local magnitudes better at 4 bytes of scale
+      per block. It sets the state's shapes, so it is static: None keeps
+      ``optax.inject_hyperparams`` from injecting it.
+    min_8bit_size: int >= 0; leaves with fewer elements stay unquantized; None
+      (default): 4096. 0 quantizes every non-empty leaf. Static, as
+      ``block_size``.
     stochastic_rounding: round the stored √v stochastically (True, default:
       see above) or to nearest (False).
-    seed: int >= 0, seeds the stochastic rounding draws; 0.
+    seed: int >= 0, seeds the stochastic rounding draws; 0. May be traced
+      (injected).
     state_dtype: dtype of the unquantized (small) leaves' moments; None is the
       policy: at least float32 and the params' float kind.
 
@@ -247,9 +251,10 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   _validate.unit_interval("b2", b2)
   _validate.nonnegative("eps", eps)
   _validate.nonnegative("eps_root", eps_root)
-  _validate.integer("block_size", block_size, 1)
-  _validate.integer("min_8bit_size", min_8bit_size, 0)
-  _validate.integer("seed", seed, 0)
+  block_size = _validate.integer("block_size", 256 if block_size is None else block_size, 1)
+  min_8bit_size = _validate.integer("min_8bit_size",
+                                    4096 if min_8bit_size is None else min_8bit_size, 0)
+  seed = _validate.integer("seed", seed, 0, static=False)
 
   def big(p):
     return np.size(p) >= min_8bit_size and np.size(p) > 0
