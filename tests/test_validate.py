@@ -4,6 +4,7 @@ Python and NumPy, no XLA computation: cheap, and safe under mutmut's forked work
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -110,6 +111,25 @@ def test_integer():
       v.integer("steps", bad)
   with pytest.raises(ValueError, match=r"^period must be an integer >= 1, got 0"):
     v.integer("period", 0, low=1)
+
+
+def test_integer_takes_what_optax_inject_hyperparams_passes():
+  """optax.inject_hyperparams passes ints as int32 arrays: concrete ones are read
+  as ints (range-checked); traced ones pass where the transform computes with
+  them and are refused, naming static_args, where they set shapes."""
+  got = v.integer("block_size", jnp.asarray(256, jnp.int32), 1)
+  assert got == 256 and type(got) is int
+  with pytest.raises(ValueError, match=r"^block_size must be an integer >= 1, got 0"):
+    v.integer("block_size", jnp.asarray(0, jnp.int32), 1)
+  for bad in (jnp.asarray(2.0), jnp.asarray([1, 2]), jnp.asarray(True)):
+    with pytest.raises(ValueError, match=r"^steps must be an integer >= 0, got"):
+      v.integer("steps", bad)
+  seen = []
+  jax.jit(lambda x: seen.append(v.integer("period", x, 1, static=False)))(jnp.asarray(3))
+  assert isinstance(seen[0], jax.core.Tracer)
+  with pytest.raises(ValueError, match=r"^block_size must be a static Python int .*"
+                                       r"static_args=\('block_size',\)"):
+    jax.jit(lambda x: v.integer("block_size", x, 1))(jnp.asarray(3))
 
 
 def test_one_of():
