@@ -281,7 +281,8 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
     state_dtype: (keyword-only) dtype of the moments, statistics and roots;
       ``jnp.float32``.
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the roots over (same
-      result); None.
+      result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their blocks
+      are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split; "data".
 
   Each argument of :func:`optix.scale_by_shampoo` is explained there, with why its
@@ -336,7 +337,8 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
     state_dtype: (keyword-only) dtype of the moments, statistics and bases;
       ``jnp.float32``.
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions over
-      (same result); None.
+      (same result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their
+      blocks are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split; "data".
 
   Each argument of :func:`optix.scale_by_soap` is explained there, with why its default;
@@ -362,7 +364,7 @@ from optix.transforms.psgd import scale_by_psgd_kron  # noqa: E402
 def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
               weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
               *, preconditioner_update_probability=None, max_size_triangular: int = 8192,
-              min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = None,
+              min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2.0,
               memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
               precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
               precond_dtype=None, state_dtype=None, seed: int = 0):
@@ -393,7 +395,9 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
     min_ndim_triangular: int >= 0; leaves with fewer axes get diagonal factors only;
       2 (vectors and scalars stay diagonal).
     max_skew_triangular: > 0; an axis more than this many times the next largest gets
-      a diagonal factor; None (default): no limit, as in the reference.
+      a diagonal factor; 2.0 (default: an embedding's vocabulary axis and an MLP's wide
+      axis are diagonal, each triangular factor holds at most twice its leaf's size);
+      None: no limit (the reference implementation's default).
     memory_save_mode: None (default), ``"one_diag"`` (each leaf's largest axis
       diagonal) or ``"all_diag"`` (every factor diagonal).
     precond_lr: normalised step size μ of the Lie-group fit, in [0, 1]; 0.1 (the

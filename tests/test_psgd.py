@@ -94,11 +94,17 @@ def test_factor_kinds():
   assert kinds(()) == (False,)                       # a scalar: one diagonal of size 1
   assert kinds((7,)) == (False,)                     # vectors: diagonal
   assert kinds((8, 6)) == (True, True)
-  assert kinds((1, 6)) == (False, True)              # size-1 axis
+  assert kinds((1, 6), max_skew_triangular=None) == (False, True)   # size-1 axis
+  assert kinds((1, 6)) == (False, False)             # a row: diagonal, as a vector
   assert kinds((50304, 768)) == (False, True)        # above max_size_triangular
   assert kinds((8, 6), max_size_triangular=7) == (False, True)
   assert kinds((64, 4), max_skew_triangular=4.0) == (False, True)   # 64 > 4 · 4
   assert kinds((16, 4), max_skew_triangular=4.0) == (True, True)
+  # The default skew rule (2): an axis more than twice the next largest is diagonal.
+  assert kinds((32, 16)) == (True, True) and kinds((33, 16)) == (False, True)
+  assert kinds((4096, 256)) == (False, True) and kinds((256, 1024)) == (True, False)
+  assert kinds((3, 3, 64, 128)) == (True, True, True, True)
+  assert kinds((64, 4), max_skew_triangular=None) == (True, True)
   assert kinds((3, 3, 2, 4), memory_save_mode="one_diag") == (True, True, True, False)
   assert kinds((3, 4), memory_save_mode="all_diag") == (False, False)
   assert kinds((3, 4), min_ndim_triangular=3) == (False, False)
@@ -113,6 +119,23 @@ def test_state_shapes_follow_the_rules():
   # Q_0 = s^(1/k) per factor: P_0 = s² I.
   np.testing.assert_allclose(np.asarray(state.qs[3][0]), 2.0 * np.eye(8))
   np.testing.assert_allclose(np.asarray(state.qs[2][0]), 4.0)
+
+
+def test_default_state_stays_lean():
+  """A small LM's shapes (vocabulary 4096, width 256, MLP 1024): with the default rule the
+  state holds fewer bytes per parameter than Adam's 8 (no 4096² or 1024² factor); with no
+  skew limit the vocabulary factors alone would be 2 × 4096²."""
+  leaf = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
+  params = {"embed": leaf(4096, 256), "head": leaf(256, 4096), "q": leaf(256, 256),
+            "up": leaf(256, 1024), "down": leaf(1024, 256), "b": leaf(1024), "scale": leaf(256)}
+  size = sum(x.size for x in jax.tree.leaves(params))
+
+  def bytes_per_param(tx):
+    state = jax.eval_shape(tx.init, params)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / size
+
+  assert bytes_per_param(optix.psgd_kron(1e-3)) < 8.0
+  assert bytes_per_param(optix.psgd_kron(1e-3, max_skew_triangular=None)) > 30.0
 
 
 def test_no_fit_update_is_the_initial_scale_squared_times_the_gradient():
@@ -136,6 +159,109 @@ def test_no_fit_update_is_the_initial_scale_squared_times_the_gradient():
   # The RMS clip: every leaf's update has RMS <= max_update_rms.
   for u in jax.tree.leaves(small):
     assert float(jnp.sqrt(jnp.mean(u ** 2))) <= 0.5 * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("kinds", [(True, True), (True, False), (False, True)])
+def test_padded_fit_is_the_unpadded_fit(kinds):
+  """Five fits of a stack of leaves padded to (16, 8) (factors diag(Q, I), zero-padded
+  momenta and probes) give the unpadded fits on the real blocks; the padding block of every
+  factor stays the identity and the blocks coupling real and padded coordinates stay zero."""
+  rng = np.random.default_rng(4)
+  shapes, size = [(12, 5), (9, 7), (16, 8)], (16, 8)
+  qs = [[jnp.asarray(_upper(rng, n) if tri else np.exp(rng.normal(size=n) * 0.3), jnp.float32)
+         for n, tri in zip(shape, kinds)] for shape in shapes]
+  stack = [jnp.stack([psgd.pad_factor(q[a], size[a]) for q in qs]) for a in range(2)]
+  masks = [np.stack([np.arange(size[a]) < s[a] for s in shapes]).astype(np.float32)
+           for a in range(2)]
+  fit = jax.jit(psgd.fit_stack)
+  for _ in range(5):
+    hs = [rng.normal(size=s) for s in shapes]
+    vs = [rng.normal(size=s) for s in shapes]
+    pad = lambda xs: jnp.asarray(np.stack([np.pad(x, [(0, size[0] - x.shape[0]),  # noqa: E731
+                                                      (0, size[1] - x.shape[1])]) for x in xs]),
+                                 jnp.float32)
+    stack = fit(stack, pad(hs), pad(vs), 0.2, masks)
+    qs = [psgd.fit_factors(psgd.balance_factors(q), jnp.asarray(h, jnp.float32),
+                           jnp.asarray(v, jnp.float32), 0.2) for q, h, v in zip(qs, hs, vs)]
+  for b, shape in enumerate(shapes):
+    for a, n in enumerate(shape):
+      got, want = np.asarray(stack[a][b]), np.asarray(qs[b][a])
+      np.testing.assert_allclose(psgd.crop_factor(got, n), want, rtol=1e-5, atol=1e-6)
+      if n == size[a]:
+        continue
+      if got.ndim == 1:
+        np.testing.assert_array_equal(got[n:], got[n:][0])   # the padding: one scalar
+      else:
+        pad_block = got[n:, n:]
+        np.testing.assert_allclose(pad_block, pad_block[0, 0] * np.eye(size[a] - n))
+        assert not got[:n, n:].any() and not got[n:, :n].any()
+
+
+def _reference_kron(params, grads, steps, precond_lr=0.1, rho=1.1, b1=0.9, seed=0):
+  """scale_by_psgd_kron written per leaf without padding or stacking: the same probes (one
+  draw per step, cut in stack order, each leaf's piece at its padded layout, cropped), the
+  same draws and the same formulas."""
+  leaves, treedef = jax.tree.flatten(params)
+  kinds = [psgd.factor_kinds(jnp.shape(x)) for x in leaves]
+  layouts = [psgd.leaf_layout(jnp.shape(x), k) for x, k in zip(leaves, kinds)]
+  groups = psgd._groups(layouts, [jnp.float32] * len(leaves))
+  shapes = [(len(g.members),) + g.padded for g in groups]
+  where = {j: (i, b) for i, g in enumerate(groups) for b, j in enumerate(g.members)}
+  qs = [[jnp.eye(n) if t else jnp.ones(n) for n, t in zip(lay.shape, lay.kinds)]
+        for lay in layouts]
+  mu = [jnp.zeros_like(x) for x in leaves]
+  key = jax.random.key_data(jax.random.key(seed))
+  out = []
+  for t in range(steps):
+    g = treedef.flatten_up_to(grads[t])
+    keys = jax.random.split(jax.random.fold_in(key, t), 3)
+    noise = [psgd.stack_noise(keys[i], shapes, [jnp.float32] * len(shapes)) for i in (1, 2)]
+    updates = []
+    for j, lay in enumerate(layouts):
+      mu[j] = b1 * mu[j] + (1 - b1) * g[j]
+      h = (mu[j] / (1 - b1 ** (t + 1))).reshape(lay.shape)
+
+      def probe(stacks, j=j, lay=lay):
+        i, b = where[j]
+        x = stacks[i][b][tuple(slice(0, lay.shape[a]) for a in lay.perm)]
+        return jnp.transpose(x, np.argsort(lay.perm))
+
+      v, z = probe(noise[0]), probe(noise[1])
+      hz = h + psgd._DAMPING * jnp.mean(jnp.abs(h)) * z
+      qs[j] = psgd.fit_factors(psgd.balance_factors(qs[j]), hz, v, precond_lr)
+      u = psgd.apply_factors(qs[j], psgd.apply_factors(qs[j], h), transpose=True)
+      u = u * jnp.minimum(1.0, rho / (jnp.sqrt(jnp.mean(u ** 2)) + 1e-12))
+      updates.append(u.reshape(jnp.shape(g[j])))
+    out.append(jax.tree.unflatten(treedef, updates))
+  return out, qs
+
+
+def test_stacked_transform_matches_the_per_leaf_reference():
+  """Leaves of non-standard sizes, in both axis orders, a 3-D leaf, two leaves of one padded
+  layout, a vector and a scalar: four fitted steps of the stacked transform are the per-leaf
+  unpadded computation with the same random draws."""
+  params = {"a": jnp.zeros((5, 12)), "b": jnp.zeros((12, 5)), "c": jnp.zeros((3, 5, 6)),
+            "d": jnp.zeros(7), "e": jnp.zeros((16, 6)), "s": jnp.zeros(())}
+  grads = [optix.testing.random_like(jax.random.key(10 + t), params) for t in range(4)]
+  tx = optix.scale_by_psgd_kron(preconditioner_update_probability=1.0)
+
+  @jax.jit
+  def run(grads):
+    state, out = tx.init(params), []
+    for g in grads:
+      u, state = tx.update(g, state, params)
+      out.append(u)
+    return out, state
+
+  got, state = run(grads)
+  want, qs = jax.jit(_reference_kron, static_argnums=2)(params, grads, 4)
+  for u, w in zip(got, want):
+    for k in params:
+      np.testing.assert_allclose(np.asarray(u[k]), np.asarray(w[k]), rtol=2e-4, atol=1e-6,
+                                 err_msg=k)
+  for factors, ref in zip(state.qs, qs):
+    for q, r in zip(factors, ref):
+      np.testing.assert_allclose(np.asarray(q), np.asarray(r), rtol=1e-4, atol=1e-6)
 
 
 def test_update_probability_schedule():
