@@ -394,6 +394,31 @@ def test_scale_by_muon_matches_optax_for_each_option(case, dtype):
                                  atol=rtol * scale, err_msg=f"{case} {dtype} {k}")
 
 
+@pytest.mark.parametrize("case", ["default", "heavy_ball", "adaptive", "spectral", "aol",
+                                  "schatten", "table"])
+@pytest.mark.parametrize("shape,dims", [((6, 9), MDN()), ((10, 4), MDN()),
+                                        ((5, 3, 7), MDN(0, 2))], ids=["wide", "tall", "stacked"])
+def test_one_leaf_is_optax_bit_for_bit(case, shape, dims):
+  """A tree of one matrix leaf (float32): 25 steps of optix.scale_by_muon give optax's
+  updates bit for bit. Newton–Schulz forms Xᴴ before X Xᴴ and scales an operand of A·A
+  by c, as optax does (the other orders round differently).
+  With several leaves in one jitted update, optax's own numbers for a leaf change by a few
+  ulps with the other leaves present (XLA compiles its per-leaf iterations together),
+  which bounds the registry's muon parity entries (tests/registry_muon.py)."""
+  kwargs = _OPTION_CASES[case]
+  params = {"a": jax.random.normal(jax.random.key(21), shape)}
+  outs = []
+  for tx in (optix.scale_by_muon(weight_dimension_numbers={"a": dims}, **kwargs),
+             optax.contrib.scale_by_muon(weight_dimension_numbers={"a": dims}, **kwargs)):
+    state, update, got = tx.init(params), jax.jit(tx.update), []
+    for t in range(25):
+      u, state = update(optix.testing.random_like(jax.random.key(t), params), state)
+      got.append(np.asarray(u["a"]))
+    outs.append(got)
+  for t, (ours, theirs) in enumerate(zip(*outs)):
+    np.testing.assert_array_equal(ours, theirs, err_msg=f"{case} step {t}")
+
+
 def test_traced_ns_steps_under_optax_inject_hyperparams():
   """optax.inject_hyperparams traces the int ns_steps: the iterations run in a loop (the
   first one rescaling for "aol") and give the unrolled numbers."""

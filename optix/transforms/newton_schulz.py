@@ -45,12 +45,10 @@ def _iterate_dtype(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _matmul(a, b, contract_b, dtype, out_dtype, conj_b=False):
-  """``a @ b`` (``contract_b=1``) or ``a @ b^H`` (``contract_b=2``, ``conj_b``) batched on
-  axis 0, operands in ``dtype``, accumulated and returned in ``out_dtype``."""
-  if conj_b:
-    b = jnp.conj(b)
-  dims = (((2,), (contract_b,)), ((0,), (0,)))
+def _matmul(a, b, dtype, out_dtype):
+  """``a @ b`` batched on axis 0, operands in ``dtype``, accumulated and returned in
+  ``out_dtype``."""
+  dims = (((2,), (1,)), ((0,), (0,)))
   return jax.lax.dot_general(a.astype(dtype), b.astype(dtype), dims,
                              preferred_element_type=out_dtype)
 
@@ -60,7 +58,9 @@ def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype, padded=False
   on the first step "aol" and "schatten" rescale :math:`X` (and :math:`A`) first."""
   a_, b_, c_ = coeffs
   dt = x.dtype
-  gram = _matmul(x, x, 2, compute_dtype, dt, conj_b=True)                  # A = X Xᴴ  (B, m, m)
+  # A = X Xᴴ (B, m, m), with Xᴴ formed first: contracting X's last axis with itself
+  # takes another matmul kernel on CPU, whose roundings differ from optax's ``x @ x.T``.
+  gram = _matmul(x, jnp.conj(jnp.swapaxes(x, 1, 2)), compute_dtype, dt)
   if first and preconditioning == "aol":
     # s_i = (Σ_j |A_ij|)^(-1/2): X <- diag(s) X, A <- diag(s) A diag(s).
     rows = jnp.sum(jnp.abs(gram), axis=-1)
@@ -72,9 +72,11 @@ def _ns_step(x, coeffs, first, preconditioning, eps, compute_dtype, padded=False
     # X <- X / ||X||_S4 with ||X||_S4 = ||X Xᴴ||_F^(1/2).
     norm = jnp.sqrt(jnp.sum(jnp.abs(gram) ** 2, axis=(-2, -1), keepdims=True))
     s = jax.lax.rsqrt(jnp.maximum(norm, eps))
-    x, gram = x * s, gram * s * s
-  poly = b_ * gram + c_ * _matmul(gram, gram, 1, compute_dtype, dt)        # bA + cA²
-  return a_ * x + _matmul(poly, x, 1, compute_dtype, dt)
+    x, gram = x * s, gram * (s * s)
+  # bA + (cA)A: c scales an operand of the product, as optax computes it (the same in
+  # exact arithmetic as c(AA); in float32 the roundings, and so optax's numbers, differ).
+  poly = b_ * gram + _matmul(c_ * gram, gram, compute_dtype, dt)
+  return a_ * x + _matmul(poly, x, compute_dtype, dt)
 
 
 def _orthogonalize_stack(stack, coeffs=(DEFAULT_NS_COEFFS,) * 5, eps=1e-8,
