@@ -154,10 +154,99 @@ def _split_map(fn, stack, extra, mesh, names):
   """``vmap(fn)`` over ``stack`` split on its axis 0 over the mesh axes ``names``, inside
   ``shard_map`` (each device maps its own slice, no collectives inside); ``extra``
   are replicated arguments."""
-  body = jax.shard_map(jax.vmap(fn, in_axes=(0,) + (None,) * len(extra)), mesh=mesh,
-                       in_specs=(P(spec_entry(names)),) + (P(),) * len(extra),
-                       out_specs=P(spec_entry(names)), check_vma=False)
-  return body(stack, *extra)
+  return map_local(jax.vmap(fn, in_axes=(0,) + (None,) * len(extra)), [stack], mesh, names,
+                   extra)
+
+
+def map_local(fn: Callable[..., Any], stacks: Sequence[Any], mesh, names: tuple,
+              args: Sequence[Any] = ()) -> Any:
+  """``fn(*local_stacks, *args)`` on every device's own slices of ``stacks``: no collectives.
+
+  Every array of ``stacks`` (pytrees of arrays) is split on its axis 0 over the mesh axes
+  ``names`` (already laid out so: :func:`to_owners`, or state stored that way), ``fn`` maps
+  the local slices (the stacks' axis 0 holding ``1/n`` of their rows) to a pytree of arrays
+  whose axis 0 is local rows too, and the results come back split the same way.
+
+  Args:
+    fn: ``fn(*local_stacks, *args)`` -> a pytree of arrays, traced once inside
+      ``jax.shard_map``; required.
+    stacks: the stacked operands, each a pytree of arrays whose axis 0 is split over
+      ``names``; required.
+    mesh: the ``jax.sharding.Mesh`` (or abstract mesh) of the split; required.
+    names: the mesh axis names axis 0 is split over, a tuple; required.
+    args: arrays or scalars passed replicated to every device. Default ``()``.
+
+  Returns:
+    ``fn``'s results, their axis 0 split over ``names``.
+  """
+  split = P(spec_entry(tuple(names)))
+  body = jax.shard_map(fn, mesh=mesh, in_specs=(split,) * len(stacks) + (P(),) * len(args),
+                       out_specs=split, check_vma=False)
+  return body(*stacks, *args)
+
+
+def owner_axes(arrays: Sequence[Any]):
+  """``(mesh, names)``: the Explicit mesh of the sharded arrays among ``arrays`` and every
+  mesh axis any of them is split over (in the mesh's order); None when none is sharded on
+  an Explicit mesh or they sit on different meshes."""
+  mesh, used = None, set()
+  for a in arrays:
+    spec = explicit_spec(a)
+    if spec is None:
+      continue
+    m = explicit_sharding(a).mesh
+    if mesh is not None and m != mesh:
+      return None
+    mesh = m
+    used.update(n for e in spec for n in axes_of_entry(e))
+  if mesh is None:
+    return None
+  return mesh, tuple(n for n in mesh.axis_names if n in used)
+
+
+def axes_size(mesh, names: tuple) -> int:
+  """The number of devices along the mesh axes ``names``."""
+  return math.prod(mesh.shape[a] for a in names)
+
+
+def to_owners(build: Callable[..., jax.Array], args: Sequence[Any], mesh,
+              names: tuple) -> jax.Array:
+  """``build(*args)``, a stack ``(B, ...)``, split on its axis 0 over the mesh axes ``names``
+  of the current Explicit mesh: each device receives the whole items it owns.
+
+  ``build`` runs with the mesh's axes Auto (its reshapes, pads and concatenations of
+  sharded arrays need no sharding annotations) and XLA moves each piece straight to its
+  owner: for items that are whole leaves, or blocks that cut no sharded axis, one
+  all-to-all, each device receiving ``1/n`` of the bytes. ``B`` must be a multiple of the
+  number of devices ``n`` along ``names``.
+
+  Args:
+    build: ``build(*args)`` -> the stack; required.
+    args: its operands (pytrees of arrays, e.g. sharded leaves); required.
+    mesh: the Explicit ``jax.sharding.Mesh`` (or abstract mesh) of the split; required.
+    names: the mesh axes to split axis 0 over, a tuple; required.
+
+  Returns:
+    The stack, split on axis 0 over ``names``.
+  """
+  out = NamedSharding(mesh, P(spec_entry(tuple(names))))
+  return jax.sharding.auto_axes(build, out_sharding=out)(*args)
+
+
+def from_owners(split: Callable[..., Any], stack: jax.Array, specs) -> Any:
+  """Inverse of :func:`to_owners`: ``split(stack)`` (a pytree of arrays, e.g. one leaf per
+  item), computed with the mesh's axes Auto and returned in the layouts ``specs``.
+
+  Args:
+    split: ``split(stack)`` -> the results; required.
+    stack: a stack split over its owners; required.
+    specs: the results' layouts, a pytree of ``NamedSharding`` (or ``PartitionSpec`` under
+      ``jax.set_mesh``) matching ``split``'s output; required.
+
+  Returns:
+    ``split(stack)`` in the layouts ``specs``.
+  """
+  return jax.sharding.auto_axes(split, out_sharding=specs)(stack)
 
 
 def map_owned(fn: Callable[..., jax.Array], arrays: Sequence[jax.Array],

@@ -276,21 +276,25 @@ def test_soap_refresh_rotates_moments_consistently():
     _, state = update(jnp.asarray(rng.standard_normal((5, 4)), jnp.float32), state)
   g = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
   _, new = update(g, state)                                    # step 2: refresh
-  assert state.bases[0].shape == (1, 8, 8)  # 5 rows padded to 8; the moments are not padded
+  assert state.bases[0].shape == (1, 8, 8)  # 5 rows padded to 8, the moments' stack too
   ql, qr = (b[:, :5, :5] for b in state.bases)
   for q in (state.bases[0], new.bases[0]):  # the padding keeps the identity
     np.testing.assert_array_equal(q[0, 5:, 5:], np.eye(3))
     np.testing.assert_array_equal(q[0, :5, 5:], 0)
+  for st in (state, new):                   # and the moments stay 0 on it
+    np.testing.assert_array_equal(st.mu[0][0][:, 5:], 0)
+    np.testing.assert_array_equal(st.nu[0][0][:, 5:], 0)
   real = lambda st: (st.bases[0][:, :5, :5], st.bases[1])
+  mu, nu = (lambda st: st.mu[0][0][:, :5]), (lambda st: st.nu[0][0][:, :5])
   g_rot = ql[0].T @ g @ qr[0]            # g is projected on the basis of the steps before
-  rotated = rotate_second_moment(0.9 * state.nu + 0.1 * g_rot ** 2, real(state), real(new),
+  rotated = rotate_second_moment(0.9 * nu(state) + 0.1 * g_rot ** 2, real(state), real(new),
                                  (True, True))
-  np.testing.assert_allclose(new.nu, rotated, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(nu(new), rotated, rtol=1e-4, atol=1e-6)
   # m is rotated exactly: back in the original coordinates it is the plain EMA of g.
-  m_orig = lambda st: real(st)[0][0] @ st.mu[0] @ real(st)[1][0].T
+  m_orig = lambda st: real(st)[0][0] @ mu(st)[0] @ real(st)[1][0].T
   np.testing.assert_allclose(m_orig(new), 0.9 * m_orig(state) + 0.1 * g, rtol=1e-4, atol=1e-5)
   pl, pr = (jnp.swapaxes(o, -1, -2) @ n for o, n in zip(real(state), real(new)))
-  np.testing.assert_allclose(new.mu[0], pl[0].T @ (0.9 * state.mu[0] + 0.1 * g_rot) @ pr[0],
+  np.testing.assert_allclose(mu(new)[0], pl[0].T @ (0.9 * mu(state)[0] + 0.1 * g_rot) @ pr[0],
                              rtol=1e-4, atol=1e-5)
 
 

@@ -1,6 +1,7 @@
 """FSDP owner computes: with params sharded over the data axis of an Explicit mesh, each device
-orthogonalizes the matrices it owns instead of gathering every gradient. Checked on the compiled
-step: the collective bytes per device, the temporaries per device, and the numbers."""
+orthogonalizes (Muon) or preconditions (Shampoo, SOAP: their blocks, statistics, roots and bases)
+the matrices it owns instead of gathering every gradient. Checked on the compiled step: the
+collective bytes per device, the temporaries per device, and the numbers."""
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,12 @@ def test_collective_bytes_counts_outputs():
 
 @pytest.mark.parametrize("devices", [
     (1, 8), pytest.param((1, 2, 4, 8), marks=pytest.mark.slow)], ids=["1-8", "1-2-4-8"])
-@pytest.mark.parametrize("name,make", [("muon", lambda: optix.scale_by_muon())])
+@pytest.mark.parametrize("name,make", [
+    ("muon", lambda: optix.scale_by_muon()),
+    # refresh every step: the step that computes the roots / bases is the one measured
+    ("shampoo", lambda: optix.scale_by_shampoo(preconditioning_interval=1,
+                                               start_preconditioning_step=0)),
+    ("soap", lambda: optix.scale_by_soap(preconditioning_interval=1))])
 def test_fsdp_step_moves_only_owned_matrices(name, make, devices):
   """8 × (512×512) params sharded by rows over 8 devices: collectives per device <= 0.4× the
   param bytes (gathering every gradient: >= 1×), temporaries per device shrinking with N."""
@@ -59,6 +65,9 @@ MIXED = {"a0": (64, 32), "a1": (64, 32), "a2": (64, 32), "t": (16, 48), "s": (8,
          "r": (12, 20)}
 # "s": 8 stacked (24, 16) layers.
 _MIXED_DIMS = {k: MuonDimensionNumbers(1, 2) if k == "s" else MuonDimensionNumbers() for k in MIXED}
+# Shampoo, SOAP: one stack of eight (16, 8) blocks, owned ("r", replicated, among them) and one
+# of two (8, 32) padded blocks (not a multiple of the device count: gathered).
+KRON = {**{f"a{i}": (16, 8) for i in range(7)}, "r": (16, 8), "b0": (8, 24), "b1": (8, 24)}
 
 
 @pytest.mark.parametrize("name,make,shapes", [
@@ -69,11 +78,17 @@ _MIXED_DIMS = {k: MuonDimensionNumbers(1, 2) if k == "s" else MuonDimensionNumbe
                                                   weight_decay=0.1,
                                                   muon_weight_dimension_numbers=_MIXED_DIMS),
                  MIXED,
-                 marks=pytest.mark.slow)], ids=["muon-light", "muon-mixed", "muon_alias-mixed"])
+                 marks=pytest.mark.slow),
+    ("shampoo", lambda: optix.scale_by_shampoo(preconditioning_interval=1,
+                                               start_preconditioning_step=1), KRON),
+    ("soap", lambda: optix.scale_by_soap(preconditioning_interval=1, precondition_1d=True),
+     KRON)],
+    ids=["muon-light", "muon-mixed", "muon_alias-mixed", "shampoo", "soap"])
 def test_fsdp_step_matches_unsharded(name, make, shapes):
   """Leaves sharded by rows (a group not a multiple of the device count: padded; in the mixed
   tree also a transposed view and a stacked-layer leaf) plus a replicated leaf "r": the same
-  numbers as the unsharded steps, in the params' layout."""
+  numbers as the unsharded steps, in the params' layout. Shampoo and SOAP (KRON): the owned
+  stack's statistics stay split over the devices."""
   specs = {k: P() if k == "r" else P("data") for k in shapes}
   params = {k: jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())}
   grads = [optix.testing.random_like(jax.random.key(10 + t), params) for t in range(2)]
@@ -93,6 +108,11 @@ def test_fsdp_step_matches_unsharded(name, make, shapes):
   put = lambda t: {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in t.items()}
   with jax.set_mesh(mesh):
     got, got_u = run(put)
+  if name in ("shampoo", "soap"):  # the owned group's statistics stay split over the devices
+    with jax.set_mesh(mesh):
+      state = jax.jit(tx.init)(put(params))
+    assert state.stats[0].shape[0] == 8, [s.shape for s in state.stats]
+    assert state.stats[0].sharding.spec == P("data", None, None)
   for k in params:
     assert got[k].sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), got[k].ndim), k
     for u, v in zip(got_u, ref_u):

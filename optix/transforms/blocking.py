@@ -45,19 +45,30 @@ coordinates are real (:func:`real_mask`, the ``mask`` of :mod:`optix.transforms.
 and keep the padded coordinates exactly apart. Updates drop the padded coordinates
 (:func:`from_blocks`).
 
-On an Explicit-mode mesh, sharded gradient leaves are gathered before they are cut
-into blocks (the Kronecker statistics are small and replicated) and each update is
-resharded like its leaf.
+On an Explicit-mode mesh with leaves sharded over it (FSDP), a group's blocks are owned:
+the stack ``(B, *block)`` is split on its axis 0 over the leaves' mesh axes (device ``d`` of
+``n`` holds blocks ``[d B/n, (d+1) B/n)``, their statistics and roots or bases, stored so),
+the gradient's blocks move straight to their owners (:func:`owners_of`, :func:`gather` with
+``owners``; one all-to-all), every per-block computation runs where the block lives
+(:func:`refresh_by_shape` with ``owned``) and only the results move back into the leaves'
+layout (:func:`scatter`), as in Distributed Shampoo (Anil et al. 2020, arXiv 2002.09018).
+A group takes that path when ``B`` is a multiple of ``n`` (state shapes do not depend on the
+device count, and a stored split must be even) and no sharded axis of its leaves is padded
+or cut into blocks; otherwise its sharded leaves are gathered before they are cut into
+blocks (the statistics replicated) and each update is resharded like its leaf.
 """
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from optix import _validate
-from optix._sharding import explicit_spec, map_stacked, replicated
+from optix._sharding import (axes_of_entry, axes_size, explicit_spec, from_owners, map_local,
+                             map_stacked, owner_axes, replicated, spec_entry, to_owners)
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -187,10 +198,64 @@ def group_plans(plans: Sequence[Plan]) -> tuple:
                for (block, precond), idx in groups.items())
 
 
-def gather(leaves, plans, group):
-  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``."""
-  xs = [to_blocks(leaves[j], plans[j]) for j in group.members]
-  return xs[0] if len(xs) == 1 else jnp.concatenate(xs)
+class Owners(NamedTuple):
+  """Where a group's stack lives when its blocks are owned: split on axis 0 over the mesh
+  axes ``names`` of ``mesh`` (:func:`owners_of`)."""
+  mesh: Any
+  names: tuple
+
+  def place(self, x):
+    """``x`` (a stack ``(B, ...)``) split on axis 0 over the owners (a local slice when it
+    is replicated; nothing moves when it is already so)."""
+    return jax.sharding.reshard(x, NamedSharding(self.mesh, P(spec_entry(self.names))))
+
+
+def _cuts_no_sharded_axis(plan, spec) -> bool:
+  """Whether no axis of a leaf that ``spec`` shards is padded or cut into blocks by ``plan``:
+  the blocks then reach their owners in one all-to-all."""
+  merged_of, m, prod = {}, 0, 1
+  for i, d in enumerate(plan.shape):
+    if d == 1:
+      continue
+    merged_of[i] = m
+    prod *= d
+    if m < len(plan.merged) and prod == plan.merged[m]:
+      m, prod = m + 1, 1
+  padded = plan.padded or plan.block
+  for i, entry in enumerate(spec):
+    if axes_of_entry(entry) and i in merged_of:
+      a = merged_of[i]
+      if plan.blocks[a] != 1 or padded[a] != plan.merged[a]:
+        return False
+  return True
+
+
+def owners_of(leaves, plans, group) -> Any:
+  """The :class:`Owners` of ``group``'s blocks when its leaves are sharded on an Explicit mesh
+  and the owned path applies (see the module docstring), else None."""
+  members = [leaves[j] for j in group.members]
+  found = owner_axes(members)
+  if found is None:
+    return None
+  mesh, names = found
+  if group.size % axes_size(mesh, names):
+    return None
+  for j in group.members:
+    spec = explicit_spec(leaves[j])
+    if spec is not None and not _cuts_no_sharded_axis(plans[j], spec):
+      return None
+  return Owners(mesh, names)
+
+
+def gather(leaves, plans, group, owners=None):
+  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``; with ``owners``
+  split over them (each block moved straight to its owner, no leaf gathered)."""
+  def build(*xs):
+    xs = [to_blocks(x, plans[j]) for j, x in zip(group.members, xs)]
+    return xs[0] if len(xs) == 1 else jnp.concatenate(xs)
+  members = [leaves[j] for j in group.members]
+  return build(*members) if owners is None else to_owners(build, members, owners.mesh,
+                                                                  owners.names)
 
 
 def split(x, group):
@@ -199,11 +264,19 @@ def split(x, group):
   return jnp.split(x, cuts) if cuts else [x]
 
 
-def scatter(x, plans, group, likes=None):
+def scatter(x, plans, group, likes=None, owners=None):
   """Inverse of :func:`gather`: ``{leaf index: leaf}``, padding dropped, each leaf in the
-  Explicit-mesh layout of ``likes[j]`` if given."""
-  return {j: from_blocks(part, plans[j], like=None if likes is None else likes[j])
-          for j, part in zip(group.members, split(x, group))}
+  Explicit-mesh layout of ``likes[j]`` if given (with ``owners``: ``x`` is split over them
+  and each leaf's pieces move straight from their owners into that layout)."""
+  if owners is None:
+    return {j: from_blocks(part, plans[j], like=None if likes is None else likes[j])
+            for j, part in zip(group.members, split(x, group))}
+  specs = [(explicit_spec(likes[j]) if likes is not None else None) or P()
+           for j in group.members]
+  leaves = from_owners(lambda s: [from_blocks(part, plans[j])
+                                  for j, part in zip(group.members, split(s, group))], x,
+                      [NamedSharding(owners.mesh, spec) for spec in specs])
+  return dict(zip(group.members, leaves))
 
 
 def real_mask(plans, group, i, dtype=jnp.float32):
@@ -271,16 +344,24 @@ def check_shapes(block_size, max_preconditioner_dim, preconditioning_interval):
   _validate.integer("max_preconditioner_dim", max_preconditioner_dim, low=0)
 
 
-def init_stats(groups, dtype):
+def init_stats(groups, dtype, owners=None):
   """Zero statistics and identity roots / bases: one ``(B, P, P)`` each per factor axis of
-  each group, in group order."""
+  each group, in group order; split over the group's owners where ``owners`` (one
+  :class:`Owners` or None per group) names them."""
   stats, roots = [], []
-  for group in groups:
+  for k, group in enumerate(groups):
+    own = None if owners is None else owners[k]
+    place = (lambda x: x) if own is None else own.place
     for use, b in zip(group.precond, group.block):
       if use:
-        stats.append(jnp.zeros((group.size, b, b), dtype))
-        roots.append(jnp.broadcast_to(jnp.eye(b, dtype=dtype), (group.size, b, b)))
+        stats.append(place(jnp.zeros((group.size, b, b), dtype)))
+        roots.append(place(jnp.broadcast_to(jnp.eye(b, dtype=dtype), (group.size, b, b))))
   return tuple(stats), tuple(roots)
+
+
+def per_statistic(groups, owners) -> list:
+  """``owners`` (one per group) repeated for each factor axis: one per statistic."""
+  return [own for group, own in zip(groups, owners) for use in group.precond if use]
 
 
 def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None) -> list:
@@ -316,8 +397,14 @@ def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None
 
 
 def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis="data",
-                     after: Any = None) -> list:
-  """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``.
+                     after: Any = None, owned: Optional[Sequence[Any]] = None) -> list:
+  """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``, or where
+  the stacks live.
+
+  With ``owned`` (one :class:`Owners` or None per index of the stacks), the stacks at an
+  index with owners are split over them already: each device maps its own matrices
+  (:func:`optix._sharding.map_local`), nothing moves, and the results stay split so. The
+  other indices take the path below.
 
   With a ``mesh``, every matrix of every stack becomes one work item (its entries in all
   ``stacks``, flattened into one vector: the stacks may differ in trailing shape, e.g. a
@@ -327,6 +414,8 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
   eigenbases and one all-gather per shape brings them back (Anil et al. 2020, arXiv
   2002.09018, section 5).
   """
+  if owned is not None and any(o is not None for o in owned):
+    return _refresh_owned(fn, stacks, mesh, axis, after, owned)
   if mesh is None:
     return apply_by_shape(fn, *stacks, after=after)
   first = stacks[0]
@@ -351,6 +440,40 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
            for j in range(len(first)) for i in range(first[j].shape[0])]
   res = iter(map_stacked(item_fn, items, mesh, axis))
   return [jnp.stack([next(res) for _ in range(x.shape[0])]) for x in first]
+
+
+def _refresh_owned(fn, stacks, mesh, axis, after, owned):
+  """:func:`refresh_by_shape` with some indices owned: those run where they live, one
+  ``shard_map`` per shape and layout (local slices concatenated), the others as usual."""
+  first, out = stacks[0], [None] * len(stacks[0])
+  rest = [j for j, o in enumerate(owned) if o is None]
+  buckets = {}
+  for j, o in enumerate(owned):
+    if o is not None:
+      buckets.setdefault((tuple(first[j].shape[1:]), o), []).append(j)
+  res = after
+  for (_, own), idx in buckets.items():
+    n = axes_size(own.mesh, own.names)
+    local = [first[j].shape[0] // n for j in idx]
+
+    def body(*parts, local=local):
+      args = [jnp.concatenate(p) if len(p) > 1 else p[0] for p in parts]
+      r = _map_on_cpu(fn, args)
+      cuts = list(np.cumsum(local)[:-1])
+      return jnp.split(r, cuts) if cuts else [r]
+
+    args = [[s[j] for j in idx] for s in stacks]
+    if res is not None:
+      args, _ = jax.lax.optimization_barrier((args, res))
+    res = map_local(body, args, own.mesh, own.names)
+    for j, r in zip(idx, res):
+      out[j] = r
+  if rest:
+    done = refresh_by_shape(fn, *[[s[j] for j in rest] for s in stacks], mesh=mesh, axis=axis,
+                            after=res)
+    for j, r in zip(rest, done):
+      out[j] = r
+  return out
 
 
 def _map_on_cpu(fn, args):

@@ -13,7 +13,8 @@ from optix._sharding import check_axis
 from optix.transforms import moments
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
-    masks as blocking_masks, pad_plan, refresh_by_shape, scatter, stat_update)
+    masks as blocking_masks, owners_of, pad_plan, per_statistic, refresh_by_shape, scatter,
+    stat_update)
 from optix.transforms.roots import finite_or, inverse_pth_root_eigh, inverse_pth_root_newton
 
 GRAFTS = ("adam", "rmsprop", "adagrad")
@@ -115,7 +116,11 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   :math:`\hat m_t`), which makes the graft an exact Adam. Shapes: see
   :mod:`optix.transforms.blocking` (blocks zero-padded to a few standard sizes and stacked
   across leaves, exactly: the padding changes no update). State: statistics and roots
-  8·Σ P² bytes per padded block (fp32), + 8 bytes/param.
+  8·Σ P² bytes per padded block (fp32), + 8 bytes/param. On an Explicit mesh with sharded
+  leaves (FSDP), a group's blocks are owned (see :mod:`optix.transforms.blocking`): each
+  device keeps the statistics and roots of its share of the blocks and preconditions those,
+  and only the blocks of the gradient and of :math:`\hat m_t` and the preconditioned
+  results move, one all-to-all each.
 
   ``inverse_exponent_override`` (modelled on the argument of that name in Meta's
   Distributed Shampoo, Shi et al. 2023, arXiv 2309.06497) replaces the default exponent
@@ -176,6 +181,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       ``jnp.float32``: the roots need at least float32 (not validated).
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split each refresh's roots over
       (:func:`refresh_by_shape`; the same result); None: every device computes them all.
+      Leaves sharded on an Explicit mesh (FSDP) need none: their blocks are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split, one of ``mesh``'s;
       "data".
 
@@ -219,12 +225,12 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       return lambda a, mask: inverse_pth_root_eigh(a, p, ridge_epsilon)
     return lambda a, mask: inverse_pth_root_newton(a, p, ridge_epsilon, mask=mask)
 
-  def refresh(stats, roots, exponents, masks):
+  def refresh(stats, roots, exponents, masks, owned):
     new, out = list(roots), None
     for p in sorted(set(exponents)):
       idx = [j for j, e in enumerate(exponents) if e == p]
       out = refresh_by_shape(root_fn(p), [stats[j] for j in idx], [masks[j] for j in idx],
-                             mesh=mesh, axis=axis, after=out)
+                             mesh=mesh, axis=axis, after=out, owned=[owned[j] for j in idx])
       for j, r in zip(idx, out):
         new[j] = finite_or(r, roots[j]).astype(roots[j].dtype)
     return tuple(new)
@@ -232,7 +238,9 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   def init(params):
     _tree.check_real("scale_by_shampoo", params)
     leaves = jax.tree.leaves(params)
-    stats, roots = init_stats(plans_of(leaves)[1], state_dtype)
+    plans, groups, _ = plans_of(leaves)
+    stats, roots = init_stats(groups, state_dtype, [owners_of(leaves, plans, grp)
+                                                    for grp in groups])
     return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
                                _tree.zeros_like(params, state_dtype), stats, roots)
 
@@ -246,18 +254,24 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     step, count = state.count, _tree.safe_increment(state.count)
     g = [x.astype(state_dtype) for x in g_leaves]
 
-    # Statistics, every step: one stack per group of one padded block shape.
-    stats, it = [], iter(state.stats)
-    for grp in groups:
-      xb = gather(g, plans, grp)
+    # Statistics, every step: one stack per group of one padded block shape; a group of
+    # leaves sharded on an Explicit mesh is owned (blocking.owners_of): its blocks move to
+    # their owners, and its statistics and roots stay split over them.
+    owners = [owners_of(g_leaves, plans, grp) for grp in groups]
+    owned = per_statistic(groups, owners)
+    place = lambda xs: [x if o is None else o.place(x) for x, o in zip(xs, owned)]
+    stats, it = [], iter(place(state.stats))
+    for grp, own in zip(groups, owners):
+      xb = gather(g, plans, grp, own)
       for i, use in enumerate(grp.precond):
         if use:
           stats.append(stat_update(next(it), xb, i, beta2))
     stats = tuple(stats)
-    masks = blocking_masks(plans, groups, state_dtype)
+    masks = place(blocking_masks(plans, groups, state_dtype))
+    old_roots = tuple(place(state.roots))
     do_refresh = (step >= start) & ((step - start) % interval == 0)
-    roots = jax.lax.cond(do_refresh, lambda: refresh(stats, state.roots, exponents, masks),
-                         lambda: tuple(state.roots))
+    roots = jax.lax.cond(do_refresh, lambda: refresh(stats, old_roots, exponents, masks, owned),
+                         lambda: old_roots)
 
     # Momentum and graft.
     # (optix.transforms.moments: the arithmetic of optix.adam / optix.nadam, bit for bit)
@@ -280,12 +294,13 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     # Preconditioned direction with the graft's per-layer norm.
     def preconditioned():
       out, it = list(grafted), iter(roots)
-      for grp in groups:
+      for grp, own in zip(groups, owners):
         mats = [next(it) for use in grp.precond if use]
-        d = contract_axes(gather(m_hat, plans, grp), mats, grp.precond)
-        for j, dj in scatter(d, plans, grp, likes=grafted).items():
+        d = contract_axes(gather(m_hat, plans, grp, own), mats, grp.precond)
+        for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
           a = grafted[j]
-          d_norm, a_norm = (jnp.sqrt(jnp.sum(jnp.square(x))) for x in (dj, a))  # no reshape: sharded
+          # (no reshape: the leaves may be sharded)
+          d_norm, a_norm = (jnp.sqrt(jnp.sum(jnp.square(x))) for x in (dj, a))
           ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
           out[j] = dj * ratio
       return out

@@ -11,8 +11,7 @@ from optix.transforms import moments
 from optix._sharding import check_axis
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
-    crop_blocks, masks as blocking_masks, pad_blocks, refresh_by_shape, scatter, split,
-    stat_update)
+    masks as blocking_masks, owners_of, per_statistic, refresh_by_shape, scatter, stat_update)
 from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr, finite_or
 
 _HI = jax.lax.Precision.HIGHEST
@@ -34,8 +33,11 @@ def rotate_second_moment(nu: jax.Array, old: Sequence[jax.Array], new: Sequence[
 
 class ScaleBySoapState(NamedTuple):
   count: jax.Array       # int32, saturating
-  mu: _base.Updates      # Adam's first moment in the eigenbasis: (N, b..) block stacks
-  nu: _base.Updates      # Adam's second moment in the eigenbasis: (N, b..) block stacks
+  mu: tuple              # Adam's first moment, (blocks, leaves): blocks in the eigenbasis, one
+                         # (B, P..) stack per group (blocking.group_plans; 0 on the padding);
+                         # leaves a tree like params, the moment of each leaf without a basis
+                         # (a 0-d placeholder for the others)
+  nu: tuple              # Adam's second moment, laid out as mu
   stats: tuple           # Kronecker statistics (B, P, P), one per factor axis of each group
                          # of leaves with one padded block shape (blocking.group_plans)
   bases: tuple           # their eigenbases Q (B, P, P)
@@ -83,8 +85,11 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   without a basis makes its Adam step at step 0 too).
   Shapes: see :mod:`optix.transforms.blocking` (blocks zero-padded to a few standard sizes
   and stacked across leaves; the padded coordinates keep the identity in every basis, so
-  the padding changes no update). State: 2·Σ P² fp32 per padded block (stats + bases) +
-  8 bytes/param (the moments, on the real coordinates only).
+  the padding changes no update). State: 4·Σ P² fp32 per padded block (stats, bases and the
+  moments, which live in the group's block stacks) + 8 bytes/param of the leaves without a
+  basis. On an Explicit mesh with sharded leaves (FSDP), a group's blocks are owned (see
+  :mod:`optix.transforms.blocking`): its statistics, bases and moments stay split over the
+  devices and only the gradient's blocks and the updates move.
 
   Args:
     b1: decay of Adam's first moment :math:`\beta_1`, in [0, 1); 0.95 (the paper's).
@@ -105,7 +110,8 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     state_dtype: (keyword-only) dtype of the moments, statistics and bases;
       ``jnp.float32``: the eigenbases need at least float32 (not validated).
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions and QRs
-      over (the same result); None.
+      over (the same result); None. Leaves sharded on an Explicit mesh (FSDP) need none:
+      their blocks are owned.
     axis: (keyword-only) that split's mesh axis (or axes); "data".
 
   Returns:
@@ -126,33 +132,37 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     return [make_plan(jnp.shape(x), bs, merge_small_dims, max_preconditioner_dim,
                        precondition_1d) for x in leaves]
 
-  def nu_like(x, plan):
-    shape = (plan.num_blocks,) + plan.block if plan.rank else jnp.shape(x)
-    return jnp.zeros(shape, state_dtype)
+  def leaf_shape(x, plan):  # of a leaf's own moment: a placeholder where it has a basis
+    return () if plan.rank else jnp.shape(x)
+
+  def zero_moments(leaves, treedef, plans, groups, owners):
+    """Zero moments: one stack per group (split over its owners), and the leaves."""
+    stacks = [jnp.zeros((grp.size,) + grp.block, state_dtype) for grp in groups]
+    stacks = [x if own is None else own.place(x) for x, own in zip(stacks, owners)]
+    return tuple(stacks), jax.tree.unflatten(treedef, [
+        jnp.zeros((), state_dtype) if p.rank else _tree.zeros_like(x, state_dtype)
+        for x, p in zip(leaves, plans)])
 
   def init(params):
     _tree.check_real("scale_by_soap", params)
     leaves, treedef = jax.tree.flatten(params)
     plans = plans_of(leaves)
-    stats, bases = init_stats(group_plans(plans), state_dtype)
-    moment = lambda: jax.tree.unflatten(treedef, [
-        nu_like(x, p) if p.rank else _tree.zeros_like(x, state_dtype)
-        for x, p in zip(leaves, plans)])
-    return ScaleBySoapState(jnp.zeros([], jnp.int32), moment(), moment(), stats, bases)
+    groups = group_plans(plans)
+    owners = [owners_of(leaves, plans, grp) for grp in groups]
+    stats, bases = init_stats(groups, state_dtype, owners)
+    zeros = lambda: zero_moments(leaves, treedef, plans, groups, owners)
+    return ScaleBySoapState(jnp.zeros([], jnp.int32), zeros(), zeros(), stats, bases)
 
-  def rotate_all(mu, nu, plans, groups, old, new):
+  def rotate_all(mu, nu, groups, old, new):
     """m by the exact change of basis, v by the squared overlaps, one stack per group."""
     mu, nu, it = list(mu), list(nu), 0
-    for grp in groups:
-      k = sum(grp.precond)
-      o, n = old[it:it + k], new[it:it + k]
-      it += k
+    for k, grp in enumerate(groups):
+      r = sum(grp.precond)
+      o, n = old[it:it + r], new[it:it + r]
+      it += r
       overlap = [jnp.matmul(jnp.swapaxes(a, -1, -2), b, precision=_HI) for a, b in zip(o, n)]
-      stack = lambda xs: jnp.concatenate([pad_blocks(xs[j], plans[j]) for j in grp.members])
-      m = split(contract_axes(stack(mu), overlap, grp.precond), grp)
-      v = split(rotate_second_moment(stack(nu), o, n, grp.precond), grp)
-      for j, mj, vj in zip(grp.members, m, v):
-        mu[j], nu[j] = crop_blocks(mj, plans[j]), crop_blocks(vj, plans[j])
+      mu[k] = contract_axes(mu[k], overlap, grp.precond)
+      nu[k] = rotate_second_moment(nu[k], o, n, grp.precond)
     return mu, nu
 
   def update(updates, state, params=None, **extra_args):
@@ -161,13 +171,25 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     g_leaves, treedef = jax.tree.flatten(updates)
     plans = plans_of(g_leaves)
     groups = group_plans(plans)
-    expected = jax.tree.unflatten(treedef, [
-        jax.ShapeDtypeStruct(nu_like(x, p).shape if p.rank else jnp.shape(x), state_dtype)
-        for x, p in zip(g_leaves, plans)])
-    _tree.check_match("updates (in SOAP's block layout)", expected, "state.mu", state.mu)
+    plain = [j for j, p in enumerate(plans) if not p.rank]
+    expected = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(leaf_shape(x, p), state_dtype)
+                                            for x, p in zip(g_leaves, plans)])
+    _tree.check_match("updates", expected, "state.mu's leaves", state.mu[1])
+    expected = tuple(jax.ShapeDtypeStruct((grp.size,) + grp.block, state_dtype)
+                     for grp in groups)
+    _tree.check_match("updates (in SOAP's block layout)", expected, "state.mu's blocks",
+                      tuple(state.mu[0]))
     step, count = state.count, _tree.safe_increment(state.count)
     g = [x.astype(state_dtype) for x in g_leaves]
-    old, mu, nu = tuple(state.bases), jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
+    # A group of leaves sharded on an Explicit mesh is owned (blocking.owners_of): its
+    # blocks move to their owners, where its statistics, bases and moments stay.
+    owners = [owners_of(g_leaves, plans, grp) for grp in groups]
+    owned = per_statistic(groups, owners)
+    place = lambda xs, os: [x if o is None else o.place(x) for x, o in zip(xs, os)]
+    old = tuple(place(state.bases, owned))
+    at = len(groups)  # mu, nu: the group stacks, then one entry per leaf
+    mu = place(state.mu[0], owners) + treedef.flatten_up_to(state.mu[1])
+    nu = place(state.nu[0], owners) + treedef.flatten_up_to(state.nu[1])
 
     def adam(x, m, v, c1, c2):
       m2, v2 = moments.ema_leaf(b1, m, x), moments.ema_sq_leaf(b2, v, x)
@@ -180,55 +202,51 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     live = step > 0
     corr = [(moments.correction(b1, k), moments.correction(b2, k)) for k in (count, step)]
     out, new_mu, new_nu = [None] * len(g), list(mu), list(nu)
-    for j, plan in enumerate(plans):
-      if not plan.rank:
-        out[j], new_mu[j], new_nu[j] = adam(g[j], mu[j], nu[j], *corr[0])
+    for j in plain:
+      k = at + j
+      out[j], new_mu[k], new_nu[k] = adam(g[j], mu[k], nu[k], *corr[0])
     gb, it = [], 0
-    for grp in groups:
-      k = sum(grp.precond)
-      q = old[it:it + k]
-      it += k
-      gb.append(gather(g, plans, grp))
-      ns = []
-      for j, x in zip(grp.members, split(contract_axes(gb[-1], q, grp.precond), grp)):
-        # The padded coordinates of G' are exactly 0 (the bases keep them apart): the
-        # moments are kept on the real ones only.
-        n, m2, v2 = adam(crop_blocks(x, plans[j]), mu[j], nu[j], *corr[1])
-        new_mu[j], new_nu[j] = jnp.where(live, m2, mu[j]), jnp.where(live, v2, nu[j])
-        ns.append(pad_blocks(n, plans[j]))
-      n = contract_axes(ns[0] if len(ns) == 1 else jnp.concatenate(ns),
-                        [jnp.swapaxes(b, -1, -2) for b in q], grp.precond)
-      for j, u in scatter(n, plans, grp, likes=g_leaves).items():
+    for k, (grp, own) in enumerate(zip(groups, owners)):
+      r = sum(grp.precond)
+      q = old[it:it + r]
+      it += r
+      gb.append(gather(g, plans, grp, own))
+      # The padded coordinates of G' are exactly 0 (the bases keep them apart), and so are
+      # the moments and the normalized step there.
+      n, m2, v2 = adam(contract_axes(gb[-1], q, grp.precond), mu[k], nu[k], *corr[1])
+      new_mu[k], new_nu[k] = jnp.where(live, m2, mu[k]), jnp.where(live, v2, nu[k])
+      n = contract_axes(n, [jnp.swapaxes(b, -1, -2) for b in q], grp.precond)
+      for j, u in scatter(n, plans, grp, likes=g_leaves, owners=own).items():
         out[j] = jnp.where(live, u, jnp.zeros_like(u))
 
     # Then the statistics, and the basis for the next step: eigh at step 0, a power
     # iteration every ``interval`` steps (moving m and v into it).
-    stats, it = [], iter(state.stats)
+    stats, it = [], iter(place(state.stats, owned))
     for grp, x in zip(groups, gb):
       for i, use in enumerate(grp.precond):
         if use:
           stats.append(stat_update(next(it), x, i, beta_s))
     stats = tuple(stats)
-    masks = blocking_masks(plans, groups, state_dtype)
+    masks = place(blocking_masks(plans, groups, state_dtype), owned)
 
     def first():  # m and v are still zero: nothing to rotate
       new = [finite_or(q, o).astype(o.dtype)
              for q, o in zip(refresh_by_shape(eigenbasis_eigh, stats, masks, mesh=mesh,
-                                              axis=axis), old)]
+                                              axis=axis, owned=owned), old)]
       return tuple(new), new_mu, new_nu
 
     def refresh():
       new = [finite_or(q, o).astype(o.dtype)
              for q, o in zip(refresh_by_shape(eigenbasis_power_qr, stats, old, masks, mesh=mesh,
-                                              axis=axis), old)]
-      return (tuple(new),) + tuple(rotate_all(new_mu, new_nu, plans, groups, old, new))
+                                              axis=axis, owned=owned), old)]
+      return (tuple(new),) + tuple(rotate_all(new_mu, new_nu, groups, old, new))
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))
     bases, new_mu, new_nu = jax.lax.switch(branch, [first, refresh,
                                                     lambda: (old, new_mu, new_nu)])
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
-    state = ScaleBySoapState(count, jax.tree.unflatten(treedef, new_mu),
-                             jax.tree.unflatten(treedef, new_nu), stats, bases)
+    moment = lambda xs: (tuple(xs[:at]), jax.tree.unflatten(treedef, xs[at:]))
+    state = ScaleBySoapState(count, moment(new_mu), moment(new_nu), stats, bases)
     return jax.tree.unflatten(treedef, out), state
 
   return _base.GradientTransformation(init, update)
