@@ -2,7 +2,8 @@
 step, params 8 × (512×512) sharded by rows over N = 1, 2, 4, 8 simulated CPU devices
 (Explicit mesh). Bytes: the output sizes of every collective in the optimized HLO
 (optix._sharding.collective_bytes), as a multiple of the param bytes; temporaries:
-``compiled.memory_analysis().temp_size_in_bytes``. Target at N=8: <= 0.4× the param bytes.
+``compiled.memory_analysis().temp_size_in_bytes``; optimizer state: the bytes of the state's
+shards on one device. Target at N=8: <= 0.4× the param bytes, temporaries and state 1/N.
 
     python benchmarks/fsdp_owner_computes.py [--optimizers=muon,shampoo,soap]
 """
@@ -40,20 +41,24 @@ def measure(make, devices, count=8, side=512):
     state = jax.jit(tx.init)(p)
     compiled = jax.jit(tx.update).lower(p, state, p).compile()
   param_bytes = count * side * side * 4
+  device = jax.devices()[0]
+  state_bytes = sum(s.data.nbytes for x in jax.tree.leaves(state) for s in x.addressable_shards
+                    if s.device == device)
   return (collective_bytes(compiled.as_text()) / param_bytes,
-          compiled.memory_analysis().temp_size_in_bytes / 2 ** 20)
+          compiled.memory_analysis().temp_size_in_bytes / 2 ** 20, state_bytes / 2 ** 20)
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--optimizers", default="muon,shampoo,soap")
   args = ap.parse_args()
-  print("| optimizer | N | collective bytes / device (× param bytes) | temp MiB / device |")
-  print("|---|---|---|---|")
+  print("| optimizer | N | collective bytes / device (× param bytes) | temp MiB / device "
+        "| state MiB / device |")
+  print("|---|---|---|---|---|")
   for name in args.optimizers.split(","):
     for n in (1, 2, 4, 8):
-      traffic, temp = measure(MAKERS[name], n)
-      print(f"| {name} | {n} | {traffic:.3f} | {temp:.1f} |", flush=True)
+      traffic, temp, state = measure(MAKERS[name], n)
+      print(f"| {name} | {n} | {traffic:.3f} | {temp:.1f} | {state:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
