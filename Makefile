@@ -31,10 +31,11 @@ bench-quick: $(BIN)/activate
 	$(BIN)/python -m benchmarks.suite --quick --out out/bench-quick
 
 # The lowest declared versions (ci/lowest.txt) in a second venv, on the tests that exercise the
-# dependencies' APIs (optax parity and wrappers, Flax NNX, the kernels built against the
+# dependencies' APIs (optax parity and wrappers, Flax NNX, chex, orbax checkpoints, the kernels built against the
 # main venv's jaxlib, loaded by the lowest jaxlib). It imports the checkout's optix.
 LOWEST       := .venv-lowest
-LOWEST_TESTS ?= tests/test_parity.py tests/test_interop.py tests/test_fused.py tests/test_readme.py
+LOWEST_TESTS ?= tests/test_parity.py tests/test_interop.py tests/test_fused.py tests/test_readme.py \
+                tests/test_security.py tests/test_parallel.py::test_state_shardings_restore_checkpoint_sharded
 
 $(LOWEST)/bin/activate: ci/lowest.txt
 	$(PYTHON) -m venv $(LOWEST)
