@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import optix
-from optix.transforms import psgd
+from optix.transforms import psgd, psgd_stacks
 
 
 def _np_lower_bound(m):
@@ -114,11 +114,18 @@ def test_state_shapes_follow_the_rules():
   params = {"w": jnp.ones((8, 6)), "big": jnp.ones((20, 3)), "b": jnp.ones(6), "s": jnp.ones(())}
   state = jax.jit(optix.scale_by_psgd_kron(max_size_triangular=10, precond_init_scale=4.0).init)(
       params)
-  shapes = {k: [q.shape for q in qs] for k, qs in zip(sorted(params), state.qs)}
+  # One stack per padded layout, leaves in flattened order (b, big, s, w); axes largest first.
+  stacks = [[q.shape for q in qs] for qs in state.qs]
+  assert stacks == [[(1, 8)], [(1, 32), (1, 4, 4)], [(1, 1)], [(1, 8, 8), (1, 8, 8)]]
+  kinds = [psgd.factor_kinds(params[k].shape, max_size_triangular=10) for k in sorted(params)]
+  real = psgd_stacks.leaf_factors(state.qs, [params[k].shape for k in sorted(params)], kinds)
+  shapes = {k: [q.shape for q in qs] for k, qs in zip(sorted(params), real)}
   assert shapes == {"b": [(6,)], "big": [(20,), (3, 3)], "s": [(1,)], "w": [(8, 8), (6, 6)]}
-  # Q_0 = s^(1/k) per factor: P_0 = s² I.
-  np.testing.assert_allclose(np.asarray(state.qs[3][0]), 2.0 * np.eye(8))
-  np.testing.assert_allclose(np.asarray(state.qs[2][0]), 4.0)
+  # Q_0 = s^(1/k) per factor: P_0 = s² I; the identity on the padding.
+  np.testing.assert_allclose(np.asarray(real[3][0]), 2.0 * np.eye(8))
+  np.testing.assert_allclose(np.asarray(real[3][1]), 2.0 * np.eye(6))
+  np.testing.assert_allclose(np.asarray(state.qs[3][1][0]), np.diag([2.0] * 6 + [1.0] * 2))
+  np.testing.assert_allclose(np.asarray(real[2][0]), 4.0)
 
 
 def test_default_state_stays_lean():
@@ -165,12 +172,13 @@ def test_no_fit_update_is_the_initial_scale_squared_times_the_gradient():
 def test_padded_fit_is_the_unpadded_fit(kinds):
   """Five fits of a stack of leaves padded to (16, 8) (factors diag(Q, I), zero-padded
   momenta and probes) give the unpadded fits on the real blocks; the padding block of every
-  factor stays the identity and the blocks coupling real and padded coordinates stay zero."""
+  factor stays exactly the identity (the balancing rescales the real block only) and the
+  blocks coupling real and padded coordinates stay zero."""
   rng = np.random.default_rng(4)
   shapes, size = [(12, 5), (9, 7), (16, 8)], (16, 8)
   qs = [[jnp.asarray(_upper(rng, n) if tri else np.exp(rng.normal(size=n) * 0.3), jnp.float32)
          for n, tri in zip(shape, kinds)] for shape in shapes]
-  stack = [jnp.stack([psgd.pad_factor(q[a], size[a]) for q in qs]) for a in range(2)]
+  stack = [jnp.stack([psgd_stacks.pad_factor(q[a], size[a]) for q in qs]) for a in range(2)]
   masks = [np.stack([np.arange(size[a]) < s[a] for s in shapes]).astype(np.float32)
            for a in range(2)]
   fit = jax.jit(psgd.fit_stack)
@@ -186,14 +194,13 @@ def test_padded_fit_is_the_unpadded_fit(kinds):
   for b, shape in enumerate(shapes):
     for a, n in enumerate(shape):
       got, want = np.asarray(stack[a][b]), np.asarray(qs[b][a])
-      np.testing.assert_allclose(psgd.crop_factor(got, n), want, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(psgd_stacks.crop_factor(got, n), want, rtol=1e-5, atol=1e-6)
       if n == size[a]:
         continue
       if got.ndim == 1:
-        np.testing.assert_array_equal(got[n:], got[n:][0])   # the padding: one scalar
+        np.testing.assert_array_equal(got[n:], 1.0)   # the padding: still the identity
       else:
-        pad_block = got[n:, n:]
-        np.testing.assert_allclose(pad_block, pad_block[0, 0] * np.eye(size[a] - n))
+        np.testing.assert_array_equal(got[n:, n:], np.eye(size[a] - n))
         assert not got[:n, n:].any() and not got[n:, :n].any()
 
 
@@ -203,8 +210,8 @@ def _reference_kron(params, grads, steps, precond_lr=0.1, rho=1.1, b1=0.9, seed=
   same draws and the same formulas."""
   leaves, treedef = jax.tree.flatten(params)
   kinds = [psgd.factor_kinds(jnp.shape(x)) for x in leaves]
-  layouts = [psgd.leaf_layout(jnp.shape(x), k) for x, k in zip(leaves, kinds)]
-  groups = psgd._groups(layouts, [jnp.float32] * len(leaves))
+  layouts = [psgd_stacks.leaf_layout(jnp.shape(x), k) for x, k in zip(leaves, kinds)]
+  groups = psgd_stacks.stacks_of(layouts)
   shapes = [(len(g.members),) + g.padded for g in groups]
   where = {j: (i, b) for i, g in enumerate(groups) for b, j in enumerate(g.members)}
   qs = [[jnp.eye(n) if t else jnp.ones(n) for n, t in zip(lay.shape, lay.kinds)]
@@ -215,7 +222,7 @@ def _reference_kron(params, grads, steps, precond_lr=0.1, rho=1.1, b1=0.9, seed=
   for t in range(steps):
     g = treedef.flatten_up_to(grads[t])
     keys = jax.random.split(jax.random.fold_in(key, t), 3)
-    noise = [psgd.stack_noise(keys[i], shapes, [jnp.float32] * len(shapes)) for i in (1, 2)]
+    noise = [psgd_stacks.stack_noise(keys[i], shapes, [jnp.float32] * len(shapes)) for i in (1, 2)]
     updates = []
     for j, lay in enumerate(layouts):
       mu[j] = b1 * mu[j] + (1 - b1) * g[j]
@@ -259,7 +266,10 @@ def test_stacked_transform_matches_the_per_leaf_reference():
     for k in params:
       np.testing.assert_allclose(np.asarray(u[k]), np.asarray(w[k]), rtol=2e-4, atol=1e-6,
                                  err_msg=k)
-  for factors, ref in zip(state.qs, qs):
+  leaves = jax.tree.leaves(params)
+  real = psgd_stacks.leaf_factors(state.qs, [x.shape for x in leaves],
+                           [psgd.factor_kinds(x.shape) for x in leaves])
+  for factors, ref in zip(real, qs):
     for q, r in zip(factors, ref):
       np.testing.assert_allclose(np.asarray(q), np.asarray(r), rtol=1e-4, atol=1e-6)
 
@@ -327,7 +337,8 @@ def test_fitted_preconditioner_is_the_inverse_hessian_square_root():
 
   state, _ = jax.jit(lambda s, ks: jax.lax.scan(body, s, ks))(
       tx.init(w), jax.random.split(jax.random.key(1), 1000))
-  q1, q2 = (np.asarray(q, np.float64) for q in state.qs[0])
+  q1, q2 = (np.asarray(q, np.float64) for q in psgd_stacks.leaf_factors(
+      state.qs, [(4, 3)], [psgd.factor_kinds((4, 3))])[0])
   p = np.kron(q1.T @ q1, q2.T @ q2)  # row-major vec of a (4, 3) matrix
   target = _power(np.kron(h1, h2), -0.5)
 

@@ -15,18 +15,17 @@ default rule keeps the factors' memory near the parameters' own: an axis more th
 second largest (an embedding's vocabulary, an MLP's wide side) or longer than 8192 gets a
 diagonal factor, so every triangular factor holds at most :math:`2 \times` the leaf's size.
 
-Leaves are computed in stacks, not one by one: each axis is zero-padded to a standard size
-(:func:`padded_size`: powers of two up to 128, multiples of 128 above), the axes reordered
-largest first (:func:`leaf_layout`), and the leaves of one padded layout form one stack
-``(B, P_1, ..., P_k)`` whose fit and preconditioning are traced once (:func:`fit_stack`), so
-the traced program grows with the number of padded layouts, not of distinct leaf shapes (the
-batching Shampoo and SOAP do in :mod:`optix.transforms.blocking`). The padding is exact: a
-factor is padded to :math:`\mathrm{diag}(Q_i, I)` (:func:`pad_factor`) and the momentum and
-the probes are zero there, so :math:`A = Qh` and :math:`B = Q^{-\top} v` vanish on the padded
-coordinates, the Gram matrices are :math:`\mathrm{diag}(G, 0)`, the Lie-group step leaves the
-identity block fixed and takes exactly the unpadded step on the real block (the norms are
-taken over the real block: :func:`balance_factors` with masks). The state keeps each leaf's
-factors unpadded.
+Leaves are computed in stacks, not one by one (:mod:`optix.transforms.psgd_stacks`): each
+axis is zero-padded to a standard size (powers of two up to 128, multiples of 128 above), the
+axes reordered largest first, and the leaves of one padded layout form one stack
+``(B, P_1, ..., P_k)`` whose fit and preconditioning are traced once; the triangular
+inverses and Lie-group steps run once per factor size for all stacks (:func:`fit_stacks`). The
+traced program thus grows with the number of padded layouts, not of distinct leaf shapes (the
+batching Shampoo and SOAP do in :mod:`optix.transforms.blocking`). The padding is exact: the
+factors are :math:`\mathrm{diag}(Q_i, I)`, the momentum and the probes are zero on the padded
+coordinates, and the step leaves the identity block fixed, so each leaf gets exactly its
+unpadded update. The state holds the stacked, padded factors
+(:func:`optix.transforms.psgd_stacks.leaf_factors` reads one leaf's back).
 """
 
 import math
@@ -37,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.transforms import blocking, moments
+from optix.transforms import moments
+from optix.transforms.psgd_stacks import (
+    by_shape, from_stack, full_mask, leaf_layout, stack_noise, stacks_of, to_stack)
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = float(np.finfo(np.float32).tiny)
@@ -242,8 +243,9 @@ def balance_factors(qs: Sequence[jax.Array], masks: Optional[Sequence] = None) -
     qs: the factors (matrices or diagonals). Fewer than two, or any factor
       with a zero or non-finite max-abs, leave them unchanged.
     masks: None (default), or per factor an ``(n_i,)`` 0/1 vector of its real
-      coordinates (None for a factor without padding): the max-abs is taken over the
-      real block only, so a zero-padded factor balances as its unpadded block does.
+      coordinates (None for a factor without padding): the max-abs is taken over, and
+      the rescaling applied to, the real block only, so a padded factor balances as its
+      unpadded block does and its padding block stays fixed.
 
   Returns:
     A list of the rescaled factors, same shapes and dtypes.
@@ -257,212 +259,17 @@ def balance_factors(qs: Sequence[jax.Array], masks: Optional[Sequence] = None) -
       return jnp.abs(q)
     return jnp.abs(q) * (m if q.ndim == 1 else m[:, None] * m[None, :]).astype(q.dtype)
 
+  def real_scale(q, m, r):
+    if m is None:
+      return r
+    m = m if q.ndim == 1 else m[:, None] * m[None, :]
+    return jnp.where(m > 0, r, 1).astype(q.dtype)
+
   norms = jnp.stack([jnp.max(real_abs(q, m)) for q, m in zip(qs, masks)])
   ok = jnp.all(jnp.isfinite(norms) & (norms > 0))
   safe = jnp.where(ok, norms, 1.0)
   gmean = jnp.exp(jnp.mean(jnp.log(safe)))
-  return [q * (gmean / n).astype(q.dtype) for q, n in zip(qs, safe)]
-
-
-# -- padding and stacking across leaves -----------------------------------------------------
-
-_NO_CAP = 1 << 62
-
-
-def padded_size(n: int) -> int:
-  """The standard size an axis of length ``n`` is zero-padded to in the stacks: the next power
-  of two up to 128, the next multiple of 128 above
-  (:func:`optix.transforms.blocking.standard_size` without a cap).
-
-  Args:
-    n: the axis length, an int >= 1.
-
-  Returns:
-    An int >= ``n``.
-  """
-  return blocking.standard_size(n, _NO_CAP)
-
-
-class LeafLayout(NamedTuple):
-  """Where one leaf sits in its stack (static Python values)."""
-  shape: tuple   # the leaf's shape, (1,) for a scalar
-  kinds: tuple   # per axis of ``shape``: True for a triangular factor
-  perm: tuple    # the stack's axis order: the leaf's axes by padded size, largest first
-  padded: tuple  # per stack axis (``perm`` order): the padded length
-
-
-def leaf_layout(shape: Sequence[int], kinds: Sequence[bool]) -> LeafLayout:
-  """The stack layout of a leaf: its axes reordered by padded size (largest first, triangular
-  before diagonal on ties), each zero-padded to :func:`padded_size`. Leaves with the same
-  padded sizes and factor kinds share one stack whatever their real sizes and axis order.
-
-  Args:
-    shape: the leaf's shape (``()`` for a scalar).
-    kinds: per axis, True for a triangular factor (:func:`factor_kinds`).
-
-  Returns:
-    A :class:`LeafLayout`.
-  """
-  shape = tuple(shape) or (1,)
-  sizes = [padded_size(n) for n in shape]
-  perm = tuple(sorted(range(len(shape)), key=lambda i: (-sizes[i], not kinds[i], i)))
-  return LeafLayout(shape, tuple(kinds), perm, tuple(sizes[i] for i in perm))
-
-
-def to_stack(x: jax.Array, layout: LeafLayout) -> jax.Array:
-  """A leaf in its stack layout: axes in ``layout.perm`` order, zero-padded to
-  ``layout.padded``."""
-  x = jnp.transpose(x.reshape(layout.shape), layout.perm)
-  pad = [(0, p - n) for n, p in zip(x.shape, layout.padded)]
-  return jnp.pad(x, pad) if any(hi for _, hi in pad) else x
-
-
-def from_stack(x: jax.Array, layout: LeafLayout, shape: Sequence[int]) -> jax.Array:
-  """Inverse of :func:`to_stack`: drops the padding, restores the axis order and ``shape``."""
-  real = tuple(layout.shape[i] for i in layout.perm)
-  if tuple(x.shape) != real:
-    x = x[tuple(slice(0, n) for n in real)]
-  return jnp.transpose(x, np.argsort(layout.perm)).reshape(shape)
-
-
-def pad_factor(q: jax.Array, size: int) -> jax.Array:
-  r"""A factor padded to ``size``: :math:`\mathrm{diag}(Q_i, I)`. With a zero-padded ``h``
-  and probe the padded coordinates are decoupled: :func:`fit_factors` leaves the identity
-  block fixed and the real block takes exactly its unpadded step.
-
-  Args:
-    q: an ``(n, n)`` matrix or an ``(n,)`` diagonal.
-    size: the padded length, >= ``n``.
-
-  Returns:
-    The ``(size, size)`` or ``(size,)`` padded factor, ``q``'s dtype.
-  """
-  n = q.shape[0]
-  if n == size:
-    return q
-  if q.ndim == 1:
-    return jnp.pad(q, (0, size - n), constant_values=1)
-  return jnp.pad(q, ((0, size - n), (0, size - n))) + _padding_identity(
-      q.dtype, size, jnp.arange(size) >= n)
-
-
-def _padding_identity(dtype, size, padding):
-  """``diag(padding)``: ones on the padded coordinates (``padding``: ``(..., size)`` bools),
-  built from an iota (no ``size × size`` constant in the program)."""
-  return jnp.eye(size, dtype=dtype) * jnp.asarray(padding, dtype)[..., None, :]
-
-
-def crop_factor(q: jax.Array, n: int) -> jax.Array:
-  """Inverse of :func:`pad_factor`: the real ``(n, n)`` or ``(n,)`` block."""
-  return q[:n] if q.ndim == 1 else q[:n, :n]
-
-
-class _Group(NamedTuple):
-  """Leaves of one layout (padded sizes, kinds, dtypes): one stack ``(B, *padded)``."""
-  padded: tuple
-  kinds: tuple     # per stack axis
-  members: tuple   # leaf indices, in stack order
-  real: tuple      # per member: its real sizes in stack-axis order
-
-  def masks(self):
-    """Per stack axis: a ``(B, P)`` 0/1 numpy mask of the real coordinates, or None."""
-    out = []
-    for a, size in enumerate(self.padded):
-      lengths = np.array([r[a] for r in self.real])
-      out.append(None if np.all(lengths == size)
-                 else (np.arange(size)[None, :] < lengths[:, None]).astype(np.float32))
-    return out
-
-  def numel(self):
-    return np.array([np.prod(r, dtype=np.int64) for r in self.real], np.float32)
-
-
-def _groups(layouts, dtypes) -> tuple:
-  groups = {}
-  for j, (lay, dt) in enumerate(zip(layouts, dtypes)):
-    kinds = tuple(lay.kinds[i] for i in lay.perm)
-    groups.setdefault((lay.padded, kinds, dt), []).append(j)
-  return tuple(_Group(padded, kinds, tuple(idx),
-                      tuple(tuple(layouts[j].shape[i] for i in layouts[j].perm) for j in idx))
-               for (padded, kinds, _), idx in groups.items())
-
-
-def _full_mask(masks, ndim):
-  """The product of the per-axis masks, broadcast to ``(B, P_1, ..., P_k)`` (None: no padding)."""
-  full = None
-  for a, m in enumerate(masks):
-    if m is not None:
-      m = jnp.asarray(m).reshape(m.shape[:1] + tuple(m.shape[1] if i == a else 1
-                                                    for i in range(ndim)))
-      full = m if full is None else full * m
-  return full
-
-
-def gaussian(key: jax.Array, n: int, dtype) -> jax.Array:
-  r"""``n`` independent ``N(0, 1)`` samples by the Box–Muller transform of uniform draws:
-  :math:`\sqrt{-2 \log(1 - u_1)}\,(\cos 2\pi u_2, \sin 2\pi u_2)`. Its transcendental
-  functions keep XLA from copying the generator into every consumer of a piece of the
-  draw (``jax.random.normal``'s polynomial inverse error function is copied into each).
-
-  Args:
-    key: a PRNG key (typed or raw ``uint32[2]``).
-    n: the number of samples, an int >= 0.
-    dtype: a floating dtype.
-
-  Returns:
-    An ``(n,)`` array.
-  """
-  half = (n + 1) // 2
-  u = jax.random.uniform(key, (2, half), dtype)
-  r = jnp.sqrt(-2 * jnp.log1p(-u[0]))
-  t = (2 * math.pi) * u[1]
-  return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)])[:n]
-
-
-def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> list:
-  """``N(0, I)`` arrays of the given shapes and dtypes from one draw per dtype
-  (:func:`gaussian`): the arrays of one dtype are consecutive pieces of a single flat draw
-  (from ``key`` for the first dtype, ``fold_in(key, d)`` for the ``d``-th other), so a
-  step's probes cost one random-number kernel however many stacks there are.
-
-  Args:
-    key: a PRNG key (typed or raw ``uint32[2]``).
-    shapes: the arrays' shapes, in order.
-    dtypes: their floating dtypes, in order.
-
-  Returns:
-    A list of arrays, one per shape.
-  """
-  out = [None] * len(shapes)
-  order = list(dict.fromkeys(jnp.dtype(d) for d in dtypes))
-  for d, dt in enumerate(order):
-    idx = [i for i, t in enumerate(dtypes) if jnp.dtype(t) == dt]
-    sizes = [int(np.prod(shapes[i], dtype=np.int64)) for i in idx]
-    flat = gaussian(key if d == 0 else jax.random.fold_in(key, d), sum(sizes), dt)
-    cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
-    for i, part in zip(idx, jnp.split(flat, cuts) if cuts else [flat]):
-      out[i] = part.reshape(shapes[i])
-  return out
-
-
-def _by_shape(fn: Callable, items: Sequence[tuple]) -> list:
-  """``fn`` on the concatenation (axis 0) of the items of equal trailing shapes and dtypes.
-
-  ``items``: tuples of arrays ``(B_i, ...)``; ``fn`` maps the concatenated tuple to one
-  ``(sum B_i, ...)`` array, split back into one result per item, in order. One trace per
-  distinct shape, however many stacks share it."""
-  buckets = {}
-  for i, arrays in enumerate(items):
-    buckets.setdefault(tuple((x.shape[1:], x.dtype) for x in arrays), []).append(i)
-  out = [None] * len(items)
-  for idx in buckets.values():
-    args = [jnp.concatenate([items[i][k] for i in idx]) if len(idx) > 1 else items[idx[0]][k]
-            for k in range(len(items[idx[0]]))]
-    res = fn(*args)
-    cuts = [int(c) for c in np.cumsum([items[i][0].shape[0] for i in idx])[:-1]]
-    for i, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
-      out[i] = r
-  return out
+  return [q * real_scale(q, m, (gmean / n).astype(q.dtype)) for q, m, n in zip(qs, masks, safe)]
 
 
 def _triangular_step(precond_lr):
@@ -512,7 +319,7 @@ def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
     ms = [None if m is None else jnp.asarray(m, h.dtype) for m in ms]
     balanced.append(jax.vmap(balance_factors)(list(qs), ms))
   tri = [(g, a) for g, qs in enumerate(balanced) for a, q in enumerate(qs) if q.ndim == 3]
-  inverses = dict(zip(tri, _by_shape(_inverse, [(balanced[g][a],) for g, a in tri])))
+  inverses = dict(zip(tri, by_shape(_inverse, [(balanced[g][a],) for g, a in tri])))
   steps, out = [], []
   for g, (qs, h, v) in enumerate(zip(balanced, hs, vs)):
     inv = [inverses[(g, a)] if q.ndim == 3 else 1 / q for a, q in enumerate(qs)]
@@ -529,7 +336,7 @@ def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
         steps.append((q, aa, bb))
         new.append(len(steps) - 1)
     out.append(new)
-  stepped = _by_shape(_triangular_step(precond_lr), steps)
+  stepped = by_shape(_triangular_step(precond_lr), steps)
   return [[stepped[q] if isinstance(q, int) else q for q in qs] for qs in out]
 
 
@@ -556,7 +363,7 @@ class ScaleByPsgdKronState(NamedTuple):
   count: jax.Array   # int32, saturating
   key: jax.Array     # uint32[2]: fixed; step t draws from fold_in(key, t)
   mu: _base.Updates  # momentum, shaped like the params
-  qs: tuple          # per leaf (flattened order): a tuple of factors, (n, n) or (n,)
+  qs: tuple          # per stack: per stack axis, the padded factors (B, P, P) or (B, P)
 
 
 def scale_by_psgd_kron(b1: float = 0.9,
@@ -618,12 +425,22 @@ def scale_by_psgd_kron(b1: float = 0.9,
   The rule for diagonal factors, from the shape alone (:func:`factor_kinds`): an axis of
   size 1, longer than ``max_size_triangular``, more than ``max_skew_triangular`` times the
   second largest axis, every axis of a leaf with fewer than ``min_ndim_triangular`` axes,
-  and those ``memory_save_mode`` names; every other axis gets a triangular factor. Leaves
-  are padded to standard sizes and stacked for the computation (exactly: see the module
-  docstring); the state keeps them unpadded.
+  and those ``memory_save_mode`` names; every other axis gets a triangular factor.
 
-  State: the momentum (4 bytes/param in float32) and :math:`\sum_i n_i^2` (triangular) or
-  :math:`n_i` (diagonal) values per leaf. Real params only: complex leaves raise ``ValueError``.
+  Leaves are padded to standard sizes and stacked across the tree (exactly: see
+  :mod:`optix.transforms.psgd_stacks`), so compiling the step costs about the same for a
+  model of many distinct shapes as for one of a few. The probes of a fit are one
+  Gaussian draw per step (Box–Muller, :func:`optix.transforms.psgd_stacks.gaussian`) from
+  the state's key, cut into the stacks in order; whether a step fits is a separate
+  uniform draw from the same step key.
+
+  State: the momentum, shaped like the params (4 bytes/param in float32), and per stack
+  of ``B`` leaves padded to ``(P_1, ..., P_k)``, :math:`B P_i^2` (triangular) or
+  :math:`B P_i` (diagonal) values per axis: :math:`\sum_i n_i^2` or :math:`n_i` per leaf
+  when its sizes are standard (powers of two up to 128, multiples of 128), more for
+  others (up to 4× a factor's values for a size just above a power of two up to 128,
+  at most :math:`(1 + 128/n)^2` above). A stack's factors take the widest dtype of its
+  leaves'. Real params only: complex leaves raise ``ValueError``.
 
   Returns:
     A ``GradientTransformation`` whose state is ``ScaleByPsgdKronState``
@@ -651,26 +468,34 @@ def scale_by_psgd_kron(b1: float = 0.9,
   probability = (update_probability_schedule() if preconditioner_update_probability is None
                  else preconditioner_update_probability)
 
-  def kinds_of(x):
-    return factor_kinds(jnp.shape(x), max_size_triangular, min_ndim_triangular,
+  def kinds_of(shape):
+    return factor_kinds(shape, max_size_triangular, min_ndim_triangular,
                         max_skew_triangular, memory_save_mode)
 
-  def q_dtype(x):
-    return _tree.state_dtype_for(x, precond_dtype)
-
-  def init_factors(x):
-    shape, kinds = jnp.shape(x) or (1,), kinds_of(x)
-    s = precond_init_scale ** (1.0 / len(kinds))
-    return tuple(s * jnp.eye(n, dtype=q_dtype(x)) if tri else jnp.full((n,), s, q_dtype(x))
-                 for n, tri in zip(shape, kinds))
+  def plan(leaves):
+    layouts = [leaf_layout(jnp.shape(x), kinds_of(jnp.shape(x))) for x in leaves]
+    return layouts, stacks_of(layouts)
 
   def init(params):
     _tree.check_real("scale_by_psgd_kron", params)
     leaves = jax.tree.leaves(params)
+    layouts, groups = plan(leaves)
+    qs = []
+    for group in groups:
+      dt = jnp.result_type(*[_tree.state_dtype_for(leaves[j], precond_dtype)
+                             for j in group.members])
+      s = precond_init_scale ** (1.0 / len(group.padded))
+      stacks = []
+      for size, tri, mask in zip(group.padded, group.kinds, group.masks()):
+        # s on the real coordinates, 1 on the padding: Q_0 = diag(s I, I).
+        diag = jnp.full((len(group.members), size), s, dt)
+        if mask is not None:
+          diag = jnp.where(jnp.asarray(mask) > 0, diag, 1).astype(dt)
+        stacks.append(diag[:, :, None] * jnp.eye(size, dtype=dt) if tri else diag)
+      qs.append(tuple(stacks))
     return ScaleByPsgdKronState(
         count=jnp.zeros([], jnp.int32), key=jax.random.key_data(jax.random.key(seed)),
-        mu=_tree.zeros_like(params, state_dtype),
-        qs=tuple(init_factors(x) for x in leaves))
+        mu=_tree.zeros_like(params, state_dtype), qs=tuple(qs))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -679,35 +504,21 @@ def scale_by_psgd_kron(b1: float = 0.9,
     count = _tree.safe_increment(state.count)
     mu = moments.ema(b1, state.mu, updates)
     g_leaves, treedef = jax.tree.flatten(updates)
-    m_leaves = treedef.flatten_up_to(moments.debias(mu, b1, count))
+    m_leaves = treedef.flatten_up_to(mu)
+    corr = moments.correction(b1, count)  # the debiasing 1 - b1^t, applied per stack
     # keys[0]: the fit draw; keys[1], keys[2]: the probes v and z of every stack.
     keys = jax.random.split(jax.random.fold_in(state.key, state.count), 3)
     p = probability(state.count) if callable(probability) else probability
     do_fit = jax.random.uniform(keys[0]) < p
 
-    layouts = [leaf_layout(jnp.shape(m), tuple(q.ndim == 2 for q in factors))
-               for m, factors in zip(m_leaves, state.qs)]
-    dtypes = [(jnp.dtype(factors[0].dtype),
-               jnp.promote_types(jnp.promote_types(factors[0].dtype, m.dtype), jnp.float32))
-              for factors, m in zip(state.qs, m_leaves)]
-    groups = _groups(layouts, dtypes)
-    # Per group: the momenta (B, *padded), zero on the padding, and per stack axis the padded
-    # factors (B, P, P) or (B, P), identity on the padding.
-    hs, fs = [], []
-    for group in groups:
-      dt = dtypes[group.members[0]][1]
-      hs.append(jnp.stack([to_stack(m_leaves[j].astype(dt), layouts[j]) for j in group.members]))
-      stacks = []
-      for a, (size, mask) in enumerate(zip(group.padded, group.masks())):
-        factors = [state.qs[j][layouts[j].perm[a]] for j in group.members]
-        if mask is None:
-          stacks.append(jnp.stack(factors))
-        elif factors[0].ndim == 1:
-          stacks.append(jnp.stack([pad_factor(q, size) for q in factors]))
-        else:
-          zero = [jnp.pad(q, ((0, size - q.shape[0]),) * 2) for q in factors]
-          stacks.append(jnp.stack(zero) + _padding_identity(zero[0].dtype, size, mask == 0))
-      fs.append(tuple(stacks))
+    layouts, groups = plan(g_leaves)
+    # Per stack: the debiased momenta (B, *padded), zero on the padding.
+    hs = []
+    for group, factors in zip(groups, state.qs):
+      dt = jnp.result_type(factors[0].dtype, jnp.float32,
+                           *[m_leaves[j].dtype for j in group.members])
+      h = jnp.stack([to_stack(m_leaves[j].astype(dt), layouts[j]) for j in group.members])
+      hs.append(moments.debias_leaf(h, corr))
 
     def fit(stacks):
       shapes = [h.shape for h in hs]
@@ -716,7 +527,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
       damped, probes, masks = [], [], []
       for group, h, v, z in zip(groups, hs, vs, zs):
         dt, ms = h.dtype, group.masks()
-        full = _full_mask(ms, len(group.padded))
+        full = full_mask(ms, len(group.padded))
         if full is not None:
           v, z = v * full.astype(dt), z * full.astype(dt)
         axes = tuple(range(1, h.ndim))
@@ -729,9 +540,9 @@ def scale_by_psgd_kron(b1: float = 0.9,
       return tuple(tuple(n.astype(q.dtype) for n, q in zip(ns, factors))
                    for ns, factors in zip(new, stacks))
 
-    fs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, tuple(fs))
-    out, qs = [None] * len(g_leaves), [None] * len(g_leaves)
-    for group, h, factors in zip(groups, hs, fs):
+    qs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, state.qs)
+    out = [None] * len(g_leaves)
+    for group, h, factors in zip(groups, hs, qs):
       f = [q.astype(h.dtype) for q in factors]
       u = jax.vmap(lambda f, x: apply_factors(f, apply_factors(f, x), transpose=True))(f, h)
       if max_update_rms is not None:
@@ -740,13 +551,8 @@ def scale_by_psgd_kron(b1: float = 0.9,
         scale = jnp.minimum(1.0, max_update_rms / (rms + 1e-12)).astype(u.dtype)
         u = u * scale.reshape((-1,) + (1,) * len(axes))
       for b, j in enumerate(group.members):
-        lay = layouts[j]
-        out[j] = from_stack(u[b], lay, jnp.shape(g_leaves[j])).astype(jnp.result_type(g_leaves[j]))
-        real = [None] * len(lay.perm)
-        for a, i in enumerate(lay.perm):
-          real[i] = crop_factor(factors[a][b], lay.shape[i])
-        qs[j] = tuple(real)
-    return (jax.tree.unflatten(treedef, out),
-            ScaleByPsgdKronState(count, state.key, mu, tuple(qs)))
+        out[j] = from_stack(u[b], layouts[j], jnp.shape(g_leaves[j])).astype(
+            jnp.result_type(g_leaves[j]))
+    return jax.tree.unflatten(treedef, out), ScaleByPsgdKronState(count, state.key, mu, qs)
 
   return _base.GradientTransformation(init, update)

@@ -1,0 +1,245 @@
+r"""The stacked layout of PSGD Kron (:mod:`optix.transforms.psgd`): leaves padded to standard
+sizes and stacked across the tree, so that the fit and the preconditioning are traced once per
+padded layout and the per-matrix work once per factor size, not once per leaf shape.
+
+A leaf's axes are reordered largest first and each is zero-padded to :func:`padded_size`
+(:func:`leaf_layout`, :func:`to_stack`); leaves of one padded layout and factor kinds form one
+stack ``(B, P_1, ..., P_k)`` (:class:`Stack`, :func:`stacks_of`) with factors ``(B, P, P)``
+(triangular) or ``(B, P)`` (diagonal). The padding is exact: a factor is
+:math:`\mathrm{diag}(Q_i, I)` (:func:`pad_factor`) and the momentum and the probes are zero on the
+padded coordinates, so :math:`A = Q h` and :math:`B = Q^{-\top} v` vanish there, the Gram
+matrices are :math:`\mathrm{diag}(G, 0)`, and the Lie-group step of
+:func:`optix.transforms.psgd.fit_factors` leaves the identity block fixed and takes exactly the
+unpadded step on the real block (the norms of the step and of the balancing are taken over
+the real block: :func:`full_mask`, ``masks``).
+"""
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optix.transforms import blocking
+
+_NO_CAP = 1 << 62
+
+
+def padded_size(n: int) -> int:
+  """The standard size an axis of length ``n`` is zero-padded to in the stacks: the next power
+  of two up to 128, the next multiple of 128 above
+  (:func:`optix.transforms.blocking.standard_size` without a cap).
+
+  Args:
+    n: the axis length, an int >= 1.
+
+  Returns:
+    An int >= ``n``.
+  """
+  return blocking.standard_size(n, _NO_CAP)
+
+
+class LeafLayout(NamedTuple):
+  """Where one leaf sits in its stack (static Python values)."""
+  shape: tuple   # the leaf's shape, (1,) for a scalar
+  kinds: tuple   # per axis of ``shape``: True for a triangular factor
+  perm: tuple    # the stack's axis order: the leaf's axes by padded size, largest first
+  padded: tuple  # per stack axis (``perm`` order): the padded length
+
+
+def leaf_layout(shape: Sequence[int], kinds: Sequence[bool]) -> LeafLayout:
+  """The stack layout of a leaf: its axes reordered by padded size (largest first, triangular
+  before diagonal on ties), each zero-padded to :func:`padded_size`. Leaves with the same
+  padded sizes and factor kinds share one stack whatever their real sizes and axis order.
+
+  Args:
+    shape: the leaf's shape (``()`` for a scalar).
+    kinds: per axis, True for a triangular factor (:func:`factor_kinds`).
+
+  Returns:
+    A :class:`LeafLayout`.
+  """
+  shape = tuple(shape) or (1,)
+  sizes = [padded_size(n) for n in shape]
+  perm = tuple(sorted(range(len(shape)), key=lambda i: (-sizes[i], not kinds[i], i)))
+  return LeafLayout(shape, tuple(kinds), perm, tuple(sizes[i] for i in perm))
+
+
+def to_stack(x: jax.Array, layout: LeafLayout) -> jax.Array:
+  """A leaf in its stack layout: axes in ``layout.perm`` order, zero-padded to
+  ``layout.padded``."""
+  x = jnp.transpose(x.reshape(layout.shape), layout.perm)
+  pad = [(0, p - n) for n, p in zip(x.shape, layout.padded)]
+  return jnp.pad(x, pad) if any(hi for _, hi in pad) else x
+
+
+def from_stack(x: jax.Array, layout: LeafLayout, shape: Sequence[int]) -> jax.Array:
+  """Inverse of :func:`to_stack`: drops the padding, restores the axis order and ``shape``."""
+  real = tuple(layout.shape[i] for i in layout.perm)
+  if tuple(x.shape) != real:
+    x = x[tuple(slice(0, n) for n in real)]
+  return jnp.transpose(x, np.argsort(layout.perm)).reshape(shape)
+
+
+def pad_factor(q: jax.Array, size: int) -> jax.Array:
+  r"""A factor padded to ``size``: :math:`\mathrm{diag}(Q_i, I)`. With a zero-padded ``h``
+  and probe the padded coordinates are decoupled: :func:`fit_factors` leaves the identity
+  block fixed and the real block takes exactly its unpadded step.
+
+  Args:
+    q: an ``(n, n)`` matrix or an ``(n,)`` diagonal.
+    size: the padded length, >= ``n``.
+
+  Returns:
+    The ``(size, size)`` or ``(size,)`` padded factor, ``q``'s dtype.
+  """
+  n = q.shape[0]
+  if n == size:
+    return q
+  if q.ndim == 1:
+    return jnp.pad(q, (0, size - n), constant_values=1)
+  return jnp.pad(q, ((0, size - n), (0, size - n))) + _padding_identity(
+      q.dtype, size, jnp.arange(size) >= n)
+
+
+def _padding_identity(dtype, size, padding):
+  """``diag(padding)``: ones on the padded coordinates (``padding``: ``(..., size)`` bools),
+  built from an iota (no ``size × size`` constant in the program)."""
+  return jnp.eye(size, dtype=dtype) * jnp.asarray(padding, dtype)[..., None, :]
+
+
+def crop_factor(q: jax.Array, n: int) -> jax.Array:
+  """Inverse of :func:`pad_factor`: the real ``(n, n)`` or ``(n,)`` block."""
+  return q[:n] if q.ndim == 1 else q[:n, :n]
+
+
+class Stack(NamedTuple):
+  """Leaves of one layout (padded sizes, kinds, dtypes): one stack ``(B, *padded)``."""
+  padded: tuple
+  kinds: tuple     # per stack axis
+  members: tuple   # leaf indices, in stack order
+  real: tuple      # per member: its real sizes in stack-axis order
+
+  def masks(self):
+    """Per stack axis: a ``(B, P)`` 0/1 numpy mask of the real coordinates, or None."""
+    out = []
+    for a, size in enumerate(self.padded):
+      lengths = np.array([r[a] for r in self.real])
+      out.append(None if np.all(lengths == size)
+                 else (np.arange(size)[None, :] < lengths[:, None]).astype(np.float32))
+    return out
+
+  def numel(self):
+    return np.array([np.prod(r, dtype=np.int64) for r in self.real], np.float32)
+
+
+def stacks_of(layouts) -> tuple:
+  """The stacks: leaves of one padded layout and factor kinds, in order of first appearance."""
+  groups = {}
+  for j, lay in enumerate(layouts):
+    groups.setdefault((lay.padded, tuple(lay.kinds[i] for i in lay.perm)), []).append(j)
+  return tuple(Stack(padded, kinds, tuple(idx),
+                      tuple(tuple(layouts[j].shape[i] for i in layouts[j].perm) for j in idx))
+               for (padded, kinds), idx in groups.items())
+
+
+def leaf_factors(qs: Sequence[Sequence[jax.Array]], shapes: Sequence[Sequence[int]],
+                 kinds: Sequence[Sequence[bool]]) -> list:
+  """Each leaf's unpadded factors, read from the stacked state of :func:`scale_by_psgd_kron`.
+
+  Args:
+    qs: ``ScaleByPsgdKronState.qs``: per stack, per stack axis, the padded factors.
+    shapes: the leaves' shapes, in flattened order.
+    kinds: per leaf, its factor kinds (:func:`factor_kinds` with the transform's rule).
+
+  Returns:
+    Per leaf, a list of its factors in axis order: ``(n_i, n_i)`` or ``(n_i,)``.
+  """
+  layouts = [leaf_layout(s, k) for s, k in zip(shapes, kinds)]
+  out = [None] * len(layouts)
+  for group, stacks in zip(stacks_of(layouts), qs):
+    for b, j in enumerate(group.members):
+      lay, real = layouts[j], [None] * len(layouts[j].perm)
+      for a, i in enumerate(lay.perm):
+        real[i] = crop_factor(stacks[a][b], lay.shape[i])
+      out[j] = real
+  return out
+
+
+def full_mask(masks, ndim):
+  """The product of the per-axis masks, broadcast to ``(B, P_1, ..., P_k)`` (None: no padding)."""
+  full = None
+  for a, m in enumerate(masks):
+    if m is not None:
+      m = jnp.asarray(m).reshape(m.shape[:1] + tuple(m.shape[1] if i == a else 1
+                                                    for i in range(ndim)))
+      full = m if full is None else full * m
+  return full
+
+
+def gaussian(key: jax.Array, n: int, dtype) -> jax.Array:
+  r"""``n`` independent ``N(0, 1)`` samples by the Box–Muller transform of uniform draws:
+  :math:`\sqrt{-2 \log(1 - u_1)}\,(\cos 2\pi u_2, \sin 2\pi u_2)`. Its transcendental
+  functions keep XLA from copying the generator into every consumer of a piece of the
+  draw (``jax.random.normal``'s polynomial inverse error function is copied into each).
+
+  Args:
+    key: a PRNG key (typed or raw ``uint32[2]``).
+    n: the number of samples, an int >= 0.
+    dtype: a floating dtype.
+
+  Returns:
+    An ``(n,)`` array.
+  """
+  half = (n + 1) // 2
+  u = jax.random.uniform(key, (2, half), dtype)
+  r = jnp.sqrt(-2 * jnp.log1p(-u[0]))
+  t = (2 * math.pi) * u[1]
+  return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)])[:n]
+
+
+def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> list:
+  """``N(0, I)`` arrays of the given shapes and dtypes from one draw per dtype
+  (:func:`gaussian`): the arrays of one dtype are consecutive pieces of a single flat draw
+  (from ``key`` for the first dtype, ``fold_in(key, d)`` for the ``d``-th other), so a
+  step's probes cost one random-number kernel however many stacks there are.
+
+  Args:
+    key: a PRNG key (typed or raw ``uint32[2]``).
+    shapes: the arrays' shapes, in order.
+    dtypes: their floating dtypes, in order.
+
+  Returns:
+    A list of arrays, one per shape.
+  """
+  out = [None] * len(shapes)
+  order = list(dict.fromkeys(jnp.dtype(d) for d in dtypes))
+  for d, dt in enumerate(order):
+    idx = [i for i, t in enumerate(dtypes) if jnp.dtype(t) == dt]
+    sizes = [int(np.prod(shapes[i], dtype=np.int64)) for i in idx]
+    flat = gaussian(key if d == 0 else jax.random.fold_in(key, d), sum(sizes), dt)
+    cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
+    for i, part in zip(idx, jnp.split(flat, cuts) if cuts else [flat]):
+      out[i] = part.reshape(shapes[i])
+  return out
+
+
+def by_shape(fn: Callable, items: Sequence[tuple]) -> list:
+  """``fn`` on the concatenation (axis 0) of the items of equal trailing shapes and dtypes.
+
+  ``items``: tuples of arrays ``(B_i, ...)``; ``fn`` maps the concatenated tuple to one
+  ``(sum B_i, ...)`` array, split back into one result per item, in order. One trace per
+  distinct shape, however many stacks share it."""
+  buckets = {}
+  for i, arrays in enumerate(items):
+    buckets.setdefault(tuple((x.shape[1:], x.dtype) for x in arrays), []).append(i)
+  out = [None] * len(items)
+  for idx in buckets.values():
+    args = [jnp.concatenate([items[i][k] for i in idx]) if len(idx) > 1 else items[idx[0]][k]
+            for k in range(len(items[idx[0]]))]
+    res = fn(*args)
+    cuts = [int(c) for c in np.cumsum([items[i][0].shape[0] for i in idx])[:-1]]
+    for i, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
+      out[i] = r
+  return out
