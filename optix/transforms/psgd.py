@@ -83,7 +83,7 @@ def update_probability_schedule(max_prob: float = 1.0, min_prob: float = 0.03,
 
 
 def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
-                 min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2.0,
+                 min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2,
                  memory_save_mode: Optional[str] = None) -> tuple:
   """One bool per axis of ``shape``: True for a triangular factor, False for a diagonal one.
 
@@ -100,7 +100,7 @@ def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
       factor; 8192.
     min_ndim_triangular: leaves with fewer axes get only diagonal factors; 2.
     max_skew_triangular: an axis more than this many times the second largest
-      one gets a diagonal factor; 2.0 (default); None: no limit.
+      one gets a diagonal factor; 2 (default); None: no limit.
     memory_save_mode: None (default), ``"one_diag"`` or ``"all_diag"``.
 
   Returns:
@@ -369,7 +369,7 @@ class ScaleByPsgdKronState(NamedTuple):
 def scale_by_psgd_kron(b1: float = 0.9,
                        preconditioner_update_probability: Union[None, float, Callable] = None,
                        max_size_triangular: int = 8192, min_ndim_triangular: int = 2,
-                       max_skew_triangular: Optional[float] = 2.0,
+                       max_skew_triangular: Optional[float] = 2,
                        memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
                        precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
                        *, precond_dtype=None, state_dtype=None,
@@ -405,11 +405,13 @@ def scale_by_psgd_kron(b1: float = 0.9,
     min_ndim_triangular: an int >= 0; leaves with fewer axes (2: vectors) get diagonal
       factors only.
     max_skew_triangular: a float > 0; an axis more than this many times the second
-      largest one gets a diagonal factor. 2.0 (default): a triangular factor then holds at
+      largest one gets a diagonal factor. 2 (default): a triangular factor then holds at
       most twice the leaf's size (:math:`n^2 \le 2 n m` for an ``n × m`` matrix, ``n`` the
       longer side), so an embedding's vocabulary axis or an MLP's ``4d`` axis is diagonal
       and the default state stays near Adam's size; ``None``: no limit (the reference
       implementation's default, a ``V × V`` factor for a vocabulary of ``V <= 8192``).
+      The rule shapes the state: under :func:`optix.inject_hyperparams` an int stays
+      static, a float must be named in ``static_args``.
     memory_save_mode: ``None``, ``"one_diag"`` (the largest axis of each leaf diagonal)
       or ``"all_diag"`` (every factor diagonal: a fitted elementwise preconditioner).
     precond_lr: normalised step size μ of the fit, in [0, 1] (0.1: the reference's).
