@@ -364,7 +364,7 @@ from optix.transforms.psgd import scale_by_psgd_kron  # noqa: E402
 def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
               weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
               *, preconditioner_update_probability=None, max_size_triangular: int = 8192,
-              min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2.0,
+              min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2,
               memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
               precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
               precond_dtype=None, state_dtype=None, seed: int = 0):
@@ -395,7 +395,7 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
     min_ndim_triangular: int >= 0; leaves with fewer axes get diagonal factors only;
       2 (vectors and scalars stay diagonal).
     max_skew_triangular: > 0; an axis more than this many times the next largest gets
-      a diagonal factor; 2.0 (default: an embedding's vocabulary axis and an MLP's wide
+      a diagonal factor; 2 (default: an embedding's vocabulary axis and an MLP's wide
       axis are diagonal, each triangular factor holds at most twice its leaf's size);
       None: no limit (the reference implementation's default).
     memory_save_mode: None (default), ``"one_diag"`` (each leaf's largest axis
