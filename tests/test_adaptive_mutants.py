@@ -142,6 +142,7 @@ def test_rms_state_dtypes():
     assert state.count.dtype == jnp.int32 and state.count.shape == ()
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.nu))
     np.testing.assert_array_equal(np.asarray(state.nu["b"]), [0.25, 0.25])
+    assert (state.mu is None) != centered  # no mean kept unless centered
     if centered:
       assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.mu))
       np.testing.assert_array_equal(np.asarray(state.mu["b"]), [0.0, 0.0])
@@ -283,3 +284,20 @@ def test_descriptions_carry_the_arguments():
     spec = _base.spec_of(tx)
     assert spec.kind == kind and spec.elementwise is True
     assert dict(spec.hyperparams) == hyperparams
+
+
+@pytest.mark.parametrize("name, defaults", [
+    ("scale_by_rss", dict(initial_accumulator_value=0.1, eps=1e-7)),
+    ("scale_by_rms", dict(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
+                          bias_correction=False)),
+    ("scale_by_adam", dict(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
+                           nesterov=False))])
+def test_defaults_are_optaxs(name, defaults):
+  """The defaults, called without arguments, against optax's transform given them spelled out
+  (the documented values)."""
+  ours, _ = _run(getattr(optix, name)(), _params(), _grads())
+  theirs, _ = _run(getattr(optax, name)(**defaults), _params(), _grads())
+  _assert_same_steps(ours, theirs)
+  extra = {"centered": False} if name == "scale_by_rms" else {}
+  spec = _base.spec_of(getattr(optix, name)())
+  assert dict(spec.hyperparams) == {**defaults, **extra, "state_dtype": None}

@@ -40,6 +40,22 @@ def test_global_norm_of_a_tree_and_of_nothing():
   assert empty.shape == () and empty.dtype == jnp.float32 and float(empty) == 0.0
 
 
+def test_float32_state_and_empty_norm_under_x64():
+  """With 64-bit types on, the empty tree's norm and clip_by_global_norm's state stay float32
+  (the state's dtype never depends on the gradients'); a float64 tree's norm is float64."""
+  with jax.enable_x64(True):
+    assert optix.global_norm({}).dtype == jnp.float32
+    low = {"a": jnp.asarray([3.0, 4.0], jnp.float32), "b": jnp.ones(2, jnp.bfloat16)}
+    assert optix.global_norm(low).dtype == jnp.float32  # at least float32, not wider
+    g = {"a": jnp.asarray([3.0, 4.0], jnp.float64)}
+    assert optix.global_norm(g).dtype == jnp.float64
+    tx = optix.clip_by_global_norm(1.0)
+    state = tx.init(g)
+    assert state.norm.dtype == jnp.float32
+    out, state = tx.update(g, state)
+    assert state.norm.dtype == jnp.float32 and out["a"].dtype == jnp.float64
+
+
 def test_global_norm_sums_squares_in_float32_and_counts_complex_moduli():
   # 300 bfloat16 ones: a bfloat16 running sum would stop at 256.
   ones = jnp.ones(300, jnp.bfloat16)
@@ -63,6 +79,11 @@ def test_global_norm_in_shard_map_is_the_whole_trees(check_vma):
   tup = _jit_shard_map(lambda t: optix.global_norm(t, axis_name=("x",)), mesh=mesh,
                       in_specs=({"a": P("x")},), out_specs=P(), check_vma=check_vma)
   np.testing.assert_allclose(np.asarray(tup({"a": a})), _np_norm(a), rtol=1e-6)
+  # A name of several letters (a string, not a sequence of one-letter names).
+  named = _jit_shard_map(lambda t: optix.global_norm(t, axis_name="batch"),
+                         mesh=_mesh((8,), ("batch",)), in_specs=({"a": P("batch")},),
+                         out_specs=P(), check_vma=check_vma)
+  np.testing.assert_allclose(np.asarray(named({"a": a})), _np_norm(a), rtol=1e-6)
 
 
 def test_global_norm_counts_a_replicated_leaf_once_where_jax_tracks_it():
@@ -117,10 +138,14 @@ def test_clip_by_global_norm_clips_above_and_passes_below():
 
 
 def test_clip_by_global_norm_keeps_leaf_dtypes_and_matches_optax():
-  g = {"a": jnp.asarray([30.0, -40.0], jnp.bfloat16), "b": jnp.asarray([1.0, 2.0, 3.0])}
+  g = {"a": jnp.asarray([30.0, -40.0, 7.3, 3.3, -17.7], jnp.bfloat16),
+       "b": jnp.asarray([1.0, 2.0, 3.0])}
   out, state = optix.clip_by_global_norm(1.0).update(g, optix.clip_by_global_norm(1.0).init(g))
   assert out["a"].dtype == jnp.bfloat16 and out["b"].dtype == jnp.float32
   assert state.norm.dtype == jnp.float32
+  # As optax: the norm is rounded to the leaf's dtype and the leaf divided in it.
+  np.testing.assert_array_equal(np.asarray(out["a"], np.float32),
+                                np.asarray(g["a"] / state.norm.astype(jnp.bfloat16), np.float32))
   ref, _ = optax.clip_by_global_norm(1.0).update(g, optax.EmptyState())
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x, np.float32),
                                                        np.asarray(y, np.float32), rtol=1e-2),
@@ -178,6 +203,17 @@ def test_adaptive_grad_clip_matches_optax(clip, eps, scale):
                ours, theirs)
 
 
+@pytest.mark.parametrize("axis", [1, (0, 1)])
+def test_adaptive_grad_clip_with_an_axis_other_than_the_ranks(axis):
+  p = jnp.asarray([[1.0, 0.0, -2.0], [0.5, 0.0, 1.0]])
+  g = jnp.asarray([[0.3, -1.2, 0.0], [2.0, -0.5, 0.7]])
+  ours, _ = optix.adaptive_grad_clip(0.3, axis=axis).update(g, optax.EmptyState(), p)
+  theirs, _ = optax.adaptive_grad_clip(0.3, axis=axis).update(g, optax.EmptyState(), p)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6)
+  rank_rule, _ = optix.adaptive_grad_clip(0.3).update(g, optax.EmptyState(), p)
+  assert not np.allclose(np.asarray(ours), np.asarray(rank_rule))
+
+
 def test_adaptive_grad_clip_by_hand():
   """A unit with ‖g‖ < λ max(‖θ‖, ε) passes; one above is scaled to it; a zero unit's floor
   is ε; a tiny gradient norm divides by at least 1e-6."""
@@ -193,6 +229,16 @@ def test_adaptive_grad_clip_by_hand():
   g = jnp.asarray([[3e-7], [4e-7]])  # norm 5e-7 > 1e-12, below 1e-6
   out, _ = tiny.update(g, tiny.init(p[:, :1]), jnp.zeros((2, 1)))
   np.testing.assert_allclose(np.asarray(out), np.asarray(g) * 1e-12 / 1e-6, rtol=1e-5)
+
+
+def test_adaptive_grad_clip_at_the_limit_below_the_norm_floor_is_optaxs():
+  """A unit whose gradient norm equals its limit, both below the 1e-6 floor of the divisor:
+  clipped (scaled by limit / 1e-6), as optax does."""
+  p = g = jnp.asarray([1e-7])
+  ours, _ = optix.adaptive_grad_clip(1.0, eps=0.0).update(g, optax.EmptyState(), p)
+  theirs, _ = optax.adaptive_grad_clip(1.0, eps=0.0).update(g, optax.EmptyState(), p)
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+  np.testing.assert_allclose(np.asarray(ours), [1e-8], rtol=1e-5)
 
 
 def test_adaptive_grad_clip_keeps_dtypes_and_complex_leaves():
@@ -231,3 +277,14 @@ def test_bad_arguments_are_named(name, build):
 
 def test_boundary_values_are_accepted():
   optix.adaptive_grad_clip(0.1, eps=0.0)
+
+
+def test_adaptive_grad_clip_defaults():
+  """eps = 1e-3 (the floor of a zero unit's norm) and the rank rules by default."""
+  p = {"w": jnp.zeros((2, 3)), "b": jnp.asarray([0.0, 1e-4])}
+  g = {"w": jnp.ones((2, 3)), "b": jnp.asarray([1.0, 1.0])}
+  out, _ = optix.adaptive_grad_clip(0.5).update(g, optax.EmptyState(), p)
+  # every unit's weight norm is below eps: each unit is scaled to norm 0.5 · 1e-3
+  np.testing.assert_allclose(np.asarray(out["w"]), np.full((2, 3), 5e-4 / np.sqrt(2)),
+                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out["b"]), np.full(2, 5e-4 / np.sqrt(2)), rtol=1e-5)

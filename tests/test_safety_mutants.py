@@ -283,3 +283,22 @@ def test_z_loss_reduces_the_last_axis_in_float32():
   low = optix.z_loss(logits.astype(jnp.bfloat16))
   assert low.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(optix.z_loss(logits)), 1e-4 / 0.5 * want, rtol=1e-6)
+
+
+def test_defaults():
+  """apply_if_finite skips 5 non-finite steps in a row and lets the 6th through; spike_guard
+  takes threshold 4, decay 0.99, 10 warmup steps and skips."""
+  tx = optix.apply_if_finite(optix.sgd(1.0))
+  state = tx.init(jnp.zeros(2))
+  for n in range(1, 7):
+    updates, state = tx.update(jnp.asarray([jnp.nan, 1.0]), state)
+    assert bool(jnp.all(updates == 0)) == (n <= 5), n
+  norms = [1.0, 2.0, 1.0, 1.5, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 7.0, 3.0, 9.0, 1.0]
+  tx = optix.spike_guard(optix.sgd(1.0))
+  state = tx.init(jnp.zeros(2))
+  for n, (moved, a, c, spikes) in zip(norms, _by_hand(norms, 4.0, 0.99, 10, "skip")):
+    updates, state = tx.update(jnp.asarray([0.6 * n, 0.8 * n]), state)
+    np.testing.assert_allclose(float(optix.global_norm(updates)), moved, rtol=1e-5)
+    np.testing.assert_allclose(float(state.avg_norm), a, rtol=1e-5)
+    assert int(state.count) == c and int(state.spike_count) == spikes
+  assert spikes == 2

@@ -250,3 +250,53 @@ def test_inverse_sqrt_without_warmup_and_with_timescale_one():
   s = optix.inverse_sqrt_schedule(2.0, 5, init_value=0.5, timescale=1)
   want = [0.5 + 1.5 * t / 5 if t < 5 else 2.0 / np.sqrt(t - 5 + 1.0) for t in STEPS]
   np.testing.assert_allclose(_values(s), want, rtol=1e-6)
+
+
+DEFAULTS = [
+    # (the schedule built with its defaults, the same with the documented defaults spelled out)
+    (lambda: optix.polynomial_schedule(1.0, 0.1, 2.0, 20),
+     lambda: optix.polynomial_schedule(1.0, 0.1, 2.0, 20, transition_begin=0)),
+    (lambda: optix.linear_schedule(1.0, 0.1, 20),
+     lambda: optix.polynomial_schedule(1.0, 0.1, 1.0, 20, 0)),
+    (lambda: optix.cosine_decay_schedule(1.0, 20),
+     lambda: optix.cosine_decay_schedule(1.0, 20, alpha=0.0, exponent=1.0)),
+    (lambda: optix.warmup_cosine_decay_schedule(0.1, 1.0, 5, 30),
+     lambda: optix.warmup_cosine_decay_schedule(0.1, 1.0, 5, 30, end_value=0.0, exponent=1.0)),
+    (lambda: optix.exponential_decay(1.0, 5, 0.5),
+     lambda: optix.exponential_decay(1.0, 5, 0.5, transition_begin=0, staircase=False,
+                                     end_value=None)),
+    (lambda: optix.warmup_exponential_decay_schedule(0.1, 1.0, 5, 5, 0.5),
+     lambda: optix.warmup_exponential_decay_schedule(0.1, 1.0, 5, 5, 0.5, transition_begin=0,
+                                                     staircase=False, end_value=None)),
+    (lambda: optix.piecewise_constant_schedule(2.0),
+     lambda: optix.constant_schedule(2.0)),
+    (lambda: optix.piecewise_interpolate_schedule("cosine", 2.0),
+     lambda: optix.constant_schedule(2.0)),
+    (lambda: optix.cosine_onecycle_schedule(50, 1.0),
+     lambda: optix.cosine_onecycle_schedule(50, 1.0, pct_start=0.3, div_factor=25.0,
+                                            final_div_factor=1e4)),
+    (lambda: optix.linear_onecycle_schedule(50, 1.0),
+     lambda: optix.linear_onecycle_schedule(50, 1.0, pct_start=0.3, pct_final=0.85,
+                                            div_factor=25.0, final_div_factor=1e4)),
+    (lambda: optix.wsd_schedule(1.0, 5, 40, 10),
+     lambda: optix.wsd_schedule(1.0, 5, 40, 10, end_value=0.0, init_value=0.0,
+                                decay_shape="linear")),
+    (lambda: optix.wsd_decay_branch(1.0, 5, 20, 10),
+     lambda: optix.wsd_decay_branch(1.0, 5, 20, 10, end_value=0.0, init_value=0.0,
+                                    decay_shape="linear")),
+    (lambda: optix.inverse_sqrt_schedule(1.0, 4),
+     lambda: optix.inverse_sqrt_schedule(1.0, 4, init_value=0.0, timescale=4)),
+    (lambda: optix.sgdr_schedule(1.0, first_cycle_steps=10, num_cycles=3),
+     lambda: optix.sgdr_schedule(1.0, first_cycle_steps=10, num_cycles=3, cycle_mult=1.0,
+                                 end_value=0.0, warmup_steps=0, init_value=0.0,
+                                 peak_decay=1.0)),
+    (lambda: optix.cyclical_schedule(0.1, 1.0, 5),
+     lambda: optix.cyclical_schedule(0.1, 1.0, 5, mode="triangular", gamma=1.0)),
+    (lambda: optix.cyclical_schedule(0.1, 1.0, 5, "exp_range"),
+     lambda: optix.cyclical_schedule(0.1, 1.0, 5, mode="exp_range", gamma=1.0)),
+]
+
+
+@pytest.mark.parametrize("defaults, spelled", DEFAULTS, ids=[str(i) for i in range(len(DEFAULTS))])
+def test_defaults_are_the_documented_ones(defaults, spelled):
+  np.testing.assert_array_equal(_values(defaults()), _values(spelled()))
