@@ -115,7 +115,7 @@ def crop_factor(q: jax.Array, n: int) -> jax.Array:
 
 
 class Stack(NamedTuple):
-  """Leaves of one layout (padded sizes, kinds, dtypes): one stack ``(B, *padded)``."""
+  """Leaves of one padded layout and factor kinds: one stack ``(B, *padded)``."""
   padded: tuple
   kinds: tuple     # per stack axis
   members: tuple   # leaf indices, in stack order
@@ -131,7 +131,8 @@ class Stack(NamedTuple):
     return out
 
   def numel(self):
-    return np.array([np.prod(r, dtype=np.int64) for r in self.real], np.float32)
+    """``(B,)``: each member's number of real entries (at least 1: an empty leaf gets 0/1)."""
+    return np.array([max(np.prod(r, dtype=np.int64), 1) for r in self.real], np.float32)
 
 
 def stacks_of(layouts) -> tuple:
