@@ -107,13 +107,14 @@ MENU = {
     "soap": _menu_item("soap", 3e-3, b1=0.9, b2=0.99),
     "psgd": _menu_item("psgd_kron", 1e-3),
     # The field's newer optimizers. Prodigy estimates its own step size: its "peak" is the
-    # multiplier of that estimate, 1.0 as its paper recommends, under the run's schedule shape;
-    # safeguard_warmup as its paper advises with a warmup (a learning rate of 0 at step 0 makes
-    # the estimate 0/0 otherwise, as in optax.contrib.prodigy).
+    # multiplier of that estimate, 1.0 as its paper recommends, under the run's schedule shape.
+    # No safeguard_warmup: it keeps the schedule's multiplier out of the estimate's denominator
+    # only, so the warmup and the cosine decay both hold the estimate down (here it stops at
+    # about 0.4x the tuned AdamW rate); optix.prodigy keeps its estimate at the warmup's zero
+    # rate, where optax.contrib.prodigy's 0/0 makes it NaN.
     # AdEMAMix's slow EMA (b3) is set for a 300-step run (the paper's 0.9999 is for 10^5 steps).
     "sf_adamw": _schedule_free(3e-3, b1=0.9, b2=0.99, weight_decay=0.1),
-    "prodigy": _menu_item("prodigy", 1.0, betas=(0.9, 0.99), weight_decay=0.1,
-                          safeguard_warmup=True),
+    "prodigy": _menu_item("prodigy", 1.0, betas=(0.9, 0.99), weight_decay=0.1),
     "ademamix": _menu_item("ademamix", 3e-3, b2=0.99, b3=0.999, alpha=5.0, weight_decay=0.1,
                            mask=optix.matrices_only),
     "mars": _menu_item("mars_adamw", 3e-3, b1=0.95, b2=0.99, weight_decay=0.1,
@@ -271,17 +272,18 @@ def plot(results, out):
   import matplotlib.pyplot as plt
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
   for i, (name, r) in enumerate(results.items()):
-    color = f"C{i}"
+    color, style = f"C{i % 10}", "-" if i < 10 else "--"  # ten colours, then dashed
     k = max(len(r["train"]) // 30, 1)
     smooth = np.convolve(r["train"], np.ones(k) / k, mode="valid")
-    ax1.plot(np.arange(len(smooth)) + k, smooth, color=color, alpha=0.35, lw=0.8)
-    ax1.plot(r["val_steps"], r["val"], color=color, marker="o", ms=3, label=f"{name} (val)")
-    ax2.plot(r["lr"], color=color, label=name)
+    ax1.plot(np.arange(len(smooth)) + k, smooth, color=color, ls=style, alpha=0.35, lw=0.8)
+    ax1.plot(r["val_steps"], r["val"], color=color, ls=style, marker="o", ms=3,
+             label=f"{name} (val)")
+    ax2.plot(r["lr"], color=color, ls=style, label=name)
   ax1.set(xlabel="step", ylabel="cross-entropy (nats/byte)",
           title="char-GPT on the Python stdlib (faint: train)")
-  ax1.legend(fontsize=8)
+  ax1.legend(fontsize=7, ncol=2)
   ax2.set(xlabel="step", ylabel="learning rate", yscale="log", title=f"{FLAGS.schedule} schedules")
-  ax2.legend(fontsize=8)
+  ax2.legend(fontsize=7, ncol=2)
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   fig.savefig(out, dpi=100, bbox_inches="tight")
   plt.close(fig)

@@ -4,7 +4,7 @@ Runs each example with the exact command listed in ``GALLERY`` (raw PNGs under
 ``out/gallery/``), shrinks each to a 128-colour palette PNG under
 ``docs/_static/gallery/`` (small enough to commit), and writes
 ``docs/gallery.md`` from the same list, so the page cannot drift from the
-commands. About 3-5 minutes on 2 quiet CPU cores, most of it the flagship.
+commands. About 5-8 minutes on 2 quiet CPU cores, most of it the flagship.
 
     python examples/make_gallery.py                 # everything
     python examples/make_gallery.py --only=digits   # one picture (gallery.md is rewritten in full)
@@ -33,12 +33,15 @@ PAGE = ROOT / "docs" / "gallery.md"
 GALLERY = {
     "compare_optimizers": (
         "The flagship: optimizers race on a char-GPT",
-        "compare_optimizers.py --steps=300",
+        "compare_optimizers.py --steps=300 --optimizers=adamw,lion,adafactor,adamw8bit,muon,"
+        "shampoo,soap,psgd,sf_adamw,prodigy,ademamix,mars",
         {"--out": "compare_optimizers"},
-        "AdamW, Lion, Adafactor, 8-bit AdamW, Muon, Shampoo and SOAP train the same small Flax "
-        "NNX GPT on "
-        "Python's standard-library source with the same data order and budget: validation loss "
-        "(dots; faint lines are smoothed train loss) and each optimizer's cosine schedule."),
+        "AdamW, Lion, Adafactor, 8-bit AdamW, Muon, Shampoo, SOAP, PSGD (Kron), schedule-free "
+        "AdamW, Prodigy, AdEMAMix and MARS train the same small Flax NNX GPT on Python's "
+        "standard-library source with the same data order and budget, each at its menu learning "
+        "rate: validation loss (dots; faint lines are smoothed train loss) and each optimizer's "
+        "schedule (schedule-free AdamW's is constant after the warmup; Prodigy's multiplies its "
+        "own step-size estimate). The same rates tuned over a grid are on the choosing page."),
     "rosenbrock_race": (
         "Rosenbrock race",
         "rosenbrock_race.py --steps=2000",

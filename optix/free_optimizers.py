@@ -134,6 +134,16 @@ def prodigy(learning_rate: _base.ScalarOrSchedule = 1.0, betas: tuple = (0.9, 0.
   Float32 state for low-precision params; real params only.
   State: m, v, s, x0 (16 bytes/param).
 
+  Under a schedule: ``safeguard_warmup`` keeps η (and the bias correction) in
+  the numerator r of the estimate but out of its denominator s, so every step
+  below the peak rate (a warmup, a decay) lowers the estimate, and d never
+  decreases; without it η cancels in :math:`r/s`. The paper's implementation
+  advises the safeguard with a warmup, where small early rates can inflate d;
+  on the flagship GPT (a short warmup from 0, then cosine;
+  docs/guides/choosing_an_optimizer.md) it held d well below the tuned AdamW
+  rate and lost to it, while ``learning_rate=1.0`` without it ended below it.
+  Here a warmup from 0 needs no safeguard: d is kept at a zero rate.
+
   Args:
     learning_rate: η, a float >= 0 or a schedule, multiplying the estimated step
       :math:`d_t`; 1.0 (optax's): use a schedule's shape with peak 1.
