@@ -282,6 +282,8 @@ def test_z_loss_reduces_the_last_axis_in_float32():
   np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
   low = optix.z_loss(logits.astype(jnp.bfloat16))
   assert low.dtype == jnp.float32
+  with jax.enable_x64(True):  # float32 whatever the default float
+    assert optix.z_loss(logits).dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(optix.z_loss(logits)), 1e-4 / 0.5 * want, rtol=1e-6)
 
 
@@ -293,7 +295,8 @@ def test_defaults():
   for n in range(1, 7):
     updates, state = tx.update(jnp.asarray([jnp.nan, 1.0]), state)
     assert bool(jnp.all(updates == 0)) == (n <= 5), n
-  norms = [1.0, 2.0, 1.0, 1.5, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 7.0, 3.0, 9.0, 1.0]
+  # 6.0: above 4 × the average (about 1.4), below 5 ×
+  norms = [1.0, 2.0, 1.0, 1.5, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 6.0, 3.0, 9.0, 1.0]
   tx = optix.spike_guard(optix.sgd(1.0))
   state = tx.init(jnp.zeros(2))
   for n, (moved, a, c, spikes) in zip(norms, _by_hand(norms, 4.0, 0.99, 10, "skip")):
@@ -302,3 +305,20 @@ def test_defaults():
     np.testing.assert_allclose(float(state.avg_norm), a, rtol=1e-5)
     assert int(state.count) == c and int(state.spike_count) == spikes
   assert spikes == 2
+
+
+@pytest.mark.parametrize("guard", [lambda tx: optix.apply_if_finite(tx, 2),
+                                   lambda tx: optix.spike_guard(tx, mode="skip"),
+                                   lambda tx: optix.spike_guard(tx, mode="clip")],
+                         ids=["apply_if_finite", "spike_guard_skip", "spike_guard_clip"])
+def test_guards_pass_params_and_extra_args_to_the_inner_transform(guard):
+  seen = []
+
+  def record(updates, state, params=None, *, value=None, **extra):
+    seen.append((params, value))
+    return updates, state
+
+  tx = guard(optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), record))
+  params = {"w": jnp.asarray([1.0, 2.0])}
+  tx.update({"w": jnp.ones(2)}, tx.init(params), params, value=3.0)
+  assert len(seen) == 1 and seen[0][0] is params and seen[0][1] == 3.0
