@@ -155,9 +155,9 @@ NOT_COMPARED = {
 # math is defined for real params only; the complex cells test that it raises.
 REJECTS_COMPLEX = {
     "acprop", "adabelief", "adadelta", "adamax", "adamaxw", "adan", "amsgrad", "cocob",
-    "dadapt_adamw", "dog", "dowg", "fromage", "mechanize", "momo", "momo_adam", "noisy_sgd",
-    "novograd", "optimistic_adam", "polyak_sgd", "prodigy", "sign_sgd", "signum",
-    "simplified_ademamix", "yogi"}
+    "dadapt_adamw", "dog", "dowg", "fromage", "galore", "mechanize", "momo", "momo_adam",
+    "noisy_sgd", "novograd", "optimistic_adam", "optimistic_adam_v2", "polyak_sgd", "prodigy",
+    "sign_sgd", "signum", "simplified_ademamix", "yogi"}
 
 # bf16 cells that cannot be held to bf16's resolution against a float32 run: the
 # step is a sign (or a distance estimate) that bf16 rounding of the params flips
@@ -169,12 +169,31 @@ BF16_ROUNDING = {
     "dowg": "its distance estimate follows the bf16-rounded params",
     "muon": "the orthogonalized step keeps its size near the optimum, so bf16 rounding of the "
             "params redirects it (optax's own bf16 run is as far from its float32 run)",
+    "scale_by_param_block_rms": "its step g·rms(p) grows with the params (no learning rate "
+                                "here): the trajectory runs off to 1e32 by step 6 and bf16's "
+                                "rounding grows with it",
 }
 # Cells of those names whose trajectories happen to stay within tolerance (the
 # wrapper changes what is rounded: MultiSteps averages two gradients, masked
 # leaves one leaf untouched). The outcome is deterministic (fixed inputs).
 BF16_AGREES = {("rprop", "multisteps"), ("sign_sgd", "masked"), ("signum", "multisteps"),
-               ("muon", "multisteps"), ("muon", "apply_if_finite"), ("muon", "chain")}
+               ("muon", "multisteps"), ("muon", "apply_if_finite"), ("muon", "chain"),
+               ("muon", "inject"), ("scale_by_param_block_rms", "masked"),
+               ("scale_by_param_block_rms", "chain")}
+# Single bf16 cells of the same kind: (name, wrapper) -> why.
+BF16_ROUNDING_CELLS = {
+    ("acprop", "chain"):
+        "near the optimum the float32 reference's steps swing by whole units (its belief "
+        "(g - m)² collapses), while the bf16 run stays on the bf16 value next to the target "
+        "from step 10 on; in the other wrappers the two agree",
+    ("galore", "chain"):
+        "the rank-2 projection refreshed at step 10 from the gradient's SVD turns on the last "
+        "bf16 bit of the params: optax's own bf16 run is as far from its float32 run (0.29)",
+    ("galore", "apply_if_finite"):
+        "the rank-2 projection refreshed at step 10 from the gradient's SVD turns on the last "
+        "bf16 bit of the params: apply_if_finite's compile moves optix's bf16 params by one "
+        "ulp before it, and the trajectory by 0.3 after it (float32 agrees)",
+}
 
 # float64 cells that differ from optax beyond float64 rounding (a strict xfail in every
 # wrapper: the float32 hyperparameters round every step's arithmetic).
@@ -292,6 +311,12 @@ def _compare_cell(name, dtype_name, wrapper):
     pytest.skip(f"{name}'s arguments are transformations or trees, not hyperparameters")
   params = initial_params(dtype)
   if jnp.issubdtype(dtype, jnp.complexfloating) and name in REJECTS_COMPLEX:
+    if wrapper == "inject":  # a structural argument traced by optax's wrapper fails first
+      try:
+        trajectory(build(OPTAX, name, args, kwargs, wrapper), initial_params(jnp.float32))
+      except Exception as err:  # pylint: disable=broad-except
+        pytest.skip(f"optax itself fails on this cell's float32 params: {type(err).__name__}: "
+                    f"{str(err)[:120]}")
     with pytest.raises(ValueError, match=r"\['w'\]|\['b'\]"):
       trajectory(build(optix, name, args, kwargs, wrapper), params)
     return
@@ -330,6 +355,8 @@ def _cells():
         if (dtype_name == "bfloat16" and name in BF16_ROUNDING
             and (name, wrapper) not in BF16_AGREES):
           marks += (pytest.mark.xfail(reason=BF16_ROUNDING[name], strict=True),)
+        if dtype_name == "bfloat16" and (name, wrapper) in BF16_ROUNDING_CELLS:
+          marks += (pytest.mark.xfail(reason=BF16_ROUNDING_CELLS[name, wrapper], strict=True),)
         if dtype_name == "float64" and name in F64_DIFFERENCES:
           marks += (pytest.mark.xfail(reason=F64_DIFFERENCES[name], strict=True),)
         if name in KNOWN_GAPS:

@@ -80,8 +80,11 @@ def schedule_free(base_optimizer: _base.GradientTransformation,
     _tree.check_match("updates", updates, "params", params)
     _tree.check_match("updates", updates, "state.z", state.z)
     lr = learning_rate(state.step_count) if callable(learning_rate) else learning_rate
-    max_lr = jnp.maximum(state.max_lr, jnp.asarray(lr, state.max_lr.dtype))
-    weight = max_lr ** weight_lr_power
+    # optax.inject_hyperparams injects in the params' dtype: complex for complex params
+    # (a zero imaginary part); the averaging weights are real.
+    real = lambda v: jnp.real(v) if _tree.is_complex(v) else v
+    max_lr = jnp.maximum(state.max_lr, jnp.asarray(real(lr), state.max_lr.dtype))
+    weight = max_lr ** real(weight_lr_power)
     weight_sum = state.weight_sum + weight
     # 0/0 on the first warmup steps (max_lr = 0) gives c = 0; a NaN weight stays NaN.
     c = jnp.where(jnp.isnan(weight) | jnp.isnan(weight_sum), jnp.nan,
