@@ -58,9 +58,10 @@ def monitor(measures: Union[Mapping[str, Measure], _base.GradientTransformation,
   the updates passing through it. A measure is a callable ``updates -> value``
   (e.g. ``optax.tree.norm``) or a transformation whose *updates* are the value
   and whose state it keeps (e.g. ``optax.measure_with_ema(fn, decay)``). Every
-  measure sees the same updates, params and extra arguments. The state is a
-  :class:`MeasurementsState` ``(measurements, measure_states)``, read with
-  ``optax.tree.get(state, name)``; the values are optax's. Its ``measurements``
+  measure sees the same updates, params and extra arguments. The state is
+  ``MeasurementsState(measurements, measure_states)`` (in
+  ``optix.transforms.monitoring``), read with ``optax.tree.get(state, name)``;
+  the values are optax's. Its ``measurements``
   start as zeros shaped like the first measurement (optax's start as an empty
   dict), so the state keeps one structure from ``init`` on and can be a
   ``lax.scan`` carry; a measure whose update needs extra arguments
@@ -118,7 +119,7 @@ def monitor(measures: Union[Mapping[str, Measure], _base.GradientTransformation,
   of them.
 
   Returns:
-    A ``GradientTransformation``: its state is a :class:`MeasurementsState` for a
+    A ``GradientTransformation``: its state is a ``MeasurementsState`` for a
     dict of measures, a :class:`MonitorState` otherwise.
   """
   if isinstance(measures, Mapping):
