@@ -237,9 +237,9 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
             b1: float = 0.9, nesterov: bool = False, graft: str = "adam",
             graft_b2: float = 0.999, graft_eps: float = 1e-8, ridge_epsilon: float = 1e-6,
             root_method: str = "eigh", block_size: Optional[int] = None,
-            merge_small_dims: bool = True, max_preconditioner_dim: int = 8192,
+            merge_small_dims: bool = True, max_preconditioner_dim: Optional[int] = None,
             weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
-            *, inverse_exponent_override=None, state_dtype=jnp.float32, mesh=None,
+            *, inverse_exponent_override=None, state_dtype=None, mesh=None,
             axis="data"):
   r"""Shampoo with an Adam graft (Gupta et al. 2018, arXiv 1802.09568; Anil et al.
   2020, arXiv 2002.09018), then decoupled weight decay and the learning rate.
@@ -272,14 +272,15 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
     block_size: longest preconditioned block, an integer >= 1; None: 1024 on every
       backend.
     merge_small_dims: merge small adjacent axes into one block axis; True.
-    max_preconditioner_dim: longer axes get no factor, an integer >= 0; 8192.
+    max_preconditioner_dim: longer axes get no factor, an integer >= 0; None (default):
+      8192 (a shape-setting argument ``optax.inject_hyperparams`` then leaves alone).
     weight_decay: decoupled decay rate λ, >= 0, or a schedule; 0 (as :func:`optix.adam`).
     weight_decay_mask: which params decay: a tree of bools with the params' structure
       (or a prefix), or a callable params -> such a tree; None: all.
     inverse_exponent_override: (keyword-only) exponents by block order (and axis), each
       in [0, 1]; None: :math:`1/(2k)` for a rank-k block.
-    state_dtype: (keyword-only) dtype of the moments, statistics and roots;
-      ``jnp.float32``.
+    state_dtype: (keyword-only) dtype of the moments, statistics and roots; None
+      (default): float32, float64 where the params are float64.
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the roots over (same
       result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their blocks
       are owned.
@@ -305,9 +306,9 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
 def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.95,
          eps: float = 1e-8, shampoo_beta: Optional[float] = None,
          preconditioning_interval: int = 10, block_size: Optional[int] = None,
-         merge_small_dims: bool = False, max_preconditioner_dim: int = 10000,
+         merge_small_dims: bool = False, max_preconditioner_dim: Optional[int] = None,
          precondition_1d: bool = False, weight_decay: _base.ScalarOrSchedule = 0.0,
-         weight_decay_mask: MaskOrFn = None, *, state_dtype=jnp.float32, mesh=None,
+         weight_decay_mask: MaskOrFn = None, *, state_dtype=None, mesh=None,
          axis="data"):
   r"""SOAP (Vyas et al. 2024, arXiv 2409.11321): Adam in Shampoo's eigenbasis,
   then decoupled weight decay and the learning rate.
@@ -329,13 +330,14 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
     preconditioning_interval: steps between basis refreshes, an integer >= 1; 10.
     block_size: longest rotated block, an integer >= 1; None: 1024 on every backend.
     merge_small_dims: merge small adjacent axes into one block axis; False.
-    max_preconditioner_dim: longer axes are not rotated, an integer >= 0; 10000.
+    max_preconditioner_dim: longer axes are not rotated, an integer >= 0; None (default):
+      10000, the paper's.
     precondition_1d: rotate 1-D leaves too; False (plain Adam on them, as the paper).
     weight_decay: decoupled decay rate λ, >= 0, or a schedule; 0 (as :func:`optix.adam`).
     weight_decay_mask: which params decay: a tree of bools with the params' structure
       (or a prefix), or a callable params -> such a tree; None: all.
-    state_dtype: (keyword-only) dtype of the moments, statistics and bases;
-      ``jnp.float32``.
+    state_dtype: (keyword-only) dtype of the moments, statistics and bases; None
+      (default): float32, float64 where the params are float64.
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions over
       (same result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their
       blocks are owned.

@@ -324,6 +324,8 @@ def contract_axes(x, mats, precond):
 def stat_update(stat, g_blocks, i, beta):
   """EMA (``beta < 1``) or running sum (``beta == 1``) of the axis-``i`` statistic."""
   new = gram(g_blocks, i).astype(stat.dtype)
+  if isinstance(beta, jax.core.Tracer):  # injected: the choice is made in the graph
+    return jnp.where(beta == 1, new + stat, beta * stat + (1 - beta) * new)
   return new + stat if beta == 1 else beta * stat + (1 - beta) * new
 
 
@@ -338,10 +340,23 @@ def block_size_of(block_size):
 
 
 def check_shapes(block_size, max_preconditioner_dim, preconditioning_interval):
-  _validate.integer("preconditioning_interval", preconditioning_interval, low=1)
+  """Checks the blocking arguments; returns ``max_preconditioner_dim`` as an int. The
+  interval may be traced (``optax.inject_hyperparams``); the sizes set shapes."""
+  _validate.integer("preconditioning_interval", preconditioning_interval, low=1,
+                    static=False)
   if block_size is not None:
     _validate.integer("block_size", block_size, low=1)
-  _validate.integer("max_preconditioner_dim", max_preconditioner_dim, low=0)
+  return _validate.integer("max_preconditioner_dim", max_preconditioner_dim, low=0)
+
+
+def stats_dtype(leaves, state_dtype=None):
+  """``state_dtype``, or for None the state-dtype policy over the whole tree (the
+  statistics of all leaves are stacked together): float32, float64 where a leaf is
+  float64."""
+  if state_dtype is not None:
+    return jnp.dtype(state_dtype)
+  return jnp.result_type(jnp.float32, *[jnp.result_type(x) for x in leaves
+                                        if jnp.issubdtype(jnp.result_type(x), jnp.floating)])
 
 
 def init_stats(groups, dtype, owners=None):
@@ -397,14 +412,17 @@ def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None
 
 
 def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis="data",
-                     after: Any = None, owned: Optional[Sequence[Any]] = None) -> list:
+                     after: Any = None, owned: Optional[Sequence[Any]] = None,
+                     args: Sequence[Any] = ()) -> list:
   """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``, or where
   the stacks live.
 
   With ``owned`` (one :class:`Owners` or None per index of the stacks), the stacks at an
   index with owners are split over them already: each device maps its own matrices
   (:func:`optix._sharding.map_local`), nothing moves, and the results stay split so. The
-  other indices take the path below.
+  other indices take the path below. ``args`` (scalars or arrays, e.g. hyperparameters traced
+  by ``inject_hyperparams``) are passed to every call, ``fn(*matrices, *args)``: pass traced
+  values there rather than closing over them (``shard_map`` cannot close over them).
 
   With a ``mesh``, every matrix of every stack becomes one work item (its entries in all
   ``stacks``, flattened into one vector: the stacks may differ in trailing shape, e.g. a
@@ -415,7 +433,9 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
   2002.09018, section 5).
   """
   if owned is not None and any(o is not None for o in owned):
-    return _refresh_owned(fn, stacks, mesh, axis, after, owned)
+    return _refresh_owned(fn, stacks, mesh, axis, after, owned, args)
+  if args:
+    fn = lambda *a, fn=fn: fn(*a, *args)
   if mesh is None:
     return apply_by_shape(fn, *stacks, after=after)
   first = stacks[0]
@@ -442,7 +462,7 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
   return [jnp.stack([next(res) for _ in range(x.shape[0])]) for x in first]
 
 
-def _refresh_owned(fn, stacks, mesh, axis, after, owned):
+def _refresh_owned(fn, stacks, mesh, axis, after, owned, extra):
   """:func:`refresh_by_shape` with some indices owned: those run where they live, one
   ``shard_map`` per shape and layout (local slices concatenated), the others as usual."""
   first, out = stacks[0], [None] * len(stacks[0])
@@ -455,22 +475,24 @@ def _refresh_owned(fn, stacks, mesh, axis, after, owned):
   for (_, own), idx in buckets.items():
     n = axes_size(own.mesh, own.names)
     local = [first[j].shape[0] // n for j in idx]
+    consts = [jax.sharding.reshard(jnp.asarray(c), NamedSharding(own.mesh, P())) for c in extra]
 
-    def body(*parts, local=local):
+    def body(*parts, local=local, k=len(consts)):
+      parts, cs = parts[:len(parts) - k], parts[len(parts) - k:]
       args = [jnp.concatenate(p) if len(p) > 1 else p[0] for p in parts]
-      r = _map_on_cpu(fn, args)
+      r = _map_on_cpu(lambda *a: fn(*a, *cs), args)
       cuts = list(np.cumsum(local)[:-1])
       return jnp.split(r, cuts) if cuts else [r]
 
     args = [[s[j] for j in idx] for s in stacks]
     if res is not None:
       args, _ = jax.lax.optimization_barrier((args, res))
-    res = map_local(body, args, own.mesh, own.names)
+    res = map_local(body, args, own.mesh, own.names, consts)
     for j, r in zip(idx, res):
       out[j] = r
   if rest:
     done = refresh_by_shape(fn, *[[s[j] for j in rest] for s in stacks], mesh=mesh, axis=axis,
-                            after=res)
+                            after=res, args=extra)
     for j, r in zip(rest, done):
       out[j] = r
   return out

@@ -14,7 +14,7 @@ from optix.transforms import moments
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
     masks as blocking_masks, owners_of, pad_plan, per_statistic, refresh_by_shape, scatter,
-    stat_update)
+    stat_update, stats_dtype)
 from optix.transforms.roots import finite_or, inverse_pth_root_eigh, inverse_pth_root_newton
 
 GRAFTS = ("adam", "rmsprop", "adagrad")
@@ -84,9 +84,9 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
                      nesterov: bool = False, graft: str = "adam", graft_b2: float = 0.999,
                      graft_eps: float = 1e-8, ridge_epsilon: float = 1e-6,
                      root_method: str = "eigh", block_size: Optional[int] = None,
-                     merge_small_dims: bool = True, max_preconditioner_dim: int = 8192,
+                     merge_small_dims: bool = True, max_preconditioner_dim: Optional[int] = None,
                      *, inverse_exponent_override: ExponentOverride = None,
-                     state_dtype=jnp.float32, mesh=None,
+                     state_dtype=None, mesh=None,
                      axis="data") -> _base.GradientTransformation:
   r"""Shampoo with grafting (Gupta et al. 2018, arXiv 1802.09568; Anil et al. 2020,
   "Scalable second order optimization for deep learning", arXiv 2002.09018).
@@ -172,13 +172,16 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       CPU a 1024-block's eigh is slow: 512 is a good choice there).
     merge_small_dims: merge adjacent axes while their product stays within ``block_size``
       (a conv kernel 3×3×64×128 becomes 576×128); True.
-    max_preconditioner_dim: axes longer than this get no factor, an integer >= 0; 8192
-      (a larger statistic costs more than it helps). 0 turns every factor off.
+    max_preconditioner_dim: axes longer than this get no factor, an integer >= 0; None
+      (default): 8192 (a larger statistic costs more than it helps; None, so that
+      ``optax.inject_hyperparams`` does not inject this shape-setting argument). 0 turns
+      every factor off.
     inverse_exponent_override: (keyword-only) None, or exponents by block order (and axis),
       each in [0, 1]; with ``root_method="newton"`` every nonzero one must be ``1/p``,
       ``p`` an integer; None: :math:`1/(2k)` everywhere.
-    state_dtype: (keyword-only) dtype of the moments, statistics and roots;
-      ``jnp.float32``: the roots need at least float32 (not validated).
+    state_dtype: (keyword-only) dtype of the moments, statistics and roots; None
+      (default): float32, float64 where the params are float64 (the roots need at
+      least float32; a narrower dtype is not validated).
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split each refresh's roots over
       (:func:`refresh_by_shape`; the same result); None: every device computes them all.
       Leaves sharded on an Explicit mesh (FSDP) need none: their blocks are owned.
@@ -196,11 +199,15 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   _validate.unit_interval("graft_b2", graft_b2)
   _validate.nonnegative("graft_eps", graft_eps)
   _validate.nonnegative("ridge_epsilon", ridge_epsilon)
-  _validate.integer("start_preconditioning_step", start_preconditioning_step, low=0)
+  _validate.integer("start_preconditioning_step", start_preconditioning_step, low=0,
+                    static=False)
   _validate.one_of("graft", graft, GRAFTS)
   _validate.one_of("root_method", root_method, ROOT_METHODS)
   override = _check_exponent_override(inverse_exponent_override, root_method)
-  check_shapes(block_size, max_preconditioner_dim, preconditioning_interval)
+  max_preconditioner_dim = check_shapes(
+      block_size, 8192 if max_preconditioner_dim is None else max_preconditioner_dim,
+      preconditioning_interval)
+  _validate.dtype("state_dtype", state_dtype)
   check_axis(mesh, axis)
   bs = block_size_of(block_size)
   interval, start = preconditioning_interval, start_preconditioning_step
@@ -222,15 +229,16 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
   def root_fn(p):
     if root_method == "eigh":  # a spectral function: exact on padded statistics as it is
-      return lambda a, mask: inverse_pth_root_eigh(a, p, ridge_epsilon)
-    return lambda a, mask: inverse_pth_root_newton(a, p, ridge_epsilon, mask=mask)
+      return lambda a, mask, eps: inverse_pth_root_eigh(a, p, eps)
+    return lambda a, mask, eps: inverse_pth_root_newton(a, p, eps, mask=mask)
 
   def refresh(stats, roots, exponents, masks, owned):
     new, out = list(roots), None
     for p in sorted(set(exponents)):
       idx = [j for j, e in enumerate(exponents) if e == p]
       out = refresh_by_shape(root_fn(p), [stats[j] for j in idx], [masks[j] for j in idx],
-                             mesh=mesh, axis=axis, after=out, owned=[owned[j] for j in idx])
+                             mesh=mesh, axis=axis, after=out, owned=[owned[j] for j in idx],
+                             args=(ridge_epsilon,))
       for j, r in zip(idx, out):
         new[j] = finite_or(r, roots[j]).astype(roots[j].dtype)
     return tuple(new)
@@ -239,10 +247,10 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     _tree.check_real("scale_by_shampoo", params)
     leaves = jax.tree.leaves(params)
     plans, groups, _ = plans_of(leaves)
-    stats, roots = init_stats(groups, state_dtype, [owners_of(leaves, plans, grp)
-                                                    for grp in groups])
-    return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, state_dtype),
-                               _tree.zeros_like(params, state_dtype), stats, roots)
+    dtype = stats_dtype(leaves, state_dtype)
+    stats, roots = init_stats(groups, dtype, [owners_of(leaves, plans, grp) for grp in groups])
+    return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, dtype),
+                               _tree.zeros_like(params, dtype), stats, roots)
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -252,7 +260,8 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     plans, groups, exps = plans_of(g_leaves)
     exponents = [_root_order(e) for e in exps]  # p of L^{-1/p}, one per statistic
     step, count = state.count, _tree.safe_increment(state.count)
-    g = [x.astype(state_dtype) for x in g_leaves]
+    dtype = stats_dtype(jax.tree.leaves(state.mu), state_dtype)
+    g = [x.astype(dtype) for x in g_leaves]
 
     # Statistics, every step: one stack per group of one padded block shape; a group of
     # leaves sharded on an Explicit mesh is owned (blocking.owners_of): its blocks move to
@@ -267,7 +276,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
         if use:
           stats.append(stat_update(next(it), xb, i, beta2))
     stats = tuple(stats)
-    masks = place(blocking_masks(plans, groups, state_dtype))
+    masks = place(blocking_masks(plans, groups, dtype))
     old_roots = tuple(place(state.roots))
     do_refresh = (step >= start) & ((step - start) % interval == 0)
     roots = jax.lax.cond(do_refresh, lambda: refresh(stats, old_roots, exponents, masks, owned),

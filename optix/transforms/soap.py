@@ -11,7 +11,8 @@ from optix.transforms import moments
 from optix._sharding import check_axis
 from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
-    masks as blocking_masks, owners_of, per_statistic, refresh_by_shape, scatter, stat_update)
+    masks as blocking_masks, owners_of, per_statistic, refresh_by_shape, scatter, stat_update,
+    stats_dtype)
 from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr, finite_or
 
 _HI = jax.lax.Precision.HIGHEST
@@ -46,8 +47,8 @@ class ScaleBySoapState(NamedTuple):
 def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
                   shampoo_beta: Optional[float] = None, preconditioning_interval: int = 10,
                   block_size: Optional[int] = None, merge_small_dims: bool = False,
-                  max_preconditioner_dim: int = 10000, precondition_1d: bool = False,
-                  *, state_dtype=jnp.float32, mesh=None,
+                  max_preconditioner_dim: Optional[int] = None, precondition_1d: bool = False,
+                  *, state_dtype=None, mesh=None,
                   axis="data") -> _base.GradientTransformation:
   r"""SOAP: Adam in Shampoo's eigenbasis (Vyas et al. 2024, arXiv 2409.11321).
 
@@ -103,12 +104,14 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
       backend (state shapes, and so checkpoints, do not depend on the backend).
     merge_small_dims: merge adjacent axes while their product stays within
       ``block_size``; False (the paper rotates each axis as it is).
-    max_preconditioner_dim: axes longer than this are not rotated, an integer >= 0; 10000
-      (the paper's). 0 makes every leaf plain Adam.
+    max_preconditioner_dim: axes longer than this are not rotated, an integer >= 0; None
+      (default): 10000, the paper's (None, so that ``optax.inject_hyperparams`` does not
+      inject this shape-setting argument). 0 makes every leaf plain Adam.
     precondition_1d: rotate 1-D leaves too (one basis of size n); False: biases and gains
       use plain Adam, as in the paper.
-    state_dtype: (keyword-only) dtype of the moments, statistics and bases;
-      ``jnp.float32``: the eigenbases need at least float32 (not validated).
+    state_dtype: (keyword-only) dtype of the moments, statistics and bases; None
+      (default): float32, float64 where the params are float64 (the eigenbases need at
+      least float32; a narrower dtype is not validated).
     mesh: (keyword-only) a ``jax.sharding.Mesh`` to split the eigendecompositions and QRs
       over (the same result); None. Leaves sharded on an Explicit mesh (FSDP) need none:
       their blocks are owned.
@@ -123,7 +126,10 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   _validate.nonnegative("eps", eps)
   beta_s = b2 if shampoo_beta is None else shampoo_beta
   _validate.in_range("shampoo_beta", beta_s, 0.0, 1.0, low_closed=False)
-  check_shapes(block_size, max_preconditioner_dim, preconditioning_interval)
+  max_preconditioner_dim = check_shapes(
+      block_size, 10000 if max_preconditioner_dim is None else max_preconditioner_dim,
+      preconditioning_interval)
+  _validate.dtype("state_dtype", state_dtype)
   check_axis(mesh, axis)
   bs = block_size_of(block_size)
   interval = preconditioning_interval
@@ -135,12 +141,12 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   def leaf_shape(x, plan):  # of a leaf's own moment: a placeholder where it has a basis
     return () if plan.rank else jnp.shape(x)
 
-  def zero_moments(leaves, treedef, plans, groups, owners):
+  def zero_moments(leaves, treedef, plans, groups, owners, dtype):
     """Zero moments: one stack per group (split over its owners), and the leaves."""
-    stacks = [jnp.zeros((grp.size,) + grp.block, state_dtype) for grp in groups]
+    stacks = [jnp.zeros((grp.size,) + grp.block, dtype) for grp in groups]
     stacks = [x if own is None else own.place(x) for x, own in zip(stacks, owners)]
     return tuple(stacks), jax.tree.unflatten(treedef, [
-        jnp.zeros((), state_dtype) if p.rank else _tree.zeros_like(x, state_dtype)
+        jnp.zeros((), dtype) if p.rank else _tree.zeros_like(x, dtype)
         for x, p in zip(leaves, plans)])
 
   def init(params):
@@ -149,8 +155,9 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     plans = plans_of(leaves)
     groups = group_plans(plans)
     owners = [owners_of(leaves, plans, grp) for grp in groups]
-    stats, bases = init_stats(groups, state_dtype, owners)
-    zeros = lambda: zero_moments(leaves, treedef, plans, groups, owners)
+    dtype = stats_dtype(leaves, state_dtype)
+    stats, bases = init_stats(groups, dtype, owners)
+    zeros = lambda: zero_moments(leaves, treedef, plans, groups, owners, dtype)
     return ScaleBySoapState(jnp.zeros([], jnp.int32), zeros(), zeros(), stats, bases)
 
   def rotate_all(mu, nu, groups, old, new):
@@ -172,15 +179,16 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     plans = plans_of(g_leaves)
     groups = group_plans(plans)
     plain = [j for j, p in enumerate(plans) if not p.rank]
-    expected = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(leaf_shape(x, p), state_dtype)
+    dtype = stats_dtype(jax.tree.leaves(state.mu), state_dtype)
+    expected = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(leaf_shape(x, p), dtype)
                                             for x, p in zip(g_leaves, plans)])
     _tree.check_match("updates", expected, "state.mu's leaves", state.mu[1])
-    expected = tuple(jax.ShapeDtypeStruct((grp.size,) + grp.block, state_dtype)
+    expected = tuple(jax.ShapeDtypeStruct((grp.size,) + grp.block, dtype)
                      for grp in groups)
     _tree.check_match("updates (in SOAP's block layout)", expected, "state.mu's blocks",
                       tuple(state.mu[0]))
     step, count = state.count, _tree.safe_increment(state.count)
-    g = [x.astype(state_dtype) for x in g_leaves]
+    g = [x.astype(dtype) for x in g_leaves]
     # A group of leaves sharded on an Explicit mesh is owned (blocking.owners_of): its
     # blocks move to their owners, where its statistics, bases and moments stay.
     owners = [owners_of(g_leaves, plans, grp) for grp in groups]
@@ -227,7 +235,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
         if use:
           stats.append(stat_update(next(it), x, i, beta_s))
     stats = tuple(stats)
-    masks = place(blocking_masks(plans, groups, state_dtype), owned)
+    masks = place(blocking_masks(plans, groups, dtype), owned)
 
     def first():  # m and v are still zero: nothing to rotate
       new = [finite_or(q, o).astype(o.dtype)
