@@ -38,7 +38,7 @@ import numpy as np
 from optix import _base, _tree, _validate
 from optix.transforms import moments
 from optix.transforms.psgd_stacks import (
-    by_shape, from_stack, full_mask, leaf_layout, stack_noise, stacks_of, to_stack)
+    by_shape, from_stack, leaf_layout, mask_stack, stack_noise, stacks_of, to_stack)
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = float(np.finfo(np.float32).tiny)
@@ -243,9 +243,10 @@ def balance_factors(qs: Sequence[jax.Array], masks: Optional[Sequence] = None) -
     qs: the factors (matrices or diagonals). Fewer than two, or any factor
       with a zero or non-finite max-abs, leave them unchanged.
     masks: None (default), or per factor an ``(n_i,)`` 0/1 vector of its real
-      coordinates (None for a factor without padding): the max-abs is taken over, and
-      the rescaling applied to, the real block only, so a padded factor balances as its
-      unpadded block does and its padding block stays fixed.
+      coordinates (None for a factor without padding), for factors padded as
+      ``diag(Q_i, I)``: the max-abs is taken over, and the rescaling applied to, the real
+      block only, so a padded factor balances as its unpadded block does and its padding
+      block stays fixed.
 
   Returns:
     A list of the rescaled factors, same shapes and dtypes.
@@ -254,16 +255,19 @@ def balance_factors(qs: Sequence[jax.Array], masks: Optional[Sequence] = None) -
     return list(qs)
   masks = [None] * len(qs) if masks is None else masks
 
+  # A padded factor is diag(Q, I) with zero coupling blocks: the real block's max-abs is the
+  # max over the real rows, and scaling the real rows scales the real block only (1-D masks:
+  # no (n, n) mask in the program).
   def real_abs(q, m):
     if m is None:
       return jnp.abs(q)
-    return jnp.abs(q) * (m if q.ndim == 1 else m[:, None] * m[None, :]).astype(q.dtype)
+    return (jnp.abs(q) if q.ndim == 1 else jnp.max(jnp.abs(q), axis=1)) * m.astype(q.dtype)
 
   def real_scale(q, m, r):
     if m is None:
       return r
-    m = m if q.ndim == 1 else m[:, None] * m[None, :]
-    return jnp.where(m > 0, r, 1).astype(q.dtype)
+    r = jnp.where(m > 0, r, 1).astype(q.dtype)
+    return r if q.ndim == 1 else r[:, None]
 
   norms = jnp.stack([jnp.max(real_abs(q, m)) for q, m in zip(qs, masks)])
   ok = jnp.all(jnp.isfinite(norms) & (norms > 0))
@@ -529,9 +533,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
       damped, probes, masks = [], [], []
       for group, h, v, z in zip(groups, hs, vs, zs):
         dt, ms = h.dtype, group.masks()
-        full = full_mask(ms, len(group.padded))
-        if full is not None:
-          v, z = v * full.astype(dt), z * full.astype(dt)
+        v, z = mask_stack(v, ms), mask_stack(z, ms)
         axes = tuple(range(1, h.ndim))
         delta = _DAMPING * jnp.sum(jnp.abs(h), axis=axes) / group.numel().astype(dt)
         damped.append(h + delta.reshape((-1,) + (1,) * len(axes)) * z)

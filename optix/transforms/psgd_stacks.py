@@ -11,7 +11,7 @@ padded coordinates, so :math:`A = Q h` and :math:`B = Q^{-\top} v` vanish there,
 matrices are :math:`\mathrm{diag}(G, 0)`, and the Lie-group step of
 :func:`optix.transforms.psgd.fit_factors` leaves the identity block fixed and takes exactly the
 unpadded step on the real block (the norms of the step and of the balancing are taken over
-the real block: :func:`full_mask`, ``masks``).
+the real block: :func:`mask_stack`, ``masks``).
 """
 
 import math
@@ -168,15 +168,15 @@ def leaf_factors(qs: Sequence[Sequence[jax.Array]], shapes: Sequence[Sequence[in
   return out
 
 
-def full_mask(masks, ndim):
-  """The product of the per-axis masks, broadcast to ``(B, P_1, ..., P_k)`` (None: no padding)."""
-  full = None
+def mask_stack(x: jax.Array, masks: Sequence) -> jax.Array:
+  """``x`` ``(B, P_1, ..., P_k)`` zeroed on the padding: multiplied by each axis's ``(B, P_i)``
+  mask in turn (None: that axis has no padding), never by their ``(B, P_1, ..., P_k)``
+  product, which XLA would fold into a constant of the stack's size."""
   for a, m in enumerate(masks):
     if m is not None:
-      m = jnp.asarray(m).reshape(m.shape[:1] + tuple(m.shape[1] if i == a else 1
-                                                    for i in range(ndim)))
-      full = m if full is None else full * m
-  return full
+      shape = (m.shape[0],) + tuple(m.shape[1] if i == a else 1 for i in range(x.ndim - 1))
+      x = x * jnp.asarray(m, x.dtype).reshape(shape)
+  return x
 
 
 def gaussian(key: jax.Array, n: int, dtype) -> jax.Array:
