@@ -6,6 +6,7 @@ collective bytes per device, the temporaries per device, and the numbers."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 from optax.contrib import MuonDimensionNumbers
@@ -82,8 +83,13 @@ KRON = {**{f"a{i}": (16, 8) for i in range(7)}, "r": (16, 8), "b0": (8, 24), "b1
     ("shampoo", lambda: optix.scale_by_shampoo(preconditioning_interval=1,
                                                start_preconditioning_step=1), KRON),
     ("soap", lambda: optix.scale_by_soap(preconditioning_interval=1, precondition_1d=True),
-     KRON)],
-    ids=["muon-light", "muon-mixed", "muon_alias-mixed", "shampoo", "soap"])
+     KRON),
+    # A traced ridge (inject_hyperparams) reaches the owners' roots as an argument.
+    pytest.param("shampoo_inject", lambda: optax.inject_hyperparams(
+        optix.shampoo, static_args=("preconditioning_interval", "start_preconditioning_step"))(
+            learning_rate=1e-2, ridge_epsilon=1e-5, preconditioning_interval=1,
+            start_preconditioning_step=1), KRON, marks=pytest.mark.slow)],
+    ids=["muon-light", "muon-mixed", "muon_alias-mixed", "shampoo", "soap", "shampoo_inject"])
 def test_fsdp_step_matches_unsharded(name, make, shapes):
   """Leaves sharded by rows (a group not a multiple of the device count: padded; in the mixed
   tree also a transposed view and a stacked-layer leaf) plus a replicated leaf "r": the same
