@@ -138,11 +138,17 @@ def _by_hand(norms, k, delta, warmup, mode):
   return out
 
 
+SPIKY = {"late": [1.0, 2.0, 1.5, 40.0, 1.0, 9.0, 2.0, 3.5],
+         # spikes on the very step the guard starts acting (count == warmup_steps, 1 or 2)
+         "at_warmup": [1.0, 9.0, 30.0, 1.5, 40.0, 1.0, 9.0, 2.0, 3.5]}
+
+
+@pytest.mark.parametrize("pattern", sorted(SPIKY))
 @pytest.mark.parametrize("mode", ["skip", "clip"])
 @pytest.mark.parametrize("warmup, scale", [(1, 1.0), (2, 1.0), (2, 0.01)], ids=str)
-def test_spike_guard_by_hand(mode, warmup, scale):
+def test_spike_guard_by_hand(mode, warmup, scale, pattern):
   k, delta = 3.0, 0.5
-  norms = [1.0, 2.0, 1.5, 40.0, 1.0, 9.0, 2.0, 3.5]
+  norms = SPIKY[pattern]
   tx = optix.spike_guard(optix.sgd(1.0), threshold=k, decay=delta, warmup_steps=warmup,
                          mode=mode)
   params = {"w": jnp.zeros(2)}
@@ -173,6 +179,9 @@ def test_spike_guard_initial_state_and_dtypes():
   state = optix.spike_guard(inner).init({"w": jnp.ones(2)})
   assert state.count.dtype == jnp.int32 and state.spike_count.dtype == jnp.int32
   assert state.avg_norm.dtype == jnp.float32 and state.last_norm.dtype == jnp.float32
+  with jax.enable_x64(True):  # float32 whatever the default float
+    wide = optix.spike_guard(inner).init({"w": jnp.ones(2)})
+    assert wide.avg_norm.dtype == jnp.float32 and wide.last_norm.dtype == jnp.float32
   assert all(int(x) == 0 for x in (state.count, state.spike_count))
   assert all(float(x) == 0.0 for x in (state.avg_norm, state.last_norm))
   for mode in ("skip", "clip"):
@@ -181,6 +190,20 @@ def test_spike_guard_initial_state_and_dtypes():
     _, state = tx.update(jnp.ones(2, jnp.bfloat16), state)
     updates, _ = tx.update(jnp.full(2, 100.0, jnp.bfloat16), state)
     assert updates.dtype == jnp.bfloat16, mode
+
+
+def test_spike_guard_clip_rescales_in_the_gradients_dtype():
+  """The rescale factor is rounded to the gradient's dtype (bfloat16 here) and multiplied
+  there: the clipped gradient is g · bf16(k n̄ / ‖g‖)."""
+  tx = optix.spike_guard(optix.sgd(1.0), threshold=2.0, warmup_steps=1, mode="clip")
+  state = tx.init(jnp.zeros(3, jnp.bfloat16))
+  _, state = tx.update(jnp.ones(3, jnp.bfloat16), state)
+  g = jnp.asarray([65.0, 47.25, -35.25], jnp.bfloat16)  # where the two roundings differ
+  updates, _ = tx.update(g, state)
+  limit = 2.0 * (state.avg_norm / (1.0 - 0.99 ** state.count.astype(jnp.float32)))
+  factor = limit / optix.global_norm(g)
+  np.testing.assert_array_equal(np.asarray(-updates, np.float32),
+                                np.asarray(g * factor.astype(jnp.bfloat16), np.float32))
 
 
 def test_spike_guard_skips_non_finite_in_both_modes():
