@@ -3,6 +3,7 @@ optimizer: each one's peak learning rate times every scale of one grid, over sev
 seed: its own model initialisation and batch order), and a table of the final validation loss.
 
     python -m benchmarks.flagship_tuning                       # adamw and the field's newer ones
+    python -m benchmarks.flagship_tuning --optimizers=sf_adamw --scales=32   # extend one row
     python -m benchmarks.flagship_tuning --optimizers=adamw,muon --scales=0.5,1,2 --seeds=0,1,2
 
 Each (scale, seed) runs once, as its own process, all optimizers in it; its results file under
@@ -78,7 +79,9 @@ def table(runs, scales, seeds, reference="adamw"):
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--optimizers", default="adamw,sf_adamw,prodigy,ademamix,mars")
-  ap.add_argument("--scales", default="0.5,1,2", help="multipliers of each menu peak LR")
+  ap.add_argument("--scales", default="0.5,1,2,4,8,16",
+                  help="multipliers of each menu peak LR (extend the grid until each best is "
+                       "interior)")
   ap.add_argument("--seeds", default="0,1")
   ap.add_argument("--steps", type=int, default=300)
   ap.add_argument("--out", default="out/flagship_tuning")
