@@ -220,7 +220,8 @@ def test_apply_step_of_packed_with_ordinary_trees(kernel_calls, fused_arg):
   assert kernel_calls == (["optix_fused_adam"] if fused_arg else [])
   with pytest.raises(ValueError, match="^grads and params have"):
     optix.apply_step(tx, {"w": grads["w"]}, state, params, fused=fused_arg)
-  with pytest.raises(ValueError, match="a packed transformation cannot be packed again"):
+  with pytest.raises(ValueError,
+                     match="^optix.apply_step: a packed transformation cannot be packed again$"):
     optix.apply_step(tx, grads, state, params, layout=packing.layout_of(params))
 
 
@@ -280,18 +281,49 @@ def test_apply_step_of_a_chain_ending_in_packed(kernel_calls, fused_arg):
   assert kernel_calls == (["optix_fused_adam"] if fused_arg else [])
 
 
-def test_apply_step_passes_extra_args_on_every_route():
-  seen = []
+@pytest.mark.parametrize("fused_arg", [True, False])
+def test_apply_step_of_a_longer_chain_ending_in_packed(kernel_calls, fused_arg):
+  """Every link before the packed one runs, with the params (clipping by them here), and the
+  packed link takes its own step."""
+  tx = optix.chain(optix.adaptive_grad_clip(0.5), optix.clip(0.3),
+                   optix.packed(optix.adamw(1e-2, weight_decay=0.1)))
+  params = _params()
+  state = tx.init(params)
+  new_params, new_state = optix.apply_step(tx, _grads(), state, params, fused=fused_arg)
+  want_params, want_state = _reference(tx, _grads(), state, params)
+  _close(new_params, want_params)
+  _close(new_state, want_state)
+  assert kernel_calls == (["optix_fused_adam"] if fused_arg else [])
 
+
+def _probe(seen):
   def record(updates, state, params=None, *, value=None, **extra):
     seen.append(value)
     return updates, state
 
-  probe = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), record)
-  params = _params()
+  return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), record)
+
+
+def test_apply_step_passes_extra_args_on_every_route():
+  seen = []
+  probe, params = _probe(seen), _params()
+  inner = lambda: optix.packed(optix.chain(probe, optix.adamw(1e-2)), check=False)  # noqa: E731
   for tx in (optix.chain(probe, optix.adamw(1e-2)),
-             optix.chain(probe, optix.packed(optix.adamw(1e-2)))):
+             optix.chain(probe, optix.packed(optix.adamw(1e-2))),
+             inner(), optix.chain(optix.clip(1.0), inner())):
     for fused_arg in (True, False):
       seen.clear()
       optix.apply_step(tx, _grads(), tx.init(params), params, fused=fused_arg, value=3.0)
       assert seen and all(v == 3.0 for v in seen), (tx, fused_arg)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("fused_arg", [True, False])
+def test_apply_step_with_a_layout_passes_extra_args(dtype, fused_arg):
+  seen, params = [], _params()
+  layout = packing.layout_of(params)
+  tx = optix.chain(_probe(seen), optix.adamw(1e-2))
+  state = tx.init(layout.pack(params))
+  optix.apply_step(tx, _grads(dtype=dtype), state, params, layout=layout, fused=fused_arg,
+                   value=3.0)
+  assert seen and all(v == 3.0 for v in seen)
