@@ -304,10 +304,12 @@ NO_INJECT = {"chain", "named_chain", "masked", "multi_transform", "partition",
              "apply_if_finite", "with_extra_args_support", "mechanize", "schedule_free",
              "inject_hyperparams", "identity", "set_to_zero", "scale_by_schedule"}
 REPRESENTATIVE = ("adam", "sgd", "adafactor", "lion")
-# Aliases that run optax's own function behind optix's checks (optix/optax_family.py):
+# Aliases that run optax's own function behind optix's checks (optix/optax_family.py,
+# optax_contrib.py, optax_wrappers.py):
 # the default run samples two of them, the slow run takes all.
 ADAPTERS = {n for n in OPTIMIZERS
-            if getattr(getattr(optix, n), "__module__", "") == "optix.optax_family"}
+            if getattr(getattr(optix, n), "__module__", "") in (
+                "optix.optax_family", "optix.optax_contrib", "optix.optax_wrappers")}
 ADAPTER_SAMPLE = ("radam", "rprop")
 
 
