@@ -126,6 +126,8 @@ def _adam(**kw):
     lambda: optix.chain(optix.trace(0.9), optix.add_decayed_weights(0.1),
                         optix.scale_by_learning_rate(1e-3)),
     lambda: optix.chain(optix.trace(jnp.asarray(0.9)), optix.scale_by_learning_rate(1e-3)),
+    lambda: optix.chain(optix.trace(0.9, nesterov=jnp.asarray(True)),
+                        optix.scale_by_learning_rate(1e-3)),
     lambda: optix.chain(_adam(), optix.scale_by_learning_rate(1e-3), optix.clip(1.0)),
 ])
 def test_chains_plan_does_not_take(chain):
