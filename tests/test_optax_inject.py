@@ -29,10 +29,11 @@ OPTAX_FAILS_TOO = {
     "lbfgs": lambda: optax.lbfgs,
 }
 # Known failures (strict: each turns into a failure once fixed).
-KNOWN = {
-    "psgd_kron": "max_size_triangular (it picks each factor's structure) has a numeric "
-                 "default, which optax injects",
-}
+KNOWN = {}
+# Arguments that set the state's structure and have numeric defaults with a meaning of
+# their own (None already means "no limit"): optax's wrapper takes them as static_args,
+# and without that the step says so by name.
+STATIC = {"psgd_kron": ("max_size_triangular", "min_ndim_triangular", "max_skew_triangular")}
 # Decay rates that float32 holds exactly, for optimizers whose steps on this problem
 # follow the last bit of a hyperparameter: SOAP's rank-deficient statistics (the
 # 6x6 Gram matrix of a 6x4 gradient) leave directions whose rotated gradient is
@@ -78,7 +79,11 @@ def test_alias_inside_optax_inject_hyperparams(name):
     pytest.skip(NOT_HERE[name])
   factory = getattr(optix, name)
   kwargs = EXACT.get(name, {})
-  wrapped = optax.inject_hyperparams(factory)(learning_rate=0.01, **kwargs)
+  if name in STATIC:
+    with pytest.raises(ValueError, match=r"must be a static Python int.*static_args"):
+      _run(optax.inject_hyperparams(factory)(learning_rate=0.01, **kwargs))
+  wrapped = optax.inject_hyperparams(factory, static_args=STATIC.get(name, ()))(
+      learning_rate=0.01, **kwargs)
   if name in OPTAX_FAILS_TOO:
     with pytest.raises(Exception):
       _run(optax.inject_hyperparams(OPTAX_FAILS_TOO[name]())(learning_rate=0.01))

@@ -431,7 +431,9 @@ def scale_by_psgd_kron(b1: float = 0.9,
   The rule for diagonal factors, from the shape alone (:func:`factor_kinds`): an axis of
   size 1, longer than ``max_size_triangular``, more than ``max_skew_triangular`` times the
   second largest axis, every axis of a leaf with fewer than ``min_ndim_triangular`` axes,
-  and those ``memory_save_mode`` names; every other axis gets a triangular factor.
+  and those ``memory_save_mode`` names; every other axis gets a triangular factor. These
+  three arguments set the state's structure: inside ``optax.inject_hyperparams`` name them
+  in ``static_args`` (``optix.inject_hyperparams`` keeps them static by itself).
 
   Leaves are padded to standard sizes and stacked across the tree (exactly: see
   :mod:`optix.transforms.psgd_stacks`), so compiling the step costs about the same for a
@@ -468,7 +470,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
   _validate.positive("precond_init_scale", precond_init_scale)
   if max_update_rms is not None:
     _validate.positive("max_update_rms", max_update_rms)
-  _validate.integer("seed", seed)
+  _validate.integer("seed", seed, static=False)  # read by init only
   _validate.dtype("precond_dtype", precond_dtype)
   _validate.dtype("state_dtype", state_dtype)
   probability = (update_probability_schedule() if preconditioner_update_probability is None
