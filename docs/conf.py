@@ -94,7 +94,7 @@ MEMORY_OPTIMIZERS = [  # (alias, transform with default arguments, setting shown
                         adam_mask=("embed", "head")), 'adam_mask=("embed", "head")'),
     ("shampoo", optix.shampoo(1e-3), "Adam graft"),
     ("soap", optix.soap(1e-3), ""),
-    ("psgd_kron", optix.psgd_kron(1e-3), "diagonal factors for axes > 8192"),
+    ("psgd_kron", optix.psgd_kron(1e-3), "diagonal factors for long or skewed axes"),
     ("kfac", optix.kfac(1e-3), "factors for every kernel"),
     ("lbfgs", optix.lbfgs(), "memory_size=10"),
 ]

@@ -119,7 +119,9 @@ NON_SCHEDULE_ARGS = frozenset({
     "param_labels", "label_fn", "transforms", "stacked_axes", "loss_fn", "value_fn",
     "step_size_fn", "should_skip_update_fn", "mesh", "axis", "axis_name", "inner", "opt",
     # Shampoo's statistics rates: 1 selects a running sum instead of an EMA, in Python.
-    "beta2", "shampoo_beta"})
+    "beta2", "shampoo_beta",
+    # PSGD's factor rule (it sets the state's structure), a float when the user passes one.
+    "max_skew_triangular"})
 
 
 def _is_numeric(parameter: inspect.Parameter) -> bool:
