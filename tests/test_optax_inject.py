@@ -1,4 +1,5 @@
-"""Every optix optimizer alias inside ``optax.inject_hyperparams``.
+"""Every optix optimizer alias inside ``optax.inject_hyperparams`` (and optix's own aliases
+inside optax's other wrappers).
 
 Users and libraries wrap optimizers in optax's own ``inject_hyperparams`` (to read
 or change the learning rate during training). optax binds the factory's
@@ -96,3 +97,37 @@ def test_alias_inside_optax_inject_hyperparams(name):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)
   state = wrapped.init(PARAMS)
   assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.01)
+
+
+# optix's own aliases (no optax counterpart, so tests/test_conformance.py does not wrap
+# them): each of optax's other wrappers around them gives the plain alias's numbers.
+OWN = [n for n in _aliases()
+       if not hasattr(optax, n) and not hasattr(optax.contrib, n) and n not in NOT_HERE]
+WRAPPERS = {
+    "MultiSteps(1)": lambda tx: optax.MultiSteps(tx, every_k_schedule=1).gradient_transformation(),
+    "apply_if_finite": lambda tx: optax.apply_if_finite(tx, max_consecutive_errors=2),
+    "masked(all)": lambda tx: optax.masked(tx, jax.tree.map(lambda _: True, PARAMS)),
+    "chain": lambda tx: optax.chain(optax.identity(), tx),
+}
+
+
+# Strict known failures: (name, wrapper) -> reason.
+WRAPPED_KNOWN = {
+    ("soap", "MultiSteps(1)"):
+        "MultiSteps runs the step under lax.cond, which XLA compiles into another graph; "
+        "the last-bit roundings that changes are what SOAP's rank-deficient statistics "
+        "amplify on this problem (see EXACT): 11% apart after three steps",
+}
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+@pytest.mark.parametrize("name", OWN)
+def test_own_alias_inside_optax_wrappers(name, wrapper, request):
+  if (name, wrapper) in WRAPPED_KNOWN:
+    request.applymarker(pytest.mark.xfail(reason=WRAPPED_KNOWN[name, wrapper], strict=True))
+  factory = getattr(optix, name)
+  kwargs = EXACT.get(name, {})
+  want = _run(factory(0.01, **kwargs))
+  got = _run(WRAPPERS[wrapper](factory(0.01, **kwargs)))
+  for key in PARAMS:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)
