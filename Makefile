@@ -15,7 +15,7 @@ demo: $(BIN)/activate
 	$(BIN)/python examples/compare_optimizers.py --out out/compare_optimizers.png
 
 test: $(BIN)/activate
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 -q --durations=25 tests
 
 # Everything, including the `slow` cells and load tests; the reliability matrix table goes to
 # out/matrix.md as well as the end of the output.
