@@ -271,24 +271,20 @@ def test_apply_step_with_a_layout_and_gradients_of_another_dtype(kernel_calls):
   assert kernel_calls == ["optix_fused_adam"] and kernel_calls.layouts == [None]
 
 
-@pytest.mark.parametrize("fused_arg", [True, False])
-def test_apply_step_of_a_chain_ending_in_packed(kernel_calls, fused_arg):
-  tx = optix.chain(optix.clip(0.5), optix.packed(optix.adamw(1e-2, weight_decay=0.1)))
-  params = _params()
-  state = tx.init(params)
-  new_params, new_state = optix.apply_step(tx, _grads(), state, params, fused=fused_arg)
-  want_params, want_state = _reference(tx, _grads(), state, params)
-  _close(new_params, want_params)
-  _close(new_state, want_state)
-  assert kernel_calls == (["optix_fused_adam"] if fused_arg else [])
+# Chains ending in packed: every link before the packed one runs, with the params
+# (adaptive_grad_clip clips by them), and the packed link takes its own step.
+PACKED_CHAINS = {
+    "clip": lambda: optix.chain(optix.clip(0.5),
+                                optix.packed(optix.adamw(1e-2, weight_decay=0.1))),
+    "agc_then_clip": lambda: optix.chain(optix.adaptive_grad_clip(0.5), optix.clip(0.3),
+                                         optix.packed(optix.adamw(1e-2, weight_decay=0.1))),
+}
 
 
 @pytest.mark.parametrize("fused_arg", [True, False])
-def test_apply_step_of_a_longer_chain_ending_in_packed(kernel_calls, fused_arg):
-  """Every link before the packed one runs, with the params (clipping by them here), and the
-  packed link takes its own step."""
-  tx = optix.chain(optix.adaptive_grad_clip(0.5), optix.clip(0.3),
-                   optix.packed(optix.adamw(1e-2, weight_decay=0.1)))
+@pytest.mark.parametrize("chain", sorted(PACKED_CHAINS))
+def test_apply_step_of_a_chain_ending_in_packed(kernel_calls, chain, fused_arg):
+  tx = PACKED_CHAINS[chain]()
   params = _params()
   state = tx.init(params)
   new_params, new_state = optix.apply_step(tx, _grads(), state, params, fused=fused_arg)
