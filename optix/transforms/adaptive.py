@@ -186,14 +186,17 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     del params, extra_args
     _tree.check_match("updates", updates, "state.mu", state.mu)
     g = _tree.cast_like(updates, state.nu)  # compute in the state dtype
-    mu = moments.ema(b1, state.mu, g)
+    # optax's order for a narrower ``mu_dtype``: b1·m in m's dtype, the sum in the state
+    # dtype, rounded to ``mu_dtype`` only where it is stored.
+    mu = jax.tree.map(lambda m, x: (1 - b1) * x + b1 * m, state.mu, g)
     nu = moments.ema_sq(b2, state.nu, g)
     count = _tree.safe_increment(state.count)
     mu_hat = (moments.nesterov(mu, g, b1, count) if nesterov
               else moments.debias(mu, b1, count))
     nu_hat = moments.debias(nu, b2, count)
     out = jax.tree.map(lambda m, v: m / (jnp.sqrt(_real(v) + eps_root) + eps), mu_hat, nu_hat)
-    return _tree.cast_like(out, updates), ScaleByAdamState(count, mu, nu)
+    return (_tree.cast_like(out, updates),
+            ScaleByAdamState(count, _tree.cast_like(mu, state.mu), nu))
 
   return _base.described(_base.GradientTransformation(init, update), "scale_by_adam",
                          elementwise=True, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
