@@ -295,8 +295,8 @@ def apply_step(tx: _base.GradientTransformationBase, grads, state, params, *,
     return _kernel_step(p, grads, state, params, layout, extra_args)
   links = _links(tx)
   last = _base.spec_of(links[-1][0])
-  if len(links) > 1 and last is not None and last.kind == "packed" and layout is None:
-    # chain(prefix..., packed(tx)): the prefix runs, then the packed step
+  if last is not None and last.kind == "packed" and layout is None:
+    # chain(prefix..., packed(tx)), the prefix possibly empty: it runs, then the packed step
     g, new = grads, {}
     for link, path in links[:-1]:
       g, new[path] = link.update(g, _state_at(state, path), params, **extra_args)
