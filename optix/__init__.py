@@ -98,7 +98,7 @@ from optix.training import train_step
 
 # Monitoring and tools (optix.tools.compare, lr_range_test, loss_landscape, memory).
 from optix import tools
-from optix.transforms.monitoring import MonitorState, monitor, monitor_stats
+from optix.transforms.monitoring import MeasurementsState, MonitorState, monitor, monitor_stats
 
 # Curvature (K-FAC) and quasi-Newton (L-BFGS, line searches).
 from optix.transforms.curvature import LayerStats, ScaleByKfacState, scale_by_kfac
