@@ -92,23 +92,25 @@ def _param_table(params, mesh, param_specs):
   return {tuple(path): (tuple(jnp.shape(x)), spec) for (path, x), spec in zip(flat, specs)}
 
 
-def _leaf_spec(path, shape, table, mesh, axis) -> P:
+def _leaf_spec(path, x, table, mesh, axis) -> P:
   """A state (or gradient) leaf's spec: the spec of the param whose path is the
   longest suffix of the leaf's path with the same shape, plus the data axis."""
-  path, shape = tuple(path), tuple(shape)
+  path, shape = tuple(path), tuple(jnp.shape(x))
   for i in range(len(path) + 1):
     hit = table.get(path[i:])
     if hit is not None and hit[0] == shape:
       return add_axis(hit[1], shape, mesh, axis)
-  # Not shaped like its param (factored statistics, preconditioners, counters). An
-  # Explicit mesh does not reshard implicitly, and which of its dimensions line
-  # up with the gradient's is the transform's business: replicate it there.
-  return P() if is_explicit(mesh) else add_axis(P(), shape, mesh, axis)
+  # Not shaped like its param (factored statistics, preconditioners, stacked blocks,
+  # counters). An Explicit mesh does not reshard implicitly, and how such a leaf's
+  # dimensions line up with the gradient's is the transform's business: the leaf
+  # keeps the layout its type carries (the one the transform gave it, e.g.
+  # statistics split over the stack of blocks their owners compute).
+  return _spec_of(x, mesh) if is_explicit(mesh) else add_axis(P(), shape, mesh, axis)
 
 
 def _specs(tree, table, mesh, axis):
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: _leaf_spec(path, jnp.shape(x), table, mesh, axis), tree)
+      lambda path, x: _leaf_spec(path, x, table, mesh, axis), tree)
 
 
 def state_shardings(tx: _base.GradientTransformationBase, abstract_params, mesh,
@@ -119,12 +121,15 @@ def state_shardings(tx: _base.GradientTransformationBase, abstract_params, mesh,
   ends the leaf's path and has the leaf's shape; replicated for anything else:
   counters, factored statistics, preconditioners) and gets ``axis`` on its first
   evenly divisible dimension that does not already use it (:func:`add_axis`).
-  On an Explicit mesh, leaves not shaped like their param stay replicated: JAX
-  does not reshard implicitly there, and only the transform knows how their
-  dimensions line up with the gradient's (a matrix optimizer splits its own
-  per-matrix work with :func:`map_stacked`). This is
-  the layout :func:`shard_state` keeps; use it as ``jax.jit(tx.init,
-  out_shardings=...)`` or as the target of a sharded checkpoint restore.
+  On an Explicit mesh, leaves not shaped like their param keep the layout
+  ``tx.init`` gives them (read from their types): JAX does not reshard
+  implicitly there, and only the transform knows how their dimensions line up
+  with the gradient's (replicated for most; Shampoo's and SOAP's statistics of
+  FSDP-sharded params split over the stack of blocks their owners compute, and
+  so 1/N per device). Trace under ``jax.set_mesh(mesh)`` there so that the
+  abstract state carries those types. This is the layout :func:`shard_state`
+  keeps; use it as ``jax.jit(tx.init, out_shardings=...)`` or as the target of
+  a sharded checkpoint restore.
 
   Args:
     tx: any transform (plain or wrapped by :func:`shard_state`).
@@ -150,7 +155,8 @@ def shard_state(inner: _base.GradientTransformationBase, mesh, axis: AxisName = 
   ``init`` places the state as :func:`state_shardings` says. ``update`` moves
   gradients and params into the state layout (each device keeps 1/N: on a
   replicated-gradient step XLA turns this into a reduce-scatter), runs
-  ``inner`` there, keeps the new state in its layout and returns the updates in
+  ``inner`` there, keeps the new state in the layout of the state passed in
+  (so a carried state's types never change) and returns the updates in
   the params' layout (an all-gather). The math is ``inner``'s, unchanged, so
   whole-tree reductions (global norms, trust ratios) stay exact: XLA inserts the
   cross-device sums.
@@ -187,8 +193,11 @@ def shard_state(inner: _base.GradientTransformationBase, mesh, axis: AxisName = 
     updates = place(updates, split, mesh)
     if params is not None:
       params = place(params, split, mesh)
+    # The new state keeps the layout of the state passed in (on an Explicit mesh
+    # that of leaves not shaped like their param is read from their types).
+    layout = _specs(state, table, mesh, axis)
     updates, state = inner.update(updates, state, params, **extra_args)
-    state = place(state, _specs(state, table, mesh, axis), mesh)
+    state = place(state, layout, mesh)
     return place(updates, param_layout, mesh), state
 
   return _base.GradientTransformation(init, update)
