@@ -18,13 +18,13 @@ diagonal factor, so every triangular factor holds at most :math:`2 \times` the l
 Leaves are computed in stacks, not one by one (:mod:`optix.transforms.psgd_stacks`): each
 axis is zero-padded to a standard size (powers of two up to 128, multiples of 128 above), the
 axes reordered largest first, and the leaves of one padded layout form one stack
-``(B, P_1, ..., P_k)`` whose fit and preconditioning are traced once; the triangular
-inverses and Lie-group steps run once per factor size for all stacks (:func:`fit_stacks`). The
-traced program thus grows with the number of padded layouts, not of distinct leaf shapes (the
-batching Shampoo and SOAP do in :mod:`optix.transforms.blocking`). The padding is exact: the
-factors are :math:`\mathrm{diag}(Q_i, I)`, the momentum and the probes are zero on the padded
-coordinates, and the step leaves the identity block fixed, so each leaf gets exactly its
-unpadded update. The state holds the stacked, padded factors
+``(B, P_1, ..., P_k)`` whose fit and preconditioning are traced once; the balancing, the
+triangular inverses and the Lie-group steps run once per factor size for all stacks
+(:func:`fit_stacks`). The traced program thus grows with the number of padded layouts, not of
+distinct leaf shapes (the batching Shampoo and SOAP do in :mod:`optix.transforms.blocking`).
+The padding is exact: the factors are :math:`\mathrm{diag}(Q_i, I)`, the momentum and the
+probes are zero on the padded coordinates, and the step leaves the identity block fixed, so
+each leaf gets exactly its unpadded update. The state holds the stacked, padded factors
 (:func:`optix.transforms.psgd_stacks.leaf_factors` reads one leaf's back).
 """
 
@@ -38,7 +38,8 @@ import numpy as np
 from optix import _base, _tree, _validate
 from optix.transforms import moments
 from optix.transforms.psgd_stacks import (
-    by_shape, from_stack, leaf_layout, mask_stack, stack_noise, stacks_of, to_stack)
+    apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
+    real_scale, split, stack_noise, stacks_of, to_stack)
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = float(np.finfo(np.float32).tiny)
@@ -235,61 +236,41 @@ def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
   return out
 
 
-def balance_factors(qs: Sequence[jax.Array], masks: Optional[Sequence] = None) -> list:
+def balance_factors(qs: Sequence[jax.Array]) -> list:
   """Rescales the factors to equal max-abs (their geometric mean) without changing ``Q``:
-  keeps them away from overflow and underflow in low precision.
+  keeps them away from overflow and underflow in low precision (per leaf; the stacks use
+  :func:`balance_scales`, over the real blocks of padded factors).
 
   Args:
     qs: the factors (matrices or diagonals). Fewer than two, or any factor
       with a zero or non-finite max-abs, leave them unchanged.
-    masks: None (default), or per factor an ``(n_i,)`` 0/1 vector of its real
-      coordinates (None for a factor without padding), for factors padded as
-      ``diag(Q_i, I)``: the max-abs is taken over, and the rescaling applied to, the real
-      block only, so a padded factor balances as its unpadded block does and its padding
-      block stays fixed.
 
   Returns:
     A list of the rescaled factors, same shapes and dtypes.
   """
   if len(qs) < 2:
     return list(qs)
-  masks = [None] * len(qs) if masks is None else masks
-
-  # A padded factor is diag(Q, I) with zero coupling blocks: the real block's max-abs is the
-  # max over the real rows, and scaling the real rows scales the real block only (1-D masks:
-  # no (n, n) mask in the program).
-  def real_abs(q, m):
-    if m is None:
-      return jnp.abs(q)
-    return (jnp.abs(q) if q.ndim == 1 else jnp.max(jnp.abs(q), axis=1)) * m.astype(q.dtype)
-
-  def real_scale(q, m, r):
-    if m is None:
-      return r
-    r = jnp.where(m > 0, r, 1).astype(q.dtype)
-    return r if q.ndim == 1 else r[:, None]
-
-  norms = jnp.stack([jnp.max(real_abs(q, m)) for q, m in zip(qs, masks)])
+  norms = jnp.stack([jnp.max(jnp.abs(q)) for q in qs])
   ok = jnp.all(jnp.isfinite(norms) & (norms > 0))
   safe = jnp.where(ok, norms, 1.0)
   gmean = jnp.exp(jnp.mean(jnp.log(safe)))
-  return [q * real_scale(q, m, (gmean / n).astype(q.dtype)) for q, m, n in zip(qs, masks, safe)]
+  return [q * (gmean / n).astype(q.dtype) for q, n in zip(qs, safe)]
 
 
-def _triangular_step(precond_lr):
-  """The Lie-group step of a stack of triangular factors given their Gram matrices."""
-  def step(q, aa, bb):
-    def one(q, aa, bb):
-      mu = precond_lr / jnp.maximum(norm_lower_bound(aa + bb), _TINY)
-      return q - mu * jnp.matmul(jnp.triu(aa - bb), q, precision=_HI)
-    return jax.vmap(one)(q, aa, bb)
-  return step
+def _triangular_step(q, aa, bb, precond_lr):
+  """The Lie-group step of a batch of triangular factors given their Gram matrices."""
+  def one(q, aa, bb):
+    mu = precond_lr / jnp.maximum(norm_lower_bound(aa + bb), _TINY)
+    return q - mu * jnp.matmul(jnp.triu(aa - bb), q, precision=_HI)
+  return jax.vmap(one)(q, aa, bb)
 
 
-def _inverse(q):
-  """:math:`Q^{-1}` of a stack of upper-triangular matrices (a triangular solve with ``I``)."""
+def _inverse_transposed(q):
+  r""":math:`Q^{-\top}` of a batch of upper-triangular matrices: a triangular solve of the
+  lower-triangular :math:`Q^\top` with ``I`` (handed to the solver as the transpose of ``q``,
+  the column-major matrix it expects: no copy of ``q`` in another layout)."""
   eye = jnp.broadcast_to(jnp.eye(q.shape[-1], dtype=q.dtype), q.shape)
-  return jax.lax.linalg.triangular_solve(q, eye, left_side=True, lower=False)
+  return jax.lax.linalg.triangular_solve(jnp.swapaxes(q, 1, 2), eye, left_side=True, lower=True)
 
 
 def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
@@ -298,12 +279,15 @@ def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
   r""":func:`balance_factors` then :func:`fit_factors` on stacks of padded leaves, the
   per-matrix work batched across stacks.
 
-  Each stack's factors are balanced (norms over the real block) and applied to its ``h`` and
-  probe; the inverses :math:`Q_i^{-1}` (for :math:`B = Q^{-\top} v`) and the Lie-group steps
-  of the triangular factors (:func:`norm_lower_bound`, ``triu``, the matmul) run once per
-  factor size for all stacks together (:math:`Q^{-\top} v` through the inverse rather than a
-  solve per stack: the same math, and one triangular solve per size), so the traced
-  program grows with the number of distinct factor sizes.
+  The balancing leaves ``Q`` unchanged and rescales each factor's real block by a scalar
+  :math:`c_i`, which commutes with the step (the Gram matrices are :math:`\mathrm{diag}(G, 0)`):
+  :math:`Q_i \leftarrow c_i\,(Q_i - \mu_i\, \mathrm{triu}(A_i A_i^\top - B_i B_i^\top) Q_i)`
+  with ``A``, ``B`` and the Grams of the unbalanced factors. So the factors form one batch
+  per kind and padded size across the stacks, and the norms, the inverses
+  :math:`Q_i^{-\top}` (for :math:`B = Q^{-\top} v`), the Lie-group steps and the rescalings
+  run once per batch (:func:`balance_scales`: every leaf's at once); per stack remain only
+  ``A``, ``B`` and their Grams, and the program grows with the number of distinct factor
+  sizes, not of stacks.
 
   Args:
     stacks: per stack, per stack axis, the padded factors: ``(B, P, P)`` or ``(B, P)``
@@ -318,30 +302,59 @@ def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
     Per stack, a list of the updated padded factors, same shapes as in ``stacks``.
   """
   masks = [[None] * len(qs) for qs in stacks] if masks is None else masks
-  balanced = []
-  for qs, h, ms in zip(stacks, hs, masks):
-    ms = [None if m is None else jnp.asarray(m, h.dtype) for m in ms]
-    balanced.append(jax.vmap(balance_factors)(list(qs), ms))
-  tri = [(g, a) for g, qs in enumerate(balanced) for a, q in enumerate(qs) if q.ndim == 3]
-  inverses = dict(zip(tri, by_shape(_inverse, [(balanced[g][a],) for g, a in tri])))
-  steps, out = [], []
-  for g, (qs, h, v) in enumerate(zip(balanced, hs, vs)):
-    inv = [inverses[(g, a)] if q.ndim == 3 else 1 / q for a, q in enumerate(qs)]
-    a_ = jax.vmap(apply_factors)(qs, h)
-    b_ = jax.vmap(lambda f, x: apply_factors(f, x, transpose=True))(inv, v)
-    new = []
+  # The factors in batches of one kind, size and dtype, across stacks.
+  batches = {}
+  for g, qs in enumerate(stacks):
     for a, q in enumerate(qs):
-      diagonal = q.ndim == 2
-      aa, bb = (jax.vmap(lambda x, a=a, d=diagonal: _gram(x, a, d))(x) for x in (a_, b_))
-      if diagonal:
-        mu = precond_lr / jnp.maximum(jnp.max(aa + bb, axis=1, keepdims=True), _TINY)
-        new.append(q - mu * (aa - bb) * q)
-      else:
-        steps.append((q, aa, bb))
-        new.append(len(steps) - 1)
-    out.append(new)
-  stepped = by_shape(_triangular_step(precond_lr), steps)
-  return [[stepped[q] if isinstance(q, int) else q for q in qs] for qs in out]
+      batches.setdefault((q.ndim, q.shape[-1], q.dtype), []).append((g, a))
+  batches = list(batches.values())
+  sizes = [[stacks[g][a].shape[0] for g, a in refs] for refs in batches]
+  cat_q = [concat([stacks[g][a] for g, a in refs]) for refs in batches]
+  cat_m = [concat([masks[g][a] for g, a in refs], [stacks[g][a].shape[:2] for g, a in refs])
+           for refs in batches]
+  # Every factor's balancing scale: one flat vector of the leaves' factors per dtype.
+  norms = [real_max_abs(q, m) for q, m in zip(cat_q, cat_m)]
+  scales = [None] * len(batches)
+  for dt in dict.fromkeys(n.dtype for n in norms):
+    mine = [i for i, n in enumerate(norms) if n.dtype == dt]
+    offset, at = 0, {}
+    for i in mine:
+      for (g, a), n in zip(batches[i], sizes[i]):
+        at[(g, a)] = offset
+        offset += n
+    leaves = [[at[(g, a)] + b for a in range(len(stacks[g]))]
+              for g in sorted({g for i in mine for g, _ in batches[i]})
+              for b in range(stacks[g][0].shape[0])]
+    width = max(len(r) for r in leaves)
+    flat = balance_scales(jnp.concatenate([norms[i] for i in mine]),
+                          np.array([r + [-1] * (width - len(r)) for r in leaves]))
+    for i in mine:
+      start = at[batches[i][0]]
+      scales[i] = flat[start:start + norms[i].shape[0]]
+  inverses = {}
+  for refs, q, n in zip(batches, cat_q, sizes):
+    if q.ndim == 3:
+      inverses.update(zip(refs, split(_inverse_transposed(q), n)))
+  grams = {}
+  for g, (qs, h, v) in enumerate(zip(stacks, hs, vs)):
+    a_, b_ = h, v
+    for a, q in enumerate(qs):
+      a_ = apply_axis(q, a_, a + 1)
+      b_ = apply_axis(inverses[(g, a)], b_, a + 1) if q.ndim == 3 else apply_axis(
+          q, b_, a + 1, divide=True)
+    for a, q in enumerate(qs):
+      grams[(g, a)] = gram(a_, a + 1, q.ndim == 2), gram(b_, a + 1, q.ndim == 2)
+  out = [list(qs) for qs in stacks]
+  for refs, q, m, s, n in zip(batches, cat_q, cat_m, scales, sizes):
+    aa, bb = (concat([grams[r][k] for r in refs]) for k in (0, 1))
+    if q.ndim == 3:
+      new = _triangular_step(q, aa, bb, precond_lr) * real_scale(s, m, q.dtype)[:, :, None]
+    else:
+      mu = precond_lr / jnp.maximum(jnp.max(aa + bb, axis=1, keepdims=True), _TINY)
+      new = (q - mu * (aa - bb) * q) * real_scale(s, m, q.dtype)
+    for (g, a), piece in zip(refs, split(new, n)):
+      out[g][a] = piece
+  return out
 
 
 def fit_stack(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array, precond_lr,
@@ -549,8 +562,11 @@ def scale_by_psgd_kron(b1: float = 0.9,
     qs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, state.qs)
     out = [None] * len(g_leaves)
     for group, h, factors in zip(groups, hs, qs):
-      f = [q.astype(h.dtype) for q in factors]
-      u = jax.vmap(lambda f, x: apply_factors(f, apply_factors(f, x), transpose=True))(f, h)
+      f, u = [q.astype(h.dtype) for q in factors], h
+      for a in range(len(f)):                     # Q^T Q h
+        u = apply_axis(f[a], u, a + 1)
+      for a in range(len(f)):
+        u = apply_axis(f[a], u, a + 1, transpose=True)
       if max_update_rms is not None:
         axes = tuple(range(1, u.ndim))
         rms = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes) / group.numel().astype(u.dtype))

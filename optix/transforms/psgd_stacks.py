@@ -11,11 +11,13 @@ padded coordinates, so :math:`A = Q h` and :math:`B = Q^{-\top} v` vanish there,
 matrices are :math:`\mathrm{diag}(G, 0)`, and the Lie-group step of
 :func:`optix.transforms.psgd.fit_factors` leaves the identity block fixed and takes exactly the
 unpadded step on the real block (the norms of the step and of the balancing are taken over
-the real block: :func:`mask_stack`, ``masks``).
+the real block: :func:`mask_stack`, :func:`real_max_abs`, :func:`real_scale`). The
+per-stack algebra is batched over the members (:func:`apply_axis`, :func:`gram`) and the
+per-factor work over the stacks (:func:`concat`, :func:`split`, :func:`balance_scales`).
 """
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ import numpy as np
 from optix.transforms import blocking
 
 _NO_CAP = 1 << 62
+_HI = jax.lax.Precision.HIGHEST
 
 
 def padded_size(n: int) -> int:
@@ -226,21 +229,98 @@ def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> li
   return out
 
 
-def by_shape(fn: Callable, items: Sequence[tuple]) -> list:
-  """``fn`` on the concatenation (axis 0) of the items of equal trailing shapes and dtypes.
+def apply_axis(q: jax.Array, x: jax.Array, axis: int, transpose: bool = False,
+               divide: bool = False) -> jax.Array:
+  r"""Each member's factor on one axis of a stack: :math:`Q_i` (or :math:`Q_i^\top`) on axis
+  ``axis`` of ``x``, as :func:`optix.transforms.psgd.apply_factors` does per leaf. A matrix
+  factor is one batched dot, ``Q`` first on the first axis and ``x`` first on the last, so
+  the result needs no transpose there (only a middle axis of a 3-D or larger leaf is moved).
 
-  ``items``: tuples of arrays ``(B_i, ...)``; ``fn`` maps the concatenated tuple to one
-  ``(sum B_i, ...)`` array, split back into one result per item, in order. One trace per
-  distinct shape, however many stacks share it."""
-  buckets = {}
-  for i, arrays in enumerate(items):
-    buckets.setdefault(tuple((x.shape[1:], x.dtype) for x in arrays), []).append(i)
-  out = [None] * len(items)
-  for idx in buckets.values():
-    args = [jnp.concatenate([items[i][k] for i in idx]) if len(idx) > 1 else items[idx[0]][k]
-            for k in range(len(items[idx[0]]))]
-    res = fn(*args)
-    cuts = [int(c) for c in np.cumsum([items[i][0].shape[0] for i in idx])[:-1]]
-    for i, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
-      out[i] = r
-  return out
+  Args:
+    q: ``(B, P, P)`` matrices or ``(B, P)`` diagonals.
+    x: ``(B, P_1, ..., P_k)`` with ``P_axis = P``.
+    axis: the stack axis, in ``1..k``.
+    transpose: apply :math:`Q_i^\top` instead of :math:`Q_i`.
+    divide: for diagonal factors, apply :math:`Q_i^{-1}` (divide by them) instead.
+
+  Returns:
+    An array of ``x``'s shape.
+  """
+  if q.ndim == 2:
+    q = q.reshape(q.shape[:1] + tuple(-1 if i == axis else 1 for i in range(1, x.ndim)))
+    return x / q if divide else x * q
+  contract = 1 if transpose else 2   # the axis of q summed against x's
+  batch = ((0,), (0,))
+  if axis == x.ndim - 1 and x.ndim > 2:
+    return jax.lax.dot_general(x, q, (((axis,), (contract,)), batch), precision=_HI)
+  y = jax.lax.dot_general(q, x, (((contract,), (axis,)), batch), precision=_HI)
+  return y if axis == 1 else jnp.moveaxis(y, 1, axis)
+
+
+def gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
+  """Each member's ``X_(i) X_(i)ᵀ`` of a stack ``x`` ``(B, P_1, ..., P_k)``: the contraction
+  with itself over every stack axis but ``axis`` (``(B, P, P)``), or only its diagonal
+  (``(B, P)``)."""
+  others = tuple(i for i in range(1, x.ndim) if i != axis)
+  if diagonal:
+    return jnp.sum(jnp.square(x), axis=others)
+  return jax.lax.dot_general(x, x, ((others, others), ((0,), (0,))), precision=_HI)
+
+
+def balance_scales(norms: jax.Array, leaves: np.ndarray) -> jax.Array:
+  r"""The rescalings :func:`optix.transforms.psgd.balance_factors` applies, for the factors of
+  many leaves at once: factor ``f`` of a leaf with factor norms :math:`n_1, \dots, n_k` is
+  multiplied by :math:`(\prod_j n_j)^{1/k} / n_f`; by 1 when the leaf has a single factor or
+  a zero or non-finite norm.
+
+  Args:
+    norms: ``(F,)``, the max-abs of every factor (of its real block).
+    leaves: a static ``(L, k_max)`` int array: per leaf, the positions in ``norms`` of its
+      factors, -1 after the last.
+
+  Returns:
+    ``(F,)``: each factor's rescaling.
+  """
+  k = np.sum(leaves >= 0, axis=1)
+  per_leaf = jnp.concatenate([norms, jnp.ones((1,), norms.dtype)])[leaves]  # -1: a 1
+  ok = jnp.all(jnp.isfinite(per_leaf) & (per_leaf > 0), axis=1, keepdims=True)
+  safe = jnp.where(ok, per_leaf, 1.0)
+  gmean = jnp.exp(jnp.sum(jnp.log(safe), axis=1, keepdims=True) / k[:, None])
+  scale = jnp.where((k >= 2)[:, None], gmean / safe, 1.0)
+  where = np.argsort(np.where(leaves >= 0, leaves, norms.shape[0]), axis=None, kind="stable")
+  return scale.reshape(-1)[where[:norms.shape[0]]]
+
+
+def real_max_abs(q, m):
+  """Per member, the max-abs of the real block of padded factors ``(N, P, P)`` or ``(N, P)``
+  (``m``: their ``(N, P)`` mask, None without padding): a real row's max, as the coupling
+  blocks are zero."""
+  r = jnp.abs(q) if q.ndim == 2 else jnp.max(jnp.abs(q), axis=2)
+  return jnp.max(r if m is None else r * jnp.asarray(m, q.dtype), axis=1)
+
+
+def real_scale(s, m, dtype):
+  """``(N, P)`` row scales: ``s`` on the real coordinates, 1 on the padding."""
+  return (s[:, None] if m is None else jnp.where(jnp.asarray(m) > 0, s[:, None], 1)).astype(dtype)
+
+
+def concat(parts: Sequence, shapes: Optional[Sequence[tuple]] = None):
+  """``parts`` concatenated on axis 0; numpy when every part is numpy (a static mask stays a
+  constant of the program). With ``shapes``, None parts are masks without padding: all ones
+  of that shape, and the result is None when every part is."""
+  if shapes is not None:
+    if all(p is None for p in parts):
+      return None
+    parts = [np.ones(s, np.float32) if p is None else p for p, s in zip(parts, shapes)]
+  if len(parts) == 1:
+    return parts[0]
+  if all(isinstance(p, np.ndarray) for p in parts):
+    return np.concatenate(parts)
+  return jnp.concatenate([jnp.asarray(p) for p in parts])
+
+
+def split(x: jax.Array, sizes: Sequence[int]) -> list:
+  """``x`` cut on axis 0 into consecutive pieces of the given lengths."""
+  if len(sizes) == 1:
+    return [x]
+  return jnp.split(x, [int(c) for c in np.cumsum(sizes)[:-1]])
