@@ -69,6 +69,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from optix import _validate
 from optix._sharding import (axes_of_entry, axes_size, explicit_spec, from_owners, map_local,
                              map_stacked, owner_axes, replicated, spec_entry, to_owners)
+from optix.transforms import stacking
+from optix.transforms.roots import finite_or
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -133,26 +135,28 @@ def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True
   return pad_plan(plan, block_size)
 
 
-def to_blocks(x, plan):
-  """``x`` (plan.shape) -> ``(N, P_1, ..., P_k)`` (``plan.padded``), zero-padded. A leaf sharded on
-  an Explicit mesh is gathered first: the blocks and their (small) statistics are
-  replicated, and :func:`from_blocks` puts the result back in the leaf's layout."""
+def to_blocks(x, plan, fill=0):
+  """``x`` (plan.shape) -> ``(N, P_1, ..., P_k)`` (``plan.padded``), padded with ``fill`` (zero
+  unless told). A leaf sharded on an Explicit mesh is gathered first: the blocks and their
+  (small) statistics are replicated, and :func:`from_blocks` puts the result back in the
+  leaf's layout."""
   k = len(plan.merged)
   x = replicated(x).reshape(plan.merged)
   pad = [(0, n * b - d) for d, n, b in zip(plan.merged, plan.blocks, plan.block)]
   if any(hi for _, hi in pad):
-    x = jnp.pad(x, pad)
+    x = jnp.pad(x, pad, constant_values=fill)
   x = x.reshape([v for nb in zip(plan.blocks, plan.block) for v in nb])
   x = x.transpose(list(range(0, 2 * k, 2)) + list(range(1, 2 * k, 2)))
-  return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan)
+  return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan, fill)
 
 
-def pad_blocks(x, plan):
-  """A block stack ``(N, *plan.block)`` zero-padded to ``(N, *plan.padded)``."""
+def pad_blocks(x, plan, fill=0):
+  """A block stack ``(N, *plan.block)`` padded with ``fill`` to ``(N, *plan.padded)``."""
   padded = plan.padded or plan.block
   if padded == plan.block:
     return x
-  return jnp.pad(x, [(0, 0)] + [(0, p - b) for b, p in zip(plan.block, padded)])
+  return jnp.pad(x, [(0, 0)] + [(0, p - b) for b, p in zip(plan.block, padded)],
+                 constant_values=fill)
 
 
 def crop_blocks(x, plan):
@@ -247,11 +251,18 @@ def owners_of(leaves, plans, group) -> Any:
   return Owners(mesh, names)
 
 
-def gather(leaves, plans, group, owners=None):
-  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``; with ``owners``
-  split over them (each block moved straight to its owner, no leaf gathered)."""
+def gather(leaves, plans, group, owners=None, fill=0):
+  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``, the padding
+  ``fill`` (zero unless told); with ``owners`` split over them (each block moved straight to
+  its owner, no leaf gathered). Without owners the stack is one concatenation and one
+  gather (:func:`optix.transforms.stacking.gather_flat`), so the program does not grow with
+  the number of leaves."""
+  if owners is None and stacking.flat_size(plans, group) <= stacking.MAX_FLAT:
+    return stacking.gather_flat([replicated(leaves[j]) for j in group.members], plans, group,
+                                fill)
+
   def build(*xs):
-    xs = [to_blocks(x, plans[j]) for j, x in zip(group.members, xs)]
+    xs = [to_blocks(x, plans[j], fill) for j, x in zip(group.members, xs)]
     return xs[0] if len(xs) == 1 else jnp.concatenate(xs)
   members = [leaves[j] for j in group.members]
   return build(*members) if owners is None else to_owners(build, members, owners.mesh,
@@ -413,9 +424,15 @@ def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None
 
 def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis="data",
                      after: Any = None, owned: Optional[Sequence[Any]] = None,
-                     args: Sequence[Any] = ()) -> list:
+                     args: Sequence[Any] = (), keep: Optional[Sequence[jax.Array]] = None
+                     ) -> list:
   """:func:`apply_by_shape` on one device, or split over the devices of ``mesh``, or where
   the stacks live.
+
+  ``keep`` (one stack per index, like the results): a result matrix that is not finite is
+  replaced by the matrix of ``keep`` (:func:`optix.transforms.roots.finite_or`). On one
+  device the check runs once per shape, on the concatenated stacks; on the other paths once
+  per index, on the results (no copy of ``keep`` is concatenated where memory is split).
 
   With ``owned`` (one :class:`Owners` or None per index of the stacks), the stacks at an
   index with owners are split over them already: each device maps its own matrices
@@ -432,6 +449,13 @@ def refresh_by_shape(fn: Callable, *stacks: Sequence[jax.Array], mesh=None, axis
   eigenbases and one all-gather per shape brings them back (Anil et al. 2020, arXiv
   2002.09018, section 5).
   """
+  if keep is not None and mesh is None and (owned is None or all(o is None for o in owned)):
+    fn_keep = lambda *a: finite_or(fn(*a[:len(stacks)], *a[len(stacks) + 1:]), a[len(stacks)])
+    return refresh_by_shape(fn_keep, *stacks, keep, after=after, args=args)
+  if keep is not None:
+    out = refresh_by_shape(fn, *stacks, mesh=mesh, axis=axis, after=after, owned=owned,
+                           args=args)
+    return [finite_or(r, k) for r, k in zip(out, keep)]
   if owned is not None and any(o is not None for o in owned):
     return _refresh_owned(fn, stacks, mesh, axis, after, owned, args)
   if args:

@@ -15,7 +15,8 @@ from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
     masks as blocking_masks, owners_of, pad_plan, per_statistic, refresh_by_shape, scatter,
     stat_update, stats_dtype)
-from optix.transforms.roots import finite_or, inverse_pth_root_eigh, inverse_pth_root_newton
+from optix.transforms.roots import inverse_pth_root_eigh, inverse_pth_root_newton
+from optix.transforms.stacking import sq_norms
 
 GRAFTS = ("adam", "rmsprop", "adagrad")
 ROOT_METHODS = ("eigh", "newton")
@@ -238,9 +239,9 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       idx = [j for j, e in enumerate(exponents) if e == p]
       out = refresh_by_shape(root_fn(p), [stats[j] for j in idx], [masks[j] for j in idx],
                              mesh=mesh, axis=axis, after=out, owned=[owned[j] for j in idx],
-                             args=(ridge_epsilon,))
+                             args=(ridge_epsilon,), keep=[roots[j] for j in idx])
       for j, r in zip(idx, out):
-        new[j] = finite_or(r, roots[j]).astype(roots[j].dtype)
+        new[j] = r.astype(roots[j].dtype)
     return tuple(new)
 
   def init(params):
@@ -269,12 +270,12 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     owners = [owners_of(g_leaves, plans, grp) for grp in groups]
     owned = per_statistic(groups, owners)
     place = lambda xs: [x if o is None else o.place(x) for x, o in zip(xs, owned)]
-    stats, it = [], iter(place(state.stats))
+    stats, it, gb = [], iter(place(state.stats)), []
     for grp, own in zip(groups, owners):
-      xb = gather(g, plans, grp, own)
+      gb.append(gather(g, plans, grp, own))
       for i, use in enumerate(grp.precond):
         if use:
-          stats.append(stat_update(next(it), xb, i, beta2))
+          stats.append(stat_update(next(it), gb[-1], i, beta2))
     stats = tuple(stats)
     masks = place(blocking_masks(plans, groups, dtype))
     old_roots = tuple(place(state.roots))
@@ -285,36 +286,57 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     # Momentum and graft.
     # (optix.transforms.moments: the arithmetic of optix.adam / optix.nadam, bit for bit)
     mu = [moments.ema_leaf(b1, m, x) for m, x in zip(jax.tree.leaves(state.mu), g)]
-    c1 = moments.correction(b1, count)
-    if nesterov:
-      ahead = moments.correction(b1, _tree.safe_increment(count))
-      m_hat = [moments.nesterov_leaf(m, x, b1, c1, ahead) for m, x in zip(mu, g)]
-    else:
-      m_hat = [moments.debias_leaf(m, c1) for m in mu]
     nu_old = jax.tree.leaves(state.nu)
     if graft == "adagrad":
       nu = [v + jnp.square(x) for v, x in zip(nu_old, g)]
     else:
       nu = [moments.ema_sq_leaf(graft_b2, v, x) for v, x in zip(nu_old, g)]
-    c2 = moments.correction(graft_b2, count)
-    nu_hat = [moments.debias_leaf(v, c2) for v in nu] if graft == "adam" else nu
-    grafted = [m / (jnp.sqrt(v) + graft_eps) for m, v in zip(m_hat, nu_hat)]
+    c1, c2 = moments.correction(b1, count), moments.correction(graft_b2, count)
+    ahead = moments.correction(b1, _tree.safe_increment(count))
 
-    # Preconditioned direction with the graft's per-layer norm.
+    def m_hat_of(m, x):  # elementwise: the same on a leaf and on a block stack
+      return moments.nesterov_leaf(m, x, b1, c1, ahead) if nesterov else moments.debias_leaf(m, c1)
+
+    def graft_of(m_hat, v):
+      return m_hat / (jnp.sqrt(moments.debias_leaf(v, c2) if graft == "adam" else v) + graft_eps)
+
+    grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
+
+    # Preconditioned direction with the graft's per-layer norm, in the groups' block stacks
+    # (m̂ and the graft from the stacks of m, v and g: elementwise, so the same numbers, and
+    # the leaves' m and v are not copied once more): the norms are taken there (the padding
+    # is zero in both; v is padded with 1 for that), one reduction per group and one ratio per
+    # leaf (``pos``: a leaf's index into the ratios), and each leaf leaves its stack once,
+    # outside the cond, where it meets its graft.
+    # An owned group moves m̂ alone to its owners, and sums the graft's squares where the leaf
+    # is.
+    m_blocks, a_sq = [], []
+    for grp, own, xb in zip(groups, owners, gb):
+      if own is None:
+        m_blocks.append(m_hat_of(gather(mu, plans, grp), xb))
+        a_sq.append(sq_norms(graft_of(m_blocks[-1], gather(nu, plans, grp, fill=1)), grp))
+      else:
+        m_blocks.append(gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp,
+                               own))
+        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+    pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
+
     def preconditioned():
-      out, it = list(grafted), iter(roots)
-      for grp, own in zip(groups, owners):
-        mats = [next(it) for use in grp.precond if use]
-        d = contract_axes(gather(m_hat, plans, grp, own), mats, grp.precond)
-        for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
-          a = grafted[j]
-          # (no reshape: the leaves may be sharded)
-          d_norm, a_norm = (jnp.sqrt(jnp.sum(jnp.square(x))) for x in (dj, a))
-          ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
-          out[j] = dj * ratio
-      return out
+      ds, d_sq, it = [], [], iter(roots)
+      for grp, mb in zip(groups, m_blocks):
+        ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
+        d_sq.append(sq_norms(ds[-1], grp))
+      d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
+      ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
+      return ds, ratio
 
-    out = jax.lax.cond(step >= start, preconditioned, lambda: grafted)
+    on = step >= start
+    ds, ratio = jax.lax.cond(on, preconditioned,
+                             lambda: (m_blocks, jnp.zeros((len(pos),), dtype)))
+    out = list(grafted)
+    for grp, own, d in zip(groups, owners, ds):
+      for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
+        out[j] = jnp.where(on, dj * ratio[pos[j]], grafted[j])
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleByShampooState(count, jax.tree.unflatten(treedef, mu),
                                 jax.tree.unflatten(treedef, nu), stats, roots)

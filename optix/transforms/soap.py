@@ -13,7 +13,7 @@ from optix.transforms.blocking import (
     block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
     masks as blocking_masks, owners_of, per_statistic, refresh_by_shape, scatter, stat_update,
     stats_dtype)
-from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr, finite_or
+from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -286,16 +286,16 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     stats = tuple(stats)
     masks = place(blocking_masks(plans, groups, dtype), owned)
 
+    # A basis that is not finite keeps the old one (refresh_by_shape's ``keep``).
     def first():  # m and v are still zero: nothing to rotate
-      new = [finite_or(q, o).astype(o.dtype)
-             for q, o in zip(refresh_by_shape(eigenbasis_eigh, stats, masks, mesh=mesh,
-                                              axis=axis, owned=owned), old)]
-      return tuple(new), new_mu, new_nu
+      new = refresh_by_shape(eigenbasis_eigh, stats, masks, mesh=mesh, axis=axis, owned=owned,
+                             keep=old)
+      return tuple(q.astype(o.dtype) for q, o in zip(new, old)), new_mu, new_nu
 
     def refresh():
-      new = [finite_or(q, o).astype(o.dtype)
-             for q, o in zip(refresh_by_shape(eigenbasis_power_qr, stats, old, masks, mesh=mesh,
-                                              axis=axis, owned=owned), old)]
+      new = refresh_by_shape(eigenbasis_power_qr, stats, old, masks, mesh=mesh, axis=axis,
+                             owned=owned, keep=old)
+      new = [q.astype(o.dtype) for q, o in zip(new, old)]
       return (tuple(new),) + tuple(rotate_all(new_mu, new_nu, groups, old, new))
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))
