@@ -35,6 +35,12 @@ KNOWN = {}
 # their own (None already means "no limit"): optax's wrapper takes them as static_args,
 # and without that the step says so by name.
 STATIC = {"psgd_kron": ("max_size_triangular", "min_ndim_triangular", "max_skew_triangular")}
+# Decay rates that float32 holds exactly, for optimizers whose steps on this problem
+# follow the last bit of a hyperparameter: SOAP's rank-deficient statistics (the
+# 6x6 Gram matrix of a 6x4 gradient) leave directions whose rotated gradient is
+# rounding noise, which Adam's normalization scales to a full step, so b2 = 0.95 as
+# a Python float and as optax's injected float32 part within three steps.
+EXACT = {"soap": dict(b1=0.9375, b2=0.9375)}
 # Need arguments beyond a learning rate to build or step.
 NOT_HERE = {"sophia": "its update takes a loss function (obj_fn) the harness does not give"}
 
@@ -73,18 +79,19 @@ def test_alias_inside_optax_inject_hyperparams(name):
   if name in NOT_HERE:
     pytest.skip(NOT_HERE[name])
   factory = getattr(optix, name)
+  kwargs = EXACT.get(name, {})
   if name in STATIC:
     with pytest.raises(ValueError, match=r"must be a static Python int.*static_args"):
-      _run(optax.inject_hyperparams(factory)(learning_rate=0.01))
+      _run(optax.inject_hyperparams(factory)(learning_rate=0.01, **kwargs))
   wrapped = optax.inject_hyperparams(factory, static_args=STATIC.get(name, ()))(
-      learning_rate=0.01)
+      learning_rate=0.01, **kwargs)
   if name in OPTAX_FAILS_TOO:
     with pytest.raises(Exception):
       _run(optax.inject_hyperparams(OPTAX_FAILS_TOO[name]())(learning_rate=0.01))
     with pytest.raises(Exception):
       _run(wrapped)
     return
-  want = _run(factory(0.01))
+  want = _run(factory(0.01, **kwargs))
   got = _run(wrapped)
   for key in PARAMS:
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)
@@ -105,7 +112,12 @@ WRAPPERS = {
 
 
 # Strict known failures: (name, wrapper) -> reason.
-WRAPPED_KNOWN = {}
+WRAPPED_KNOWN = {
+    ("soap", "MultiSteps(1)"):
+        "MultiSteps runs the step under lax.cond, which XLA compiles into another graph; "
+        "the last-bit roundings that changes are what SOAP's rank-deficient statistics "
+        "amplify on this problem (see EXACT): 11% apart after three steps",
+}
 
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
@@ -114,7 +126,8 @@ def test_own_alias_inside_optax_wrappers(name, wrapper, request):
   if (name, wrapper) in WRAPPED_KNOWN:
     request.applymarker(pytest.mark.xfail(reason=WRAPPED_KNOWN[name, wrapper], strict=True))
   factory = getattr(optix, name)
-  want = _run(factory(0.01))
-  got = _run(WRAPPERS[wrapper](factory(0.01)))
+  kwargs = EXACT.get(name, {})
+  want = _run(factory(0.01, **kwargs))
+  got = _run(WRAPPERS[wrapper](factory(0.01, **kwargs)))
   for key in PARAMS:
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)

@@ -32,50 +32,6 @@ def rotate_second_moment(nu: jax.Array, old: Sequence[jax.Array], new: Sequence[
   return contract_axes(nu, overlap, precond)
 
 
-def _ramp(x, floor, width=100.0):
-  """0 where ``x ≤ floor``, 1 where ``x ≥ width · floor``, linear in ``log x`` between."""
-  return jnp.where(x > floor, jnp.clip(jnp.log(x / floor) / jnp.log(width), 0, 1), 0)
-
-
-def information(nu: jax.Array, precond: Sequence[bool]) -> jax.Array:
-  r"""How much a stack ``(N, b_1..b_k)`` of rotated second moments holds information,
-  per coordinate, in [0, 1]: 0 on the coordinates that only rounding has reached.
-
-  Rotating ``G`` costs a relative rounding error of ~ ``ε Σ_i b_i`` (ε: the dtype's
-  machine epsilon), and Adam's normalization turns a coordinate that holds only that
-  noise into a full ±1 step, so that the last bit of a hyperparameter, or another
-  compiled graph, moves the trajectory by up to 100%. With the marginals
-  ``s_{i,a} = Σ_{c: c_i = a} v_c`` (along a rotated axis, up to the decays, the
-  eigenvalues of that axis' statistic) and ``S = Σ_c v_c``, two cases:
-
-  * the null space of rank-deficient statistics (a 6×4 gradient's 6×6 Gram matrix, a
-    zero row of an embedding): rotated axis ``i``'s direction ``a`` is noise where
-    ``s_{i,a} ≤ τ_i² max_a s_{i,a}``, ``τ_i = 4 ε b_i``;
-  * a basis that diagonalizes the gradient itself (a gradient that stays the same):
-    the off-diagonal coordinates hold noise; coordinate ``c`` is noise where
-    ``v_c ≤ τ² S Π_i (s_{i,c_i}/S)`` (far below what independent axes would give it),
-    ``τ = 16 ε Σ_i b_i``.
-
-  Each factor rises from 0 at its floor to 1 at 100× the floor, linearly in
-  ``log v``, so that the step stays a continuous function of the gradient; the weight is
-  their product. Adam in the original coordinates gives 0 where the gradient is 0; this
-  gives 0 where the rotated gradient cannot be told from 0.
-  """
-  eps = float(jnp.finfo(nu.dtype).eps)
-  axes = range(1, nu.ndim)
-  total = jnp.sum(nu, axis=tuple(axes), keepdims=True)
-  total = jnp.where(total > 0, total, jnp.ones_like(total))
-  weight, independent = jnp.ones_like(nu), total
-  for i in axes:
-    s = jnp.sum(nu, axis=tuple(a for a in axes if a != i), keepdims=True)
-    independent = independent * (s / total)
-    if precond[i - 1]:
-      tau = 4 * eps * nu.shape[i]
-      weight = weight * _ramp(s, (tau * tau) * jnp.max(s, axis=i, keepdims=True))
-  tau = 16 * eps * sum(nu.shape[1:])
-  return weight * _ramp(nu, (tau * tau) * independent)
-
-
 class ScaleBySoapState(NamedTuple):
   count: jax.Array       # int32, saturating
   mu: tuple              # Adam's first moment, (blocks, leaves): blocks in the eigenbasis, one
@@ -125,11 +81,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   16 n³). A non-finite new basis keeps the old one.
 
   Differences from the authors' code: ``v`` is carried over by the squared-overlap rotation
-  rather than only permuted; ε is added to ``sqrt(v̂)`` as in Adam; the normalized step is
-  weighted by :func:`information` (0 on rotated coordinates that hold only rounding noise:
-  the null space of rank-deficient statistics, the off-diagonal of a gradient its own basis
-  diagonalizes; 1 on all others), so that the trajectory does not follow the last bit of
-  the inputs. With every axis
+  rather than only permuted; ε is added to ``sqrt(v̂)`` as in Adam. With every axis
   left diagonal (``max_preconditioner_dim=0``) it is exactly ``optax.adam`` (a leaf
   without a basis makes its Adam step at step 0 too).
   Shapes: see :mod:`optix.transforms.blocking` (blocks zero-padded to a few standard sizes
@@ -271,7 +223,6 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
       # the moments and the normalized step there.
       n, m2, v2 = adam(contract_axes(gb[-1], q, grp.precond), mu[k], nu[k], *corr[1])
       new_mu[k], new_nu[k] = jnp.where(live, m2, mu[k]), jnp.where(live, v2, nu[k])
-      n = n * information(v2, grp.precond)
       n = contract_axes(n, [jnp.swapaxes(b, -1, -2) for b in q], grp.precond)
       for j, u in scatter(n, plans, grp, likes=g_leaves, owners=own).items():
         out[j] = jnp.where(live, u, jnp.zeros_like(u))
