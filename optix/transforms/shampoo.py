@@ -270,12 +270,12 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     owners = [owners_of(g_leaves, plans, grp) for grp in groups]
     owned = per_statistic(groups, owners)
     place = lambda xs: [x if o is None else o.place(x) for x, o in zip(xs, owned)]
-    stats, it, gb = [], iter(place(state.stats)), []
+    stats, it = [], iter(place(state.stats))
     for grp, own in zip(groups, owners):
-      gb.append(gather(g, plans, grp, own))
+      xb = gather(g, plans, grp, own)
       for i, use in enumerate(grp.precond):
         if use:
-          stats.append(stat_update(next(it), gb[-1], i, beta2))
+          stats.append(stat_update(next(it), xb, i, beta2))
     stats = tuple(stats)
     masks = place(blocking_masks(plans, groups, dtype))
     old_roots = tuple(place(state.roots))
@@ -294,7 +294,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     c1, c2 = moments.correction(b1, count), moments.correction(graft_b2, count)
     ahead = moments.correction(b1, _tree.safe_increment(count))
 
-    def m_hat_of(m, x):  # elementwise: the same on a leaf and on a block stack
+    def m_hat_of(m, x):
       return moments.nesterov_leaf(m, x, b1, c1, ahead) if nesterov else moments.debias_leaf(m, c1)
 
     def graft_of(m_hat, v):
@@ -302,41 +302,29 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
-    # Preconditioned direction with the graft's per-layer norm, in the groups' block stacks
-    # (m̂ and the graft from the stacks of m, v and g: elementwise, so the same numbers, and
-    # the leaves' m and v are not copied once more): the norms are taken there (the padding
-    # is zero in both; v is padded with 1 for that), one reduction per group and one ratio per
-    # leaf (``pos``: a leaf's index into the ratios), and each leaf leaves its stack once,
-    # outside the cond, where it meets its graft.
-    # An owned group moves m̂ alone to its owners, and sums the graft's squares where the leaf
-    # is.
-    m_blocks, a_sq = [], []
-    for grp, own, xb in zip(groups, owners, gb):
-      if own is None:
-        m_blocks.append(m_hat_of(gather(mu, plans, grp), xb))
-        a_sq.append(sq_norms(graft_of(m_blocks[-1], gather(nu, plans, grp, fill=1)), grp))
-      else:
-        m_blocks.append(gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp,
-                               own))
-        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+    # Preconditioned direction with the graft's per-layer norm, all under the cond: a step
+    # before ``start`` stacks nothing but the gradient (for the statistics). m̂ is stacked
+    # once per group; the graft's squares are summed per leaf where the leaf is, and the
+    # direction's in the stack (one reduction per group; the padding is zero), one ratio per
+    # leaf (``pos``: a leaf's index into the ratios).
     pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
 
     def preconditioned():
-      ds, d_sq, it = [], [], iter(roots)
-      for grp, mb in zip(groups, m_blocks):
+      ds, d_sq, a_sq, it = [], [], [], iter(roots)
+      for grp, own in zip(groups, owners):
+        mb = gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp, own)
+        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
         d_sq.append(sq_norms(ds[-1], grp))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
       ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
-      return ds, ratio
+      out = list(grafted)
+      for grp, own, d in zip(groups, owners, ds):
+        for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
+          out[j] = dj * ratio[pos[j]]
+      return out
 
-    on = step >= start
-    ds, ratio = jax.lax.cond(on, preconditioned,
-                             lambda: (m_blocks, jnp.zeros((len(pos),), dtype)))
-    out = list(grafted)
-    for grp, own, d in zip(groups, owners, ds):
-      for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
-        out[j] = jnp.where(on, dj * ratio[pos[j]], grafted[j])
+    out = jax.lax.cond(step >= start, preconditioned, lambda: grafted)
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleByShampooState(count, jax.tree.unflatten(treedef, mu),
                                 jax.tree.unflatten(treedef, nu), stats, roots)
