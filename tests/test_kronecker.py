@@ -339,33 +339,43 @@ def test_shampoo_and_soap_beat_tuned_adam_on_ill_conditioned_least_squares():
   assert shampoo < 0.5 * adam and soap < 0.5 * adam, (adam, shampoo, soap)
 
 
+def _steps_to_stay(tx, loss, w0, target, steps):
+  """The first step from which the loss stays <= target until ``steps`` (``steps`` if never):
+  a run that touches the target on its way to diverging does not count."""
+  def body(c, _):
+    w, s = c
+    l, g = jax.value_and_grad(loss)(w)
+    u, s = tx.update(g, s, w)
+    return (w + u, s), l
+  _, ls = jax.jit(lambda w: jax.lax.scan(body, (w, tx.init(w)), None, steps))(w0)
+  above = np.nonzero(np.asarray(ls) > target)[0]
+  return 0 if not len(above) else min(int(above[-1]) + 1, steps)
+
+
 def test_at_condition_number_100():
-  """κ = 100: SOAP and one-sided Shampoo reach the target in well under half the steps
-  of Adam tuned over lr and b1. Measured (steps to 1e-4 of the initial loss; Adam over
-  lr 0.01..0.3 × b1 0.5, 0.9): Adam 81 (lr 0.1, b1 0.9); SOAP 22 (lr 0.3, b1 0.5);
-  Shampoo at lr 0.03, b1 0.5, RMSProp graft, beta2 0.9, refreshed every step:
-  two-sided (the default L^{-1/4} G R^{-1/4}) 48, one-sided
-  (inverse_exponent_override={2: {0: 0.5, 1: 0.0}}, i.e. L^{-1/2} G) 19 -- 24/19/23/27
-  at lr 0.01/0.03/0.1/0.3, 19 refreshed every 5 steps or with Newton roots, 18 with the
-  Adam graft at lr 0.3. The loss's Hessian is Σ_x ⊗ I: the curvature is all on the
-  input side, while R = Σ GᵀG has L's nonzero spectrum (condition ~240 here after one
-  step, like L), so R^{-1/4} only adds conditioning; the output side alone
-  ({2: {0: 0.0, 1: 0.5}}) takes 193 steps. Over data seeds 0-3 one-sided Shampoo takes
-  19-21 steps, two-sided 36-62, tuned Adam 80-81."""
+  """κ = 100: one-sided Shampoo reaches the target, and stays there, in well under half the
+  steps of Adam tuned over lr 0.01..0.3 × b1 0.5, 0.9; two-sided Shampoo in under 0.75×.
+  Measured (steps from which the loss stays below 1e-4 of the initial loss, 600 at most):
+  Adam 139 (lr 0.03, b1 0.9; at lr 0.1 it touches the target at step 81 and does not stay);
+  Shampoo at lr 0.03, b1 0.5, RMSProp graft, beta2 0.9, refreshed every step: two-sided
+  (the default L^{-1/4} G R^{-1/4}) 48, one-sided (inverse_exponent_override={2: {0: 0.5,
+  1: 0.0}}, i.e. L^{-1/2} G) 19 -- 24/19/23/27 at lr 0.01/0.03/0.1/0.3, each converging to
+  ~2e-13. The loss's Hessian is Σ_x ⊗ I: the curvature is all on the input side, while
+  R = Σ GᵀG has L's nonzero spectrum, so R^{-1/4} only adds conditioning. SOAP (b2 0.999,
+  refresh every 5) does not win here: its best over the same grid stays below the target
+  from step 360 (lr 0.03, b1 0.9); at lr 0.3, b1 0.5 it touches it at step 19 and then
+  diverges."""
   loss, w0 = _least_squares(cond=100.0)
   target = 1e-4 * float(loss(w0))
-  adam = min(_steps_to(optix.adam(lr, b1=b1), loss, w0, target, 600)
+  adam = min(_steps_to_stay(optix.adam(lr, b1=b1), loss, w0, target, 600)
              for lr in (1e-2, 3e-2, 0.1, 0.3) for b1 in (0.5, 0.9))
-  soap = _steps_to(optix.soap(0.3, b1=0.5, b2=0.999, preconditioning_interval=5),
-                   loss, w0, target, 600)
   config = dict(beta2=0.9, b1=0.5, graft="rmsprop", preconditioning_interval=1,
                 start_preconditioning_step=1)
-  two_sided = _steps_to(optix.shampoo(0.03, **config), loss, w0, target, 600)
-  shampoo = _steps_to(optix.shampoo(0.03, inverse_exponent_override={2: {0: 0.5, 1: 0.0}},
-                                    **config), loss, w0, target, 600)
-  print(f"steps to 1e-4 of the initial loss (cond 100): adam {adam}, shampoo {shampoo} "
-        f"(two-sided {two_sided}), soap {soap}")
-  assert soap < 0.5 * adam, (adam, soap)
+  two_sided = _steps_to_stay(optix.shampoo(0.03, **config), loss, w0, target, 600)
+  shampoo = _steps_to_stay(optix.shampoo(0.03, inverse_exponent_override={2: {0: 0.5, 1: 0.0}},
+                                         **config), loss, w0, target, 600)
+  print(f"steps to stay below 1e-4 of the initial loss (cond 100): adam {adam}, "
+        f"shampoo {shampoo} (two-sided {two_sided})")
   assert shampoo < 0.5 * adam, (adam, shampoo)
   assert two_sided < 0.75 * adam, (adam, two_sided)
 

@@ -145,8 +145,8 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   :math:`G = 2 \Sigma_x (W - W^*)`, the output side needs no preconditioning, yet
   :math:`R = \sum G^\top G` has the same nonzero spectrum as :math:`L`, so the default
   :math:`R^{-1/4}` adds conditioning the loss does not have. On the κ = 100
-  least-squares problem of tests/test_kronecker.py it reaches the target in 19 steps where
-  two-sided Shampoo takes 48 and tuned Adam 81.
+  least-squares problem of tests/test_kronecker.py its loss stays below the target from step
+  19, two-sided Shampoo's from step 48 and tuned Adam's from step 139.
 
   Args:
     beta2: decay of the statistics' EMA :math:`\beta_2`, in (0, 1]; 0.999 (Anil et al.).
