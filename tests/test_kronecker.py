@@ -502,6 +502,24 @@ def test_standard_sizes_and_groups():
   np.testing.assert_array_equal(blocking.real_mask(plans, groups[0], 0)[1], np.arange(8) < 7)
 
 
+@pytest.mark.parametrize("shapes,block_size,merge", [
+    ([(5, 12), (7, 9)], 1024, False),          # one block each, padded to (8, 16)
+    ([(20, 12), (13, 9), (16, 16)], 8, False),  # several blocks a leaf, ragged last blocks
+    ([(2, 3, 5), (3, 2, 5)], 8, True),         # merged axes
+    ([(30,), (9,)], 16, False)])               # 1-D leaves
+def test_one_gather_stack_is_the_per_leaf_stack(shapes, block_size, merge):
+  """blocking.gather's single concatenation + gather gives, bit for bit, the stack built leaf
+  by leaf (to_blocks of each member, then one concatenation)."""
+  plans = [blocking.make_plan(s, block_size, merge, 8192) for s in shapes]
+  leaves = [jnp.asarray(np.random.default_rng(i).standard_normal(s), jnp.float32)
+            for i, s in enumerate(shapes)]
+  for group in blocking.group_plans(plans):
+    want = jnp.concatenate([blocking.to_blocks(leaves[j], plans[j]) for j in group.members])
+    np.testing.assert_array_equal(blocking.gather(leaves, plans, group), want)
+    np.testing.assert_array_equal(jax.jit(lambda *xs: blocking.gather(list(xs), plans, group))(
+        *leaves), want)
+
+
 def _run_padded(make, params, steps, pad, monkeypatch):
   """The updates of ``steps`` random steps, blocks padded to standard sizes or not."""
   with monkeypatch.context() as m:

@@ -135,28 +135,26 @@ def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True
   return pad_plan(plan, block_size)
 
 
-def to_blocks(x, plan, fill=0):
-  """``x`` (plan.shape) -> ``(N, P_1, ..., P_k)`` (``plan.padded``), padded with ``fill`` (zero
-  unless told). A leaf sharded on an Explicit mesh is gathered first: the blocks and their
-  (small) statistics are replicated, and :func:`from_blocks` puts the result back in the
-  leaf's layout."""
+def to_blocks(x, plan):
+  """``x`` (plan.shape) -> ``(N, P_1, ..., P_k)`` (``plan.padded``), zero-padded. A leaf sharded on
+  an Explicit mesh is gathered first: the blocks and their (small) statistics are
+  replicated, and :func:`from_blocks` puts the result back in the leaf's layout."""
   k = len(plan.merged)
   x = replicated(x).reshape(plan.merged)
   pad = [(0, n * b - d) for d, n, b in zip(plan.merged, plan.blocks, plan.block)]
   if any(hi for _, hi in pad):
-    x = jnp.pad(x, pad, constant_values=fill)
+    x = jnp.pad(x, pad)
   x = x.reshape([v for nb in zip(plan.blocks, plan.block) for v in nb])
   x = x.transpose(list(range(0, 2 * k, 2)) + list(range(1, 2 * k, 2)))
-  return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan, fill)
+  return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan)
 
 
-def pad_blocks(x, plan, fill=0):
-  """A block stack ``(N, *plan.block)`` padded with ``fill`` to ``(N, *plan.padded)``."""
+def pad_blocks(x, plan):
+  """A block stack ``(N, *plan.block)`` zero-padded to ``(N, *plan.padded)``."""
   padded = plan.padded or plan.block
   if padded == plan.block:
     return x
-  return jnp.pad(x, [(0, 0)] + [(0, p - b) for b, p in zip(plan.block, padded)],
-                 constant_values=fill)
+  return jnp.pad(x, [(0, 0)] + [(0, p - b) for b, p in zip(plan.block, padded)])
 
 
 def crop_blocks(x, plan):
@@ -251,18 +249,17 @@ def owners_of(leaves, plans, group) -> Any:
   return Owners(mesh, names)
 
 
-def gather(leaves, plans, group, owners=None, fill=0):
-  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``, the padding
-  ``fill`` (zero unless told); with ``owners`` split over them (each block moved straight to
+def gather(leaves, plans, group, owners=None):
+  """The padded blocks of ``group``'s leaves, stacked: ``(B, *group.block)``; with ``owners``
+  split over them (each block moved straight to
   its owner, no leaf gathered). Without owners the stack is one concatenation and one
   gather (:func:`optix.transforms.stacking.gather_flat`), so the program does not grow with
   the number of leaves."""
   if owners is None and stacking.flat_size(plans, group) <= stacking.MAX_FLAT:
-    return stacking.gather_flat([replicated(leaves[j]) for j in group.members], plans, group,
-                                fill)
+    return stacking.gather_flat([replicated(leaves[j]) for j in group.members], plans, group)
 
   def build(*xs):
-    xs = [to_blocks(x, plans[j], fill) for j, x in zip(group.members, xs)]
+    xs = [to_blocks(x, plans[j]) for j, x in zip(group.members, xs)]
     return xs[0] if len(xs) == 1 else jnp.concatenate(xs)
   members = [leaves[j] for j in group.members]
   return build(*members) if owners is None else to_owners(build, members, owners.mesh,

@@ -4,8 +4,8 @@ r"""A group's block stack taken from its leaves in two operations, and per-leaf 
 stacks the blocks of a :class:`~optix.transforms.blocking.Group` ``(B, P_1, ..., P_k)``
 (padded to the group's standard sizes). Built leaf by leaf (pad, reshape, transpose, pad,
 then one concatenation), the traced program and the compiled kernels grow with the number of
-leaves. Here the members are flattened and concatenated once, with one trailing entry for the
-padding (zero, or a given ``fill``), and the stack is one ``gather`` from that vector: entry
+leaves. Here the members are flattened and concatenated once, with one trailing zero for the
+padding, and the stack is one ``gather`` from that vector: entry
 ``(n, a_1, ..., a_k)`` of the stack, for block ``n`` at block coordinates
 ``(c_1, ..., c_k)`` of a leaf whose merged shape ``(d_1, ..., d_k)`` starts at ``o`` in the
 vector, reads
@@ -59,11 +59,11 @@ def block_tables(plans, group):
           np.asarray(limits, np.int64).reshape(-1, k))
 
 
-def gather_flat(xs: Sequence[jax.Array], plans, group, fill=0) -> jax.Array:
+def gather_flat(xs: Sequence[jax.Array], plans, group) -> jax.Array:
   """The stack ``(B, *group.block)`` of ``xs`` (one array per member, in member order, of the
-  member's shape), the padding ``fill``: one concatenation and one gather."""
+  member's shape), zero-padded: one concatenation and one gather."""
   total = flat_size(plans, group)
-  flat = jnp.concatenate([x.reshape(-1) for x in xs] + [jnp.full((1,), fill, xs[0].dtype)])
+  flat = jnp.concatenate([x.reshape(-1) for x in xs] + [jnp.zeros((1,), xs[0].dtype)])
   base, strides, limits = block_tables(plans, group)
   shape = (len(base),) + tuple(group.block)
   column = lambda v: jnp.asarray(v, jnp.int32).reshape((len(base),) + (1,) * len(group.block))
