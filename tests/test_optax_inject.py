@@ -112,12 +112,7 @@ WRAPPERS = {
 
 
 # Strict known failures: (name, wrapper) -> reason.
-WRAPPED_KNOWN = {
-    ("soap", "MultiSteps(1)"):
-        "MultiSteps runs the step under lax.cond, which XLA compiles into another graph; "
-        "the last-bit roundings that changes are what SOAP's rank-deficient statistics "
-        "amplify on this problem (see EXACT): 11% apart after three steps",
-}
+WRAPPED_KNOWN = {}
 
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
