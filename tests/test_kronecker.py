@@ -315,14 +315,20 @@ def _least_squares(cond=COND, d_in=16, d_out=64, n=256, seed=0):
   return (lambda w: jnp.mean(jnp.sum(jnp.square(x @ w - y), -1))), jnp.zeros((d_in, d_out))
 
 
-def _steps_to(tx, loss, w0, target, steps):
+def _losses(tx, loss, w0, steps):
+  """The loss before each of ``steps`` steps of ``tx`` from ``w0`` (one jitted scan)."""
   def body(c, _):
     w, s = c
     l, g = jax.value_and_grad(loss)(w)
     u, s = tx.update(g, s, w)
     return (w + u, s), l
   _, ls = jax.jit(lambda w: jax.lax.scan(body, (w, tx.init(w)), None, steps))(w0)
-  hit = np.nonzero(np.asarray(ls) <= target)[0]
+  return np.asarray(ls)
+
+
+def _steps_to(tx, loss, w0, target, steps):
+  """The first step whose loss is <= target (``steps`` if none)."""
+  hit = np.nonzero(_losses(tx, loss, w0, steps) <= target)[0]
   return int(hit[0]) if len(hit) else steps
 
 
@@ -342,13 +348,7 @@ def test_shampoo_and_soap_beat_tuned_adam_on_ill_conditioned_least_squares():
 def _steps_to_stay(tx, loss, w0, target, steps):
   """The first step from which the loss stays <= target until ``steps`` (``steps`` if never):
   a run that touches the target on its way to diverging does not count."""
-  def body(c, _):
-    w, s = c
-    l, g = jax.value_and_grad(loss)(w)
-    u, s = tx.update(g, s, w)
-    return (w + u, s), l
-  _, ls = jax.jit(lambda w: jax.lax.scan(body, (w, tx.init(w)), None, steps))(w0)
-  above = np.nonzero(np.asarray(ls) > target)[0]
+  above = np.nonzero(_losses(tx, loss, w0, steps) > target)[0]
   return 0 if not len(above) else min(int(above[-1]) + 1, steps)
 
 
