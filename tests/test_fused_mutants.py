@@ -227,19 +227,6 @@ def test_apply_step_of_packed_with_ordinary_trees(kernel_calls, fused_arg):
     optix.apply_step(tx, grads, state, params, layout=packing.layout_of(params))
 
 
-def test_apply_step_of_a_one_link_chain_around_packed(kernel_calls):
-  """``chain(packed(tx))`` takes the packed one-pass step, as ``packed(tx)`` does."""
-  params = {"w": jnp.arange(6.0).reshape(3, 2) / 4, "b": jnp.asarray([0.1, -0.2])}
-  grads = jax.tree.map(lambda p: jnp.cos(p * 3), params)
-  tx = optix.chain(optix.packed(optix.adamw(1e-2, weight_decay=0.1)))
-  state = tx.init(params)
-  new_params, new_state = optix.apply_step(tx, grads, state, params, fused=True)
-  want_params, want_state = _reference(tx, grads, state, params)
-  _close(new_params, want_params)
-  _close(new_state, want_state)
-  assert kernel_calls == ["optix_fused_adam"]
-
-
 def test_apply_step_of_packed_with_packed_trees():
   params = optix.pack(_params())
   grads = params.layout.pack(_grads())
@@ -285,8 +272,10 @@ def test_apply_step_with_a_layout_and_gradients_of_another_dtype(kernel_calls):
 
 
 # Chains ending in packed: every link before the packed one runs, with the params
-# (adaptive_grad_clip clips by them), and the packed link takes its own step.
+# (adaptive_grad_clip clips by them), and the packed link takes its own step (also with no
+# link before it: chain(packed(tx)) takes the packed one-pass step, as packed(tx) does).
 PACKED_CHAINS = {
+    "packed_alone": lambda: optix.chain(optix.packed(optix.adamw(1e-2, weight_decay=0.1))),
     "clip": lambda: optix.chain(optix.clip(0.5),
                                 optix.packed(optix.adamw(1e-2, weight_decay=0.1))),
     "agc_then_clip": lambda: optix.chain(optix.adaptive_grad_clip(0.5), optix.clip(0.3),
