@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -105,6 +106,34 @@ def test_one_compiled_step_serves_every_learning_rate():
                                trials=3, seeds=(0, 1), progress=False)
   # Each run traces the loss once (its shape check); a step compiled per run would trace again.
   assert len(result.runs) == 8 and len(traces) < 2 * len(result.runs)
+
+
+def test_schedules_take_a_traced_peak():
+  compare_module = sys.modules["optix.tools.compare"]
+  for kind in compare_module.SCHEDULES:
+    at = jax.jit(lambda lr, kind=kind: jnp.asarray(compare_module._schedule(kind, lr, 100))
+                 if kind == "constant" else compare_module._schedule(kind, lr, 100)(50))
+    assert float(at(jnp.float32(2.0))) == pytest.approx(2 * float(at(jnp.float32(1.0))))
+  # The cosine one: 5% warmup from 0, then down to 0.1 × peak at the end.
+  cosine = compare_module._schedule("cosine", 2.0, 100)
+  assert [float(cosine(t)) for t in (0, 5, 100)] == pytest.approx([0.0, 2.0, 0.2])
+
+
+def test_schedule_free_is_scored_at_its_average():
+  steps, lr = 12, 0.05
+  result = optix.tools.compare(PARAMS, loss_fn, batches, steps=steps, trials=1, seeds=(0,),
+                               optimizers=["adamw", "schedule_free_adamw"],
+                               learning_rates={"schedule_free_adamw": lr}, progress=False)
+  run, = [r for r in result.runs.values() if r["optimizer"] == "schedule_free_adamw"]
+  # By hand: a 5% warmup (1 step) then constant; the loss of each batch at x before the step.
+  tx = optix.schedule_free_adamw(optix.warmup_constant_schedule(0.0, lr, 1))
+  p, state, it, expected = PARAMS, tx.init(PARAMS), batches(0), []
+  for _ in range(steps):
+    batch = next(it)
+    expected.append(float(loss_fn(optix.schedule_free_eval_params(state, p), batch)))
+    updates, state = tx.update(jax.grad(loss_fn)(p, batch), state, p)
+    p = optix.apply_updates(p, updates)
+  np.testing.assert_allclose(run["losses"], expected, rtol=1e-5)
 
 
 def test_curves_targets_and_divergence():

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -41,32 +41,50 @@ from optix import _base, _validate
 from optix.tools.memory import state_memory
 
 
+class _Named(NamedTuple):
+  lr: float                                 # the grid's default centre
+  make: Callable[[Any], Any]                # learning rate (or schedule) -> tx
+  schedule: Optional[str] = None            # overrides ``compare``'s schedule for this one
+  eval_params: Optional[Callable] = None    # (state, params) -> the params to score
+
+
 def _named():
-  """name -> (default learning rate, ``lr -> tx``): library defaults, one LR knob each."""
+  """name -> :class:`_Named`: library defaults, one LR knob each."""
   import optix  # the public aliases (a late import: optix imports this package)
   return {
-      "adamw": (3e-3, optix.adamw),
-      "adam": (3e-3, optix.adam),
-      "nadamw": (3e-3, optix.nadamw),
-      "lion": (3e-4, optix.lion),
-      "sgd": (0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
+      "adamw": _Named(3e-3, optix.adamw),
+      "adam": _Named(3e-3, optix.adam),
+      "nadamw": _Named(3e-3, optix.nadamw),
+      "lion": _Named(3e-4, optix.lion),
+      "sgd": _Named(0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
       # Both sides share one AdamW-sized learning rate (Liu et al. 2025, arXiv 2502.16982).
-      "muon": (3e-3, lambda lr: optix.muon(
+      "muon": _Named(3e-3, lambda lr: optix.muon(
           lr, consistent_rms=0.2, adam_nesterov=False,
           muon_weight_dimension_numbers=optix.transforms.muon.flax_dimension_numbers())),
-      "adafactor": (1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
-      "adamw8bit": (3e-3, optix.adamw8bit),
-      "lamb": (3e-3, optix.lamb),
-      "soap": (3e-3, optix.soap),
-      "shampoo": (3e-3, optix.shampoo),
+      "adafactor": _Named(1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
+      "adamw8bit": _Named(3e-3, optix.adamw8bit),
+      "lamb": _Named(3e-3, optix.lamb),
+      "ademamix": _Named(3e-3, optix.ademamix),
+      "mars_adamw": _Named(3e-3, optix.mars_adamw),
+      "soap": _Named(3e-3, optix.soap),
+      "shampoo": _Named(3e-3, optix.shampoo),
+      "psgd_kron": _Named(1e-3, optix.psgd_kron),
+      # The learning rate multiplies Prodigy's own step-size estimate: 1 is the method.
+      "prodigy": _Named(1.0, optix.prodigy),
+      # A warmup, then constant (no decay: the averaging replaces it); scored at the average x.
+      "schedule_free_adamw": _Named(2.5e-3, optix.schedule_free_adamw, "warmup_constant",
+                                    optix.schedule_free_eval_params),
   }
 
 
 NAMES = ("adamw", "adam", "nadamw", "lion", "sgd", "muon", "adafactor", "adamw8bit", "lamb",
-         "soap", "shampoo")
+         "ademamix", "mars_adamw", "soap", "shampoo", "psgd_kron", "prodigy",
+         "schedule_free_adamw")
+SCHEDULES = ("cosine", "wsd", "constant", "warmup_constant")
 
 
 def _schedule(kind, peak, steps):
+  """The learning rate over ``steps``: ``peak`` × a unit-peak shape, so ``peak`` may be traced."""
   from optix import schedules
   if callable(kind):
     return kind(peak, steps)
@@ -74,13 +92,17 @@ def _schedule(kind, peak, steps):
     return peak
   warmup = max(steps // 20, 1)
   if kind == "cosine":
-    return schedules.warmup_cosine_decay_schedule(0.0, peak, warmup, max(steps, warmup + 1),
-                                                  peak * 0.1)
-  return schedules.wsd_schedule(peak, warmup, steps, max(steps // 5, 1), peak * 0.01)
+    shape = schedules.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(steps, warmup + 1), 0.1)
+  elif kind == "warmup_constant":
+    shape = schedules.warmup_constant_schedule(0.0, 1.0, warmup)
+  else:
+    shape = schedules.wsd_schedule(1.0, warmup, steps, max(steps // 5, 1), 0.01)
+  return lambda count: peak * shape(count)
 
 
 def _resolve(optimizers, learning_rates, default_lr):
-  """-> {label: (center lr, factory)}, with errors in the caller's words."""
+  """-> {label: _Named(center lr, factory, schedule, eval_params)}, with errors in the caller's
+  words."""
   if isinstance(optimizers, str) or callable(optimizers):
     optimizers = [optimizers]
   if not isinstance(optimizers, dict):
@@ -97,7 +119,7 @@ def _resolve(optimizers, learning_rates, default_lr):
   named = _named()
   out = {}
   for label, spec in optimizers.items():
-    center = None
+    center, extra = None, {}
     if isinstance(spec, tuple):
       if len(spec) != 2 or not callable(spec[0]):
         raise ValueError(f"optimizers[{label!r}] must be a name, a factory lr -> tx, or "
@@ -108,13 +130,15 @@ def _resolve(optimizers, learning_rates, default_lr):
       if spec not in named:
         raise ValueError(f"optimizers: unknown name {spec!r}; choose from {list(NAMES)} "
                          f"or pass a factory lr -> GradientTransformation")
-      center, spec = center or named[spec][0], named[spec][1]
+      entry = named[spec]
+      center, spec = center or entry.lr, entry.make
+      extra = dict(schedule=entry.schedule, eval_params=entry.eval_params)
     elif not callable(spec):
       raise ValueError(f"optimizers[{label!r}] must be a name or a factory lr -> tx, "
                        f"got {type(spec).__name__}")
     center = learning_rates.get(label, center or default_lr)
     _validate.positive(f"learning_rates[{label!r}]", center)
-    out[label] = (float(center), spec)
+    out[label] = _Named(float(center), spec, **extra)
   unknown = set(learning_rates) - set(out)
   if unknown:
     raise ValueError(f"learning_rates names {sorted(unknown)}, which are not among the "
@@ -240,7 +264,11 @@ def _stepper(factory, schedule, steps, loss_fn):
   return get
 
 
-def _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every, label, seed):
+def _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every, label, seed,
+           score=None):
+  """One run. ``score(params, state, batch)``, when given, is the loss recorded in place of the
+  step's own (e.g. at schedule-free's average): computed before the step, outside its timing;
+  ``evaluate(params, state)`` is the held-out loss."""
   params = jax.tree.map(jnp.array, params)  # a copy of the caller's arrays: safe to donate
   state = jax.jit(tx.init)(params)  # fresh, distinct buffers
   it = iter(batches(seed))
@@ -256,14 +284,15 @@ def _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_ever
       if shape != ():
         raise ValueError(f"loss_fn must return a scalar, got shape {shape}")
       step = stepper(lr, params, state, batch)
+    scored = None if score is None else float(score(params, state, batch))  # before donation
     t0 = time.perf_counter()
     params, state, loss = step(params, state, batch)
     loss = float(loss)  # blocks: the time covers the whole step
     times.append(time.perf_counter() - t0)
-    losses.append(loss)
+    losses.append(loss if scored is None else scored)
     if evaluate is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
       eval_steps.append(i + 1)
-      eval_losses.append(float(evaluate(params)))
+      eval_losses.append(float(evaluate(params, state)))
     if not math.isfinite(loss) or (eval_losses and not math.isfinite(eval_losses[-1])):
       diverged = True
       break
@@ -357,7 +386,10 @@ def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
     lr_ratio: the grid's spacing (> 1).
     default_lr: the center for factories given without one.
     schedule: ``"cosine"`` (5% warmup, decay to 0.1× peak; the default, as most
-      runs are scheduled), ``"wsd"``, ``"constant"``, or ``(peak, steps) -> schedule``.
+      runs are scheduled), ``"wsd"``, ``"constant"``, ``"warmup_constant"`` (5%
+      warmup), or ``(peak, steps) -> schedule``. A named schedule-free optimizer
+      always gets ``"warmup_constant"`` and is scored at its average ``x``
+      (:func:`optix.schedule_free_eval_params`), as its users would evaluate it.
     eval_fn: ``eval_fn(params) -> scalar`` (e.g. a validation loss); when given,
       curves and targets use it, every ``eval_every`` steps (default ``steps // 20``).
     callback: called with each finished run's record, after it is saved.
@@ -375,8 +407,8 @@ def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
            ([seeds] if isinstance(seeds, int) else list(seeds))]
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"seeds must be one or more distinct integers, got {seeds}")
-  if not (callable(schedule) or schedule in ("cosine", "wsd", "constant")):
-    raise ValueError(f"schedule must be 'cosine', 'wsd', 'constant' or (peak, steps) -> "
+  if not (callable(schedule) or schedule in SCHEDULES):
+    raise ValueError(f"schedule must be one of {list(SCHEDULES)} or (peak, steps) -> "
                      f"schedule, got {schedule!r}")
   if eval_fn is not None:
     eval_every = _validate.integer("eval_every", eval_every, 0) or max(steps // 20, 1)
@@ -389,25 +421,37 @@ def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
   runs = _load(out, config)
   init = init_params if callable(init_params) else (lambda seed: init_params)
   window = max(1, steps // 20)
-  grids = {label: grid(center, trials, lr_ratio) for label, (center, _) in specs.items()}
+  grids = {label: grid(spec.lr, trials, lr_ratio) for label, spec in specs.items()}
   bar = _Progress(len(specs) * (trials + len(seeds) - 1), progress)
 
   counted, steppers = set(), {}
-  evaluate = jax.jit(eval_fn) if eval_fn is not None else None
+  plain_eval = None if eval_fn is None else jax.jit(lambda p, state: eval_fn(p))
+
+  def scorers(point):
+    """(training-loss scorer or None, held-out evaluator or None) at ``point(state, params)``."""
+    if point is None:
+      return None, plain_eval
+    return (jax.jit(lambda p, state, batch: loss_fn(point(state, p), batch)),
+            None if eval_fn is None else jax.jit(lambda p, state: eval_fn(point(state, p))))
 
   def run(label, lr, seed):
     key = _key(label, lr, seed)
     if key not in runs:
-      tx = specs[label][1](_schedule(schedule, lr, steps))
+      spec = specs[label]
+      kind = spec.schedule or schedule
+      tx = spec.make(_schedule(kind, lr, steps))
       if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(f"optimizers[{label!r}] must return a GradientTransformation (init, "
                          f"update), got {type(tx).__name__}")
       params = init(seed)
       if label not in steppers:
-        steppers[label] = _stepper(specs[label][1], schedule, steps, loss_fn)
-      rec = _train(tx, steppers[label], lr, params, loss_fn, batches, steps, evaluate,
-                   eval_every, label, seed)
-      rec.update(lr=lr, state_bytes=state_memory(tx, params).total_bytes)
+        steppers[label] = (_stepper(spec.make, kind, steps, loss_fn), *scorers(spec.eval_params))
+      stepper, score, evaluate = steppers[label]
+      t0 = time.perf_counter()
+      rec = _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every,
+                   label, seed, score)
+      rec.update(lr=lr, state_bytes=state_memory(tx, params).total_bytes,
+                 wall_s=time.perf_counter() - t0)
       runs[key] = rec
       _save(out, config, runs)
       if callback is not None:
