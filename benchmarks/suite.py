@@ -9,8 +9,8 @@ workloads on which optimizer ``o`` reaches the target within ``τ`` × the faste
 to 4; a workload not solved counts as never. Writes ``suite.md`` (all tables) and
 ``profiles.png`` to ``--out``; finished runs are kept there, so an interrupted suite resumes.
 
-    python -m benchmarks.suite --out out/bench            # make bench
-    python -m benchmarks.suite --quick --out out/bench-quick   # make bench-quick
+    python -m benchmarks.suite --out out/bench5            # make bench
+    python -m benchmarks.suite --quick --out out/bench5-quick   # make bench-quick
 """
 
 import argparse
@@ -53,15 +53,15 @@ def profile_table(prof: dict, taus=TAUS) -> str:
 
 
 def ratio_table(times: dict, baseline: str = "adamw") -> str:
-  opts = sorted({o for row in times.values() for o in row})
-  lines = ["| workload | " + " | ".join(opts) + " |", "|---|" + "---|" * len(opts)]
-  for w, row in times.items():
-    base = row.get(baseline)
+  """One row per optimizer (in the order first met), one column per workload."""
+  opts = list(dict.fromkeys(o for row in times.values() for o in row))
+  lines = ["| optimizer | " + " | ".join(times) + " |", "|---|" + "---|" * len(times)]
+  for o in opts:
     cells = []
-    for o in opts:
-      t = row.get(o)
+    for row in times.values():
+      t, base = row.get(o), row.get(baseline)
       cells.append("not reached" if t is None else (f"{t / base:.2f}" if base else "—"))
-    lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    lines.append(f"| {o} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -69,13 +69,19 @@ def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for i, (o, row) in enumerate(sorted(prof.items())):
-    ax.step(taus, row, where="post", color=f"C{i}", label=o, lw=2.2 - 0.3 * i,
-            ls=("-", "--", "-.", ":")[i % 4])  # ties overlap: styles keep each line visible
+  fig, ax = plt.subplots(figsize=(7.5, 4))
+  ranked = sorted(prof.items(), key=lambda kv: -sum(kv[1]))  # the legend lists the best first
+  tab20 = plt.get_cmap("tab20")
+  colors = [tab20(k) for k in range(0, 20, 2)] + [tab20(k) for k in range(1, 20, 2)]  # dark first
+  for i, (o, row) in enumerate(ranked):
+    # Ties would hide each other: each line is shifted by a hair and drawn in its own style.
+    shift = (i - (len(ranked) - 1) / 2) * 0.006
+    ax.step(taus, np.asarray(row) + shift, where="post", color=colors[i % 20], label=o, lw=1.8,
+            ls=("-", "--", "-.", ":")[i % 4])
   ax.set(xlabel="τ (time to target ÷ the fastest optimizer's)", ylabel="fraction of workloads",
-         title="performance profiles", ylim=(-0.03, 1.03), xlim=(taus[0], taus[-1]))
-  ax.legend(fontsize=8)
+         title="performance profiles (ties shifted apart slightly)", ylim=(-0.06, 1.06),
+         xlim=(taus[0], taus[-1]))
+  ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
@@ -96,28 +102,35 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help=f"only {', '.join(workloads.QUICK)}")
   parser.add_argument("--workloads", default="", help="comma-separated subset")
   parser.add_argument("--optimizers", default=",".join(workloads.OPTIMIZERS))
-  parser.add_argument("--trials", type=int, default=3)
+  parser.add_argument("--trials", type=int, default=5)
   parser.add_argument("--seeds", type=int, default=2)
-  parser.add_argument("--out", default="out/bench")
+  parser.add_argument("--out", default="out/bench5")
   args = parser.parse_args(argv)
   names = (args.workloads.split(",") if args.workloads
            else workloads.QUICK if args.quick else workloads.NAMES)
-  start = time.perf_counter()
-  sections, times = [], {}
+  start, cpu = time.perf_counter(), time.process_time()
+  sections, times, steps, edges = [], {}, {}, []
   for name in names:
     w = workloads.load(name, args.quick)
     result = workloads.run(w, args.optimizers.split(","), args.trials, tuple(range(args.seeds)),
                            args.out)
     result.plot(os.path.join(args.out, f"{name}.png"), title=name)
     times[name] = {o: s["time_to_target_s"] for o, s in result.summary.items()}
+    steps[name] = {o: s["steps_to_target"] for o, s in result.summary.items()}
+    edges += [f"{o} on {name}" for o, s in result.summary.items() if s["edge"]]
     sections.append(f"### {name}\n\n{w.description}; {w.steps} steps.\n\n{result.table()}\n")
     print(sections[-1], flush=True)
   prof = profiles(times)
   report = "\n".join([
       f"Machine: {machine()}. {args.trials} learning rates per optimizer, {args.seeds} seeds for "
-      f"the chosen one; this invocation {time.perf_counter() - start:.0f} s (runs found in --out "
-      "are not rerun).\n",
+      f"the chosen one; this invocation {time.perf_counter() - start:.0f} s of wall-clock time, "
+      f"{time.process_time() - cpu:.0f} s of CPU time (runs found in --out are not rerun).\n",
       "### Time to target ÷ tuned AdamW's (lower is better)\n", ratio_table(times), "",
+      "### Steps to target ÷ tuned AdamW's (the same, without the cost of a step)\n",
+      ratio_table(steps), "",
+      f"Learning rates chosen at the edge of their grid: {len(edges)} of "
+      f"{sum(len(row) for row in times.values())}" + (f" ({', '.join(edges)})." if edges else "."),
+      "",
       "### Performance profiles (fraction of workloads within τ × the fastest)\n",
       profile_table(prof), "", *sections])
   os.makedirs(args.out, exist_ok=True)
