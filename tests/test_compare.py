@@ -200,3 +200,16 @@ def test_compare_own_model_example_runs(tmp_path):
                         timeout=600, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "| muon |" in proc.stdout and (tmp_path / "out" / "own_model.png").stat().st_size > 10_000
+
+
+def test_suite_smoke_on_one_workload(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(str(ROOT))
+  from benchmarks import suite, workloads
+  w = workloads.load("least_squares", quick=True)
+  for o in workloads.OPTIMIZERS:  # every suite optimizer is named in compare and has a centre
+    assert o in sys.modules["optix.tools.compare"].NAMES and workloads.centre(w, o) > 0
+  suite.main(["--workloads", "least_squares", "--quick", "--trials", "1", "--seeds", "1",
+              "--optimizers", "adamw,schedule_free_adamw", "--out", str(tmp_path)])
+  report = (tmp_path / "suite.md").read_text()
+  assert "| schedule_free_adamw |" in report and "at the edge of their grid: 0 of 2" in report
+  assert (tmp_path / "profiles.png").stat().st_size > 10_000

@@ -46,7 +46,7 @@ def workload(quick: bool = False) -> Workload:
   return Workload("digits_cnn", "conv16-conv32/2-avgpool-linear on 8×8 sklearn digits, batch 64, "
                   "held-out cross-entropy", init, lambda p, b: _xent(p, *b), batches,
                   steps=150 if quick else 300,
-                  learning_rates={"adamw": 1e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
+                  learning_rates={"adamw": 3e-2, "lion": 3e-3, "muon": 3e-2, "soap": 1e-2,
                                   "sgd": 0.1},
                   eval_fn=lambda p: _xent(p, val_x, val_y))
 

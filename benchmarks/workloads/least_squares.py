@@ -37,7 +37,7 @@ def workload(quick: bool = False, kappa: float = 1e3, n: int = 512, d: int = 32,
   return Workload("least_squares", f"X W = Y, {n}×{d} → {k}, condition number {kappa:g}, "
                   "full batch", init, loss_fn, batches, steps=150 if quick else 300,
                   learning_rates={"adamw": 1.0, "lion": 0.1, "muon": 0.3, "soap": 0.1,
-                                  "sgd": 0.3})
+                                  "sgd": 0.3, "psgd_kron": 0.1, "ademamix": 3.0, "prodigy": 3.0})
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def workload(quick: bool = False, noise: float = 0.3, hidden: int = 128) -> Work
   return Workload("noisy_labels", f"64-{hidden}-10 tanh MLP, digits, {noise:.0%} random "
                   "training labels, clean held-out cross-entropy, batch 64", init, loss_fn,
                   batches, steps=200 if quick else 400,
-                  learning_rates={"adamw": 1e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
-                                  "sgd": 0.3},
+                  learning_rates={"adamw": 3e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
+                                  "sgd": 0.3, "adafactor": 1e-2, "prodigy": 3.0},
                   eval_fn=lambda p: _xent(p, val_x, val_y))
 
 
