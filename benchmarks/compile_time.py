@@ -34,6 +34,8 @@ OPTIMIZERS = {
     "shampoo": lambda: optix.shampoo(1e-3),
     "soap": lambda: optix.soap(1e-3),
     "muon": lambda: optix.muon(0.02, adam_learning_rate=1e-3),
+    # one Newton–Schulz computation per exact shape (the default pads nearby shapes to one)
+    "muon_unpadded": lambda: optix.muon(0.02, adam_learning_rate=1e-3, pad_shapes=False),
     "psgd_kron": lambda: optix.psgd_kron(1e-3),
 }
 

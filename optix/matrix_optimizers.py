@@ -92,7 +92,7 @@ def muon(learning_rate: _base.ScalarOrSchedule,
          consistent_rms: Optional[float] = None,
          adam_mask: AdamMask = None, adam_eps: Optional[float] = None,
          adam_nesterov: Optional[bool] = None, shape_scaling: bool = True,
-         compute_dtype=None, pad_shapes: bool = False, mesh=None,
+         compute_dtype=None, pad_shapes: bool = True, mesh=None,
          axis="data") -> _base.GradientTransformation:
   r"""Muon (Jordan et al. 2024) for matrices, AdamW for everything else (``optax.contrib.muon``).
 
@@ -171,9 +171,10 @@ def muon(learning_rate: _base.ScalarOrSchedule,
       raises ``ValueError``.
     compute_dtype: (optix) Newton–Schulz matmul operand dtype (``jnp.bfloat16``:
       the usual accelerator setting); None: the iterate's dtype (optax's numbers).
-    pad_shapes: (optix) zero-pad matrices to a ladder of standard shapes so nearby
-      shapes share one Newton–Schulz computation (fewer to compile; exact up to
-      float rounding, up to 1.5³× the flops); False. See :func:`optix.scale_by_muon`.
+    pad_shapes: (optix) zero-pad matrices of nearby shapes to one standard shape so
+      they share one Newton–Schulz computation (fewer to compile; exact up to float
+      rounding; a side grows by less than 2× up to 128, by at most 127 above); True. False: one computation
+      per exact shape. See :func:`optix.scale_by_muon`.
     mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
     axis: (optix) the mesh axis (or axes) of that split; "data".
 

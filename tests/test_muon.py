@@ -495,22 +495,32 @@ def test_bf16_params_keep_float32_momentum():
 @pytest.mark.parametrize("precond,eps", [("frobenius", 1e-8), ("spectral", 1e-8), ("aol", 0.0),
                                          ("schatten", 1e-8)])
 def test_padding_to_standard_shapes_is_exact_and_shares_stacks(precond, eps):
-  """pad_shapes: nearby shapes share one zero-padded stack (fewer Newton–Schulz computations
-  to compile) and give the unpadded updates to float32 rounding ("aol" with eps = 0: the
-  zero padding rows stay zero)."""
-  shapes = {"a": (5, 7), "b": (6, 8), "c": (7, 5), "d": (9, 12), "e": (11, 12), "f": (4, 4)}
+  """pad_shapes (the default): nearby shapes share one zero-padded stack (fewer Newton–Schulz
+  computations to compile) and give the unpadded updates to float32 rounding ("aol" with
+  eps = 0: the zero padding rows stay zero); a shape whose padded shape no other shape shares
+  keeps its own, and a one-leaf tree is the unpadded step bit for bit."""
+  shapes = {"a": (5, 7), "b": (6, 8), "c": (7, 5), "d": (9, 12), "e": (11, 12), "f": (4, 4),
+            "g": (17, 20)}
   params = {k: jax.random.normal(jax.random.key(20 + i), s) for i, (k, s) in
             enumerate(shapes.items())}
-  assert optix.transforms.muon.padded_shape((5, 7)) == (6, 8)
-  plain = optix.scale_by_muon(preconditioning=precond, eps=eps)
-  padded = optix.scale_by_muon(preconditioning=precond, eps=eps, pad_shapes=True)
+  pad = optix.transforms.muon.padded_shape
+  assert pad((5, 7)) == (8, 8) and pad((13, 20)) == (16, 32) and pad((129, 300)) == (256, 384)
+  plain = optix.scale_by_muon(preconditioning=precond, eps=eps, pad_shapes=False)
+  padded = optix.scale_by_muon(preconditioning=precond, eps=eps)
   grads = optix.testing.random_like(jax.random.key(30), params)
   step = lambda tx: (lambda g: tx.update(g, tx.init(params))[0])
-  dots = lambda tx: sum(e.primitive.name == "dot_general"
-                        for e in jax.make_jaxpr(step(tx))(grads).eqns)
-  # groups (5,7) (6,8) (5,7)ᵀ (9,12) (11,12) (4,4) -> (6,8) (12,12) (4,4)
-  assert dots(plain) == 5 * 3 * 5 and dots(padded) == 3 * 3 * 5, (dots(plain), dots(padded))
+  eqns = lambda tx: jax.make_jaxpr(step(tx))(grads).eqns
+  dots = lambda tx: sum(e.primitive.name == "dot_general" for e in eqns(tx))
+  # groups (5,7) (6,8) (5,7)ᵀ (9,12) (11,12) (4,4) (17,20) -> (8,8) (16,16) (4,4) (17,20)
+  assert dots(plain) == 6 * 3 * 5 and dots(padded) == 4 * 3 * 5, (dots(plain), dots(padded))
+  assert not any(e.primitive.name == "pad" and e.outvars[0].aval.shape[1:] == (32, 32)
+                 for e in eqns(padded))  # (17, 20) alone: not padded
   want, got = jax.jit(step(plain))(grads), jax.jit(step(padded))(grads)
+  for k in ("f", "g"):  # alone in their stacks: the same computation
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  one = {"a": params["a"]}
+  one_step = lambda tx: jax.jit(lambda g: tx.update(g, tx.init(g))[0]["a"])(one)
+  np.testing.assert_array_equal(one_step(padded), one_step(plain))
   for k in params:
     assert got[k].shape == params[k].shape
     np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=k)

@@ -96,11 +96,12 @@ class Plan(NamedTuple):
 SMALL_BLOCK = 128  # powers of two up to it, multiples of it above (see the module docstring)
 
 
-def standard_size(b: int, block_size: int) -> int:
+def standard_size(b: int, block_size: Optional[int] = None) -> int:
   """The padded length of a preconditioned block of length ``b <= block_size``: the next power
-  of two up to :data:`SMALL_BLOCK`, the next multiple of it above, at most ``block_size``."""
+  of two up to :data:`SMALL_BLOCK`, the next multiple of it above, at most ``block_size``
+  (None: no cap)."""
   p = 1 << (b - 1).bit_length() if b <= SMALL_BLOCK else -(-b // SMALL_BLOCK) * SMALL_BLOCK
-  return max(b, min(p, block_size))
+  return max(b, p if block_size is None else min(p, block_size))
 
 
 def pad_plan(plan: Plan, block_size: int) -> Plan:

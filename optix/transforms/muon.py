@@ -28,6 +28,7 @@ from optax.contrib import MuonDimensionNumbers
 
 from optix import _base, _tree, _validate
 from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
+from optix.transforms.blocking import standard_size
 from optix.transforms.newton_schulz import (  # noqa: F401  (re-exported)
     DEFAULT_NS_COEFFS, DION_NS_COEFFS, NS_COEFFS_PRESETS, PRECONDITIONINGS,
     _iterate_dtype, _orthogonalize_stack, newton_schulz, ns_schedule)
@@ -187,19 +188,10 @@ def _shape_scale(view: _MatrixView, consistent_rms):
   return math.sqrt(max(view.fan_in, view.fan_out)) * consistent_rms
 
 
-def padded_size(d: int) -> int:
-  """The smallest size of the ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (``2^k`` and
-  ``3·2^(k-1)``) that is >= ``d``: at most 1.5× ``d``."""
-  p = 1
-  while True:
-    for size in (p, 3 * p // 2 if p >= 2 else p):
-      if size >= d:
-        return size
-    p *= 2
-
-
 def padded_shape(wide):
-  """``(m, n)`` rounded up to the ladder of :func:`padded_size` on both sides.
+  """``(m, n)`` with each side rounded up to its standard size
+  (:func:`optix.transforms.blocking.standard_size` without a cap: the next power of two up to
+  128, the next multiple of 128 above), as the blocks of Shampoo, SOAP and PSGD are.
 
   A matrix zero-padded to this shape orthogonalizes to its own result padded with zeros:
   :math:`X = [G, 0; 0, 0]` has :math:`X X^H = [G G^H, 0; 0, 0]` and the same Frobenius,
@@ -207,8 +199,7 @@ def padded_shape(wide):
   block structure (exact in exact arithmetic; in floating point the sums see extra zeros
   only). Distinct nearby shapes then share one stack, one compiled computation.
   """
-  m, n = wide
-  return (padded_size(m), padded_size(n))
+  return tuple(standard_size(d) for d in wide)
 
 
 def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
@@ -218,7 +209,8 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
   ``views[i]``; matrices are transposed to wide form, grouped by ``(m, n)``,
   concatenated to ``(B, m, n)``, orthogonalized in one call, then split and put
   back in each leaf's shape. ``pad``: matrices are zero-padded to
-  :func:`padded_shape` first, so nearby shapes share a group (and are sliced back after).
+  :func:`padded_shape` first where another shape pads to the same one, so nearby shapes
+  share a group (and are sliced back after).
   Leaves sharded on an Explicit mesh (FSDP) are not gathered: each device orthogonalizes the whole matrices it owns
   (``optix._sharding.map_owned``: one all-to-all there and one back) and the
   results come back in the leaf's layout.
@@ -249,11 +241,19 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
     parts = [results[u, j] for j in range(len(xs))]
     out[i] = parts[0] if len(parts) == 1 and views[i].count == 1 else (
         jnp.stack(parts).reshape(leaves[i].shape))
+  # A padded shape that only one exact shape maps to is not used: padding would add work
+  # and change roundings without sharing a computation.
+  rest = [i for i in range(len(views)) if out[i] is None]
+  key = lambda i, wide: (wide, jnp.dtype(leaves[i].dtype))
+  sharing = {}
+  for i in rest:
+    sharing.setdefault(key(i, padded_shape(views[i].wide)), set()).add(views[i].wide)
   groups = {}
-  for i, view in enumerate(views):
-    if out[i] is None:
-      wide = padded_shape(view.wide) if pad else view.wide
-      groups.setdefault((wide, jnp.dtype(leaves[i].dtype)), []).append(i)
+  for i in rest:
+    wide = padded_shape(views[i].wide) if pad else views[i].wide
+    if len(sharing.get(key(i, wide), ())) < 2:
+      wide = views[i].wide
+    groups.setdefault(key(i, wide), []).append(i)
   for ((pm, pn), _), members in groups.items():
     mats = []
     for i in members:
@@ -312,7 +312,7 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
                   preconditioning: str = "frobenius",
                   weight_dimension_numbers: Optional[WeightDimNumOrFn] = None,
                   shape_scaling: bool = False, consistent_rms: Optional[float] = None,
-                  compute_dtype=None, pad_shapes: bool = False, mesh=None, axis="data"
+                  compute_dtype=None, pad_shapes: bool = True, mesh=None, axis="data"
                   ) -> _base.GradientTransformation:
   r"""Muon's scaling: momentum, orthogonalized by Newton–Schulz (``optax.contrib.scale_by_muon``).
 
@@ -396,13 +396,18 @@ def scale_by_muon(ns_coeffs: Union[Sequence[float], Sequence[Sequence[float]], s
     compute_dtype: (optix) dtype of the Newton–Schulz matmul operands (e.g.
       ``jnp.bfloat16``, the usual choice on GPU/TPU); None: the iterate's
       dtype (optax's numbers). Accumulation is in the iterate's dtype.
-    pad_shapes: (optix) zero-pad every matrix's wide shape ``(m, n)`` up to the
-      ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (:func:`padded_shape`), so matrices of
-      nearby shapes share one batched Newton–Schulz computation: a model with many
-      distinct shapes compiles a few computations instead of one per shape. Exact in
-      exact arithmetic (the same numbers up to float rounding); up to 1.5³× the flops
-      of the padded matrices. False (one group per exact shape). Leaves sharded on an
-      Explicit mesh are not padded.
+    pad_shapes: (optix) zero-pad each side of a matrix's wide shape ``(m, n)`` to its
+      standard size, the next power of two up to 128 and the next multiple of 128 above
+      (:func:`padded_shape`), where a matrix of another shape pads to the same one, so
+      that nearby shapes share one batched Newton–Schulz computation; True: a model of
+      many distinct shapes compiles a few computations instead of one per shape (the
+      compile time of the matrix optimizers then stops growing with the number of
+      shapes). Exact in exact arithmetic, the same numbers up to float rounding. The
+      padded matrices cost more flops: a side grows by less than 2× up to 128 and by
+      at most 127 above, so large matrices are nearly free of it. A matrix whose padded
+      shape no other shape shares, and a tree of one shape, keep their shape (optax's
+      numbers bit for bit). False: one computation per exact shape. Leaves sharded on
+      an Explicit mesh are not padded.
     mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
     axis: (optix) the mesh axis (or tuple of axes) to split over; "data".
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from optix.transforms import blocking
 
-_NO_CAP = 1 << 62
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -40,7 +39,7 @@ def padded_size(n: int) -> int:
   Returns:
     An int >= ``n``.
   """
-  return blocking.standard_size(n, _NO_CAP)
+  return blocking.standard_size(n)
 
 
 class LeafLayout(NamedTuple):
