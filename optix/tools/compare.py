@@ -210,11 +210,14 @@ class CompareResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    tab20 = plt.get_cmap("tab20")
+    colors = [tab20(k) for k in range(0, 20, 2)] + [tab20(k) for k in range(1, 20, 2)]
     for i, (label, s) in enumerate(self.summary.items()):
+      style = dict(color=colors[i % 20], ls=("-", "--", "-.", ":")[(i // 10) % 4])
       x, y = s["curve"]
-      ax1.plot(x, y, color=f"C{i}", label=f"{label} (lr {s['lr']:.2g})")
+      ax1.plot(x, y, label=f"{label} (lr {s['lr']:.2g})", **style)
       lrs = sorted(s["sweep"])
-      ax2.plot(lrs, [min(s["sweep"][lr], 1e30) for lr in lrs], "o-", color=f"C{i}", label=label)
+      ax2.plot(lrs, [min(s["sweep"][lr], 1e30) for lr in lrs], marker="o", **style)
     ax1.axhline(self.target, color="0.4", ls=":", lw=1, label="target")
     finite = [v for s in self.summary.values() for v in np.asarray(s["curve"][1])
               if np.isfinite(v)]
@@ -227,8 +230,8 @@ class CompareResult:
             title="learning-rate sweep", yscale="log" if log else "linear")
     if finite:
       ax2.set_ylim(ax1.get_ylim())
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), fontsize=8, loc="center left",
+               bbox_to_anchor=(ax2.get_position().x1 + 0.01, 0.5))  # one legend, for both
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
