@@ -237,21 +237,24 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     stats = tuple(stats)
     masks = place(blocking_masks(plans, groups, dtype), owned)
 
-    # A basis that is not finite keeps the old one (refresh_by_shape's ``keep``).
+    # A basis that is not finite keeps the old one (refresh_by_shape's ``keep``). Only the
+    # group stacks of m and v go through the switch (the leaves without a basis do not move).
+    stacks = (tuple(new_mu[:at]), tuple(new_nu[:at]))
+
     def first():  # m and v are still zero: nothing to rotate
       new = refresh_by_shape(eigenbasis_eigh, stats, masks, mesh=mesh, axis=axis, owned=owned,
                              keep=old)
-      return tuple(q.astype(o.dtype) for q, o in zip(new, old)), new_mu, new_nu
+      return (tuple(q.astype(o.dtype) for q, o in zip(new, old)),) + stacks
 
     def refresh():
       new = refresh_by_shape(eigenbasis_power_qr, stats, old, masks, mesh=mesh, axis=axis,
                              owned=owned, keep=old)
       new = [q.astype(o.dtype) for q, o in zip(new, old)]
-      return (tuple(new),) + tuple(rotate_all(new_mu, new_nu, groups, old, new))
+      return (tuple(new),) + tuple(map(tuple, rotate_all(*stacks, groups, old, new)))
 
     branch = jnp.where(step == 0, 0, jnp.where(step % interval == 0, 1, 2))
-    bases, new_mu, new_nu = jax.lax.switch(branch, [first, refresh,
-                                                    lambda: (old, new_mu, new_nu)])
+    bases, gm, gv = jax.lax.switch(branch, [first, refresh, lambda: (old,) + stacks])
+    new_mu, new_nu = list(gm) + new_mu[at:], list(gv) + new_nu[at:]
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     moment = lambda xs: (tuple(xs[:at]), jax.tree.unflatten(treedef, xs[at:]))
     state = ScaleBySoapState(count, moment(new_mu), moment(new_nu), stats, bases)
