@@ -483,3 +483,32 @@ def test_trains_an_mlp_on_digits():
         f"adam {final_adam:.4f}")
   assert final_psgd < 0.1 * start
   assert final_psgd < 1.5 * final_adam
+
+
+_CPU_RUN = """
+import jax, optix
+shapes = {"a": (258, 197), "b": (161, 92), "c": (103, 27), "d": (37,), "e": (247,),
+          "conv": (3, 3, 47, 60)}
+params = {k: 0.01 * jax.random.normal(jax.random.key(i), s)
+          for i, (k, s) in enumerate(shapes.items())}
+tx = optix.psgd_kron(1e-3)
+state = tx.init(params)
+step = jax.jit(lambda p, s: tx.update(p, s, p))
+for _ in range(8):
+  updates, state = step(params, state)
+  jax.block_until_ready((updates, state))
+print("done")
+"""
+
+
+def test_no_deadlock_on_one_cpu_device():
+  """Regression: XLA's CPU runtime deadlocked (every thread idle) in the batched triangular
+  solve of the fit, under its ``lax.cond``, on one CPU device (this model hung at its second
+  step). A subprocess with a timeout, so a hang fails instead of blocking CI."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="")  # one device, as a user's script runs it
+  out = subprocess.run([sys.executable, "-c", _CPU_RUN], capture_output=True, text=True,
+                       timeout=120, env=env)
+  assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]

@@ -413,7 +413,7 @@ def apply_by_shape(fn: Callable, *stacks: Sequence[jax.Array], after: Any = None
     args = [jnp.concatenate([s[j] for j in idx]) if len(idx) > 1 else s[idx[0]] for s in stacks]
     if res is not None:
       args, _ = jax.lax.optimization_barrier((args, res))
-    res = _map_on_cpu(fn, args)
+    res = map_on_cpu(fn, args)
     cuts = list(np.cumsum([first[j].shape[0] for j in idx])[:-1])
     for j, r in zip(idx, jnp.split(res, cuts) if cuts else [res]):
       out[j] = r
@@ -502,7 +502,7 @@ def _refresh_owned(fn, stacks, mesh, axis, after, owned, extra):
     def body(*parts, local=local, k=len(consts)):
       parts, cs = parts[:len(parts) - k], parts[len(parts) - k:]
       args = [jnp.concatenate(p) if len(p) > 1 else p[0] for p in parts]
-      r = _map_on_cpu(lambda *a: fn(*a, *cs), args)
+      r = map_on_cpu(lambda *a: fn(*a, *cs), args)
       cuts = list(np.cumsum(local)[:-1])
       return jnp.split(r, cuts) if cuts else [r]
 
@@ -520,7 +520,11 @@ def _refresh_owned(fn, stacks, mesh, axis, after, owned, extra):
   return out
 
 
-def _map_on_cpu(fn, args):
+def map_on_cpu(fn, args):
+  """``fn`` on the stacks ``args`` (a sequence of ``(B, ...)`` arrays), on a CPU one matrix at
+  a time (``lax.map``): XLA's CPU runtime deadlocks when a batched LAPACK call (eigh, a
+  triangular solve) inside a ``lax.cond`` branch waits for its batch on the thread pool that
+  runs the branch; elsewhere ``fn(*args)``, batched."""
   if jax.default_backend() != "cpu":
     return fn(*args)
   return jax.lax.map(lambda xs: fn(*[x[None] for x in xs])[0], args)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.transforms import moments
+from optix.transforms import blocking, moments
 from optix.transforms.psgd_stacks import (
     apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
     real_scale, split, stack_noise, stacks_of, to_stack)
@@ -268,9 +268,14 @@ def _triangular_step(q, aa, bb, precond_lr):
 def _inverse_transposed(q):
   r""":math:`Q^{-\top}` of a batch of upper-triangular matrices: a triangular solve of the
   lower-triangular :math:`Q^\top` with ``I`` (handed to the solver as the transpose of ``q``,
-  the column-major matrix it expects: no copy of ``q`` in another layout)."""
-  eye = jnp.broadcast_to(jnp.eye(q.shape[-1], dtype=q.dtype), q.shape)
-  return jax.lax.linalg.triangular_solve(jnp.swapaxes(q, 1, 2), eye, left_side=True, lower=True)
+  the column-major matrix it expects: no copy of ``q`` in another layout). On a CPU one matrix
+  at a time (:func:`optix.transforms.blocking.map_on_cpu`: the batched solve deadlocks XLA's CPU
+  runtime under the fit's ``lax.cond``)."""
+  def solve(q):
+    eye = jnp.broadcast_to(jnp.eye(q.shape[-1], dtype=q.dtype), q.shape)
+    return jax.lax.linalg.triangular_solve(jnp.swapaxes(q, 1, 2), eye, left_side=True,
+                                           lower=True)
+  return blocking.map_on_cpu(solve, [q])
 
 
 def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
