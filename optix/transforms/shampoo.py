@@ -302,23 +302,18 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
-    # Preconditioned direction with the graft's per-layer norm. m̂ is stacked once per group;
-    # the direction's squares are summed in the stack (one reduction per group; the padding
-    # is zero), and so are the graft's where the group is not owned (an owned group's leaves
-    # sum where they are: their grafts stay put); one ratio per leaf (``pos``: a leaf's
-    # index into the ratios). It is computed at every step and selected from ``start`` on:
-    # before it the roots are the identity and the direction is finite. (Under a cond, the
-    # branch's copies of every leaf cost more compile time than these steps' matmuls.)
+    # Preconditioned direction with the graft's per-layer norm, all under the cond: a step
+    # before ``start`` stacks nothing but the gradient (for the statistics). m̂ is stacked
+    # once per group; the graft's squares are summed per leaf where the leaf is, and the
+    # direction's in the stack (one reduction per group; the padding is zero), one ratio per
+    # leaf (``pos``: a leaf's index into the ratios).
     pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
 
     def preconditioned():
       ds, d_sq, a_sq, it = [], [], [], iter(roots)
       for grp, own in zip(groups, owners):
         mb = gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp, own)
-        if own is None:
-          a_sq.append(sq_norms(gather(grafted, plans, grp), grp))
-        else:
-          a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
         d_sq.append(sq_norms(ds[-1], grp))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
@@ -329,8 +324,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
           out[j] = dj * ratio[pos[j]]
       return out
 
-    on = step >= start
-    out = [jnp.where(on, u, a) for u, a in zip(preconditioned(), grafted)]
+    out = jax.lax.cond(step >= start, preconditioned, lambda: grafted)
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleByShampooState(count, jax.tree.unflatten(treedef, mu),
                                 jax.tree.unflatten(treedef, nu), stats, roots)
