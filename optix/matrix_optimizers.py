@@ -173,8 +173,8 @@ def muon(learning_rate: _base.ScalarOrSchedule,
       the usual accelerator setting); None: the iterate's dtype (optax's numbers).
     pad_shapes: (optix) zero-pad matrices of nearby shapes to one standard shape so
       they share one Newton–Schulz computation (fewer to compile; exact up to float
-      rounding; a side grows by less than 2× up to 128, by at most 127 above); True. False: one computation
-      per exact shape. See :func:`optix.scale_by_muon`.
+      rounding; a side grows by less than 2× up to 128, by at most 127 above); True.
+      False: one computation per exact shape. See :func:`optix.scale_by_muon`.
     mesh: (optix) a ``jax.sharding.Mesh`` to split the Newton–Schulz work over; None.
     axis: (optix) the mesh axis (or axes) of that split; "data".
 
