@@ -270,9 +270,10 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     owners = [owners_of(g_leaves, plans, grp) for grp in groups]
     owned = per_statistic(groups, owners)
     place = lambda xs: [x if o is None else o.place(x) for x, o in zip(xs, owned)]
-    stats, it = [], iter(place(state.stats))
+    stats, it, xbs = [], iter(place(state.stats)), []
     for grp, own in zip(groups, owners):
       xb = gather(g, plans, grp, own)
+      xbs.append(xb)
       for i, use in enumerate(grp.precond):
         if use:
           stats.append(stat_update(next(it), xb, i, beta2))
@@ -302,11 +303,13 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
-    # Preconditioned direction with the graft's per-layer norm, all under the cond: a step
-    # before ``start`` stacks nothing but the gradient (for the statistics). m̂ is stacked
-    # once per group; the graft's squares are summed per leaf where the leaf is, and the
-    # direction's in the stack (one reduction per group; the padding is zero), one ratio per
-    # leaf (``pos``: a leaf's index into the ratios).
+    # Preconditioned direction with the graft's per-layer norm. Under the cond (a step before
+    # ``start`` stacks nothing but the gradient, for the statistics): m̂ stacked once per
+    # group, the direction's stacks and one ratio per leaf (``pos``: a leaf's index into the
+    # ratios); the graft's squares are summed per leaf where the leaf is, the direction's in
+    # the stack (one reduction per group; the padding is zero). Only the stacks and the
+    # ratios leave the cond (zeros before ``start``, shaped like the gradient's stacks): the
+    # leaves are cut from them outside it, so the branches do not carry every leaf.
     pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
 
     def preconditioned():
@@ -317,14 +320,17 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
         d_sq.append(sq_norms(ds[-1], grp))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
-      ratio = jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
-      out = list(grafted)
-      for grp, own, d in zip(groups, owners, ds):
-        for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
-          out[j] = dj * ratio[pos[j]]
-      return out
+      return tuple(ds), jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
 
-    out = jax.lax.cond(step >= start, preconditioned, lambda: grafted)
+    def not_yet():
+      return tuple(jnp.zeros_like(x) for x in xbs), jnp.zeros((len(pos),), dtype)
+
+    on = step >= start
+    ds, ratio = jax.lax.cond(on, preconditioned, not_yet) if groups else ((), None)
+    out = list(grafted)
+    for grp, own, d in zip(groups, owners, ds):
+      for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
+        out[j] = jnp.where(on, dj * ratio[pos[j]], grafted[j])
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleByShampooState(count, jax.tree.unflatten(treedef, mu),
                                 jax.tree.unflatten(treedef, nu), stats, roots)
