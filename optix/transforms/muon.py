@@ -246,13 +246,13 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
   rest = [i for i in range(len(views)) if out[i] is None]
   key = lambda i, wide: (wide, jnp.dtype(leaves[i].dtype))
   sharing = {}
-  for i in rest:
+  for i in rest if pad else ():
     sharing.setdefault(key(i, padded_shape(views[i].wide)), set()).add(views[i].wide)
   groups = {}
   for i in rest:
-    wide = padded_shape(views[i].wide) if pad else views[i].wide
-    if len(sharing.get(key(i, wide), ())) < 2:
-      wide = views[i].wide
+    wide = views[i].wide
+    if pad and len(sharing[key(i, padded_shape(wide))]) > 1:
+      wide = padded_shape(wide)
     groups.setdefault(key(i, wide), []).append(i)
   for ((pm, pn), _), members in groups.items():
     mats = []
