@@ -119,6 +119,24 @@ def test_schedules_take_a_traced_peak():
   assert [float(cosine(t)) for t in (0, 5, 100)] == pytest.approx([0.0, 2.0, 0.2])
 
 
+def test_every_named_optimizer_takes_a_schedule_and_steps():
+  compare_module = sys.modules["optix.tools.compare"]
+  named = compare_module._named()
+  assert list(named) == list(compare_module.NAMES)  # one list, in one order
+  params = {"w": jnp.full((4, 3), 0.3), "b": jnp.zeros(3)}
+  grads = jax.tree.map(lambda x: jnp.cos(x) + 0.1, params)
+  for name, entry in named.items():  # traced only (eval_shape): a real step of each is slow
+    tx = entry.make(compare_module._schedule(entry.schedule or "cosine", entry.lr, 20))
+    updates, _ = jax.eval_shape(lambda p, g, tx=tx: tx.update(g, tx.init(p), p), params, grads)
+    assert jax.tree.map(lambda u: (u.shape, u.dtype), updates) == jax.tree.map(
+        lambda p: (p.shape, p.dtype), params), name
+  # SM3, which optax builds from a Python float only, is SM3 at 1 times the learning rate.
+  for lr in (1e-2, 2e-2):
+    ours, ref = named["sm3"].make(lr), optix.sm3(lr)
+    np.testing.assert_allclose(ours.update(grads, ours.init(params), params)[0]["w"],
+                               ref.update(grads, ref.init(params), params)[0]["w"], rtol=1e-6)
+
+
 def test_schedule_free_is_scored_at_its_average():
   steps, lr = 12, 0.05
   result = optix.tools.compare(PARAMS, loss_fn, batches, steps=steps, trials=1, seeds=(0,),

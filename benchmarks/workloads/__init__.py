@@ -16,12 +16,31 @@ from typing import Any, Callable, Optional
 
 NAMES = ("least_squares", "digits_autoencoder", "noisy_labels", "digits_cnn", "gpt_stdlib")
 QUICK = ("least_squares", "digits_autoencoder", "noisy_labels")
-# Every family a user choosing an optimizer weighs: Adam and its variants, sign and momentum
-# methods, matrix preconditioners, memory-lean, schedule-free and parameter-free ones.
-OPTIMIZERS = ("adamw", "sgd", "lion", "muon", "soap", "shampoo", "psgd_kron", "adafactor",
-              "adamw8bit", "ademamix", "mars_adamw", "schedule_free_adamw", "prodigy")
-# Their learning rate multiplies a step size they estimate themselves: the centre stays put.
-SCALE_FREE = ("prodigy",)
+# Every optimizer of optix's that trains a model from its gradients alone (``tx.update(grads,
+# state, params)``), grouped as in ``optix.tools.compare.NAMES``: Adam and its variants, min-max,
+# layer-wise, AdaGrad-like, SGD and sign methods, matrix preconditioners, memory-lean,
+# parameter-free and schedule-free ones. Not here, as they need more than the gradient: K-FAC
+# (curvature statistics), L-BFGS (a line search on the loss), Sophia (Hessian estimates), MoMo and
+# Polyak SGD (the loss value); nor the wrappers of another optimizer (SAM, Lookahead), nor
+# optimistic_adam, which optax deprecates for optimistic_adam_v2.
+OPTIMIZERS = ("adamw", "adam", "nadam", "nadamw", "amsgrad", "radam", "adabelief", "acprop",
+              "yogi", "adamax", "adamaxw", "adan", "adopt", "cautious_adamw", "ademamix",
+              "simplified_ademamix", "mars_adamw", "optimistic_adam_v2",
+              "optimistic_gradient_descent", "lamb", "novograd", "lars", "fromage", "adagrad",
+              "rmsprop", "sm3", "madgrad", "adadelta", "sgd", "noisy_sgd", "lion",
+              "cautious_lion", "sign_sgd", "signum", "rprop", "muon", "soap", "shampoo",
+              "psgd_kron", "galore", "adafactor", "adamw8bit", "adam8bit", "prodigy",
+              "dadapt_adamw", "dog", "dowg", "cocob", "mechanize", "schedule_free_adamw",
+              "schedule_free_sgd")
+# The centre stays put: the learning rate multiplies a step size the method estimates itself
+# (parameter-free), is in the params' units (AdaDelta, Rprop's first step), or sets a step
+# relative to each layer's norm (LARS, Fromage).
+SCALE_FREE = ("prodigy", "dadapt_adamw", "dog", "dowg", "cocob", "mechanize", "adadelta",
+              "rprop", "lars", "fromage")
+# The centre follows this optimizer's on the workload (default: AdamW's): plain gradient steps
+# scale like SGD's, sign steps like Lion's.
+ANCHORS = {"noisy_sgd": "sgd", "optimistic_gradient_descent": "sgd", "schedule_free_sgd": "sgd",
+           "cautious_lion": "lion", "sign_sgd": "lion", "signum": "lion"}
 
 
 @dataclasses.dataclass
@@ -33,7 +52,8 @@ class Workload:
   batches: Callable[[int], Any]         # seed -> iterator of batches (same order per seed)
   steps: int
   # Grid centres; an optimizer not named here is centred at its library default × this
-  # workload's AdamW centre ÷ AdamW's default (the scale-free ones at their default).
+  # workload's centre of its anchor (AdamW's unless ``ANCHORS`` names another) ÷ the anchor's
+  # default (the scale-free ones at their default).
   learning_rates: dict = dataclasses.field(default_factory=dict)
   eval_fn: Optional[Callable[[Any], Any]] = None  # params -> held-out loss (targets use it)
 
@@ -51,8 +71,10 @@ def centre(w: Workload, optimizer: str) -> float:
   if optimizer in w.learning_rates:
     return w.learning_rates[optimizer]
   named = importlib.import_module("optix.tools.compare")._named()  # the module, not the function
-  scale = 1.0 if optimizer in SCALE_FREE else w.learning_rates["adamw"] / named["adamw"].lr
-  return named[optimizer].lr * scale
+  if optimizer in SCALE_FREE:
+    return named[optimizer].lr
+  anchor = ANCHORS.get(optimizer, "adamw")
+  return named[optimizer].lr * centre(w, anchor) / named[anchor].lr
 
 
 def run(w: Workload, optimizers=OPTIMIZERS, trials: int = 5, seeds=(0, 1),

@@ -48,38 +48,103 @@ class _Named(NamedTuple):
   eval_params: Optional[Callable] = None    # (state, params) -> the params to score
 
 
+def _times_schedule(make):
+  """``lr -> make(1) · lr`` for an optimizer whose learning rate must be a Python float (optax's
+  SM3): its step is linear in the learning rate, so the product is the optimizer at that
+  learning rate (or schedule), and the rate may be traced."""
+  import optix
+
+  def build(lr):
+    return optix.chain(make(1.0), optix.scale_by_schedule(lr) if callable(lr) else optix.scale(lr))
+  return build
+
+
 def _named():
   """name -> :class:`_Named`: library defaults, one LR knob each."""
   import optix  # the public aliases (a late import: optix imports this package)
+  sf_eval = optix.schedule_free_eval_params
   return {
+      # Adam and its variants.
       "adamw": _Named(3e-3, optix.adamw),
       "adam": _Named(3e-3, optix.adam),
+      "nadam": _Named(3e-3, optix.nadam),
       "nadamw": _Named(3e-3, optix.nadamw),
-      "lion": _Named(3e-4, optix.lion),
+      "amsgrad": _Named(3e-3, optix.amsgrad),
+      "radam": _Named(3e-3, optix.radam),
+      "adabelief": _Named(3e-3, optix.adabelief),
+      "acprop": _Named(3e-3, optix.acprop),
+      # Yogi's eps (1e-3) damps small gradients: its authors' learning rate is 1e-2.
+      "yogi": _Named(1e-2, optix.yogi),
+      "adamax": _Named(3e-3, optix.adamax),
+      "adamaxw": _Named(3e-3, optix.adamaxw),
+      "adan": _Named(3e-3, optix.adan),
+      "adopt": _Named(3e-3, optix.adopt),
+      "cautious_adamw": _Named(3e-3, optix.cautious_adamw),
+      "ademamix": _Named(3e-3, optix.ademamix),
+      # Its momentum sums gradients without (1 - b1): about 1/(1 - 0.99) = 100x Adam's step.
+      "simplified_ademamix": _Named(3e-5, optix.simplified_ademamix),
+      "mars_adamw": _Named(3e-3, optix.mars_adamw),
+      # Min-max methods (optax deprecates optimistic_adam for its v2).
+      "optimistic_adam_v2": _Named(3e-3, optix.optimistic_adam_v2),
+      "optimistic_gradient_descent": _Named(0.3, optix.optimistic_gradient_descent),
+      # Layer-wise normalised and trust-ratio methods.
+      "lamb": _Named(3e-3, optix.lamb),
+      "novograd": _Named(1e-2, optix.novograd),
+      # The step is about lr × 0.001 (trust coefficient) × 10 (momentum) of each layer's norm.
+      "lars": _Named(3.0, optix.lars),
+      "fromage": _Named(1e-2, optix.fromage),
+      # AdaGrad, RMSProp and their kin.
+      "adagrad": _Named(3e-2, optix.adagrad),
+      "rmsprop": _Named(1e-3, optix.rmsprop),
+      "sm3": _Named(3e-2, _times_schedule(optix.sm3)),
+      "madgrad": _Named(1e-2, optix.madgrad),
+      # Steps in the params' units: 1 is the method (its default).
+      "adadelta": _Named(1.0, optix.adadelta),
+      # SGD and sign methods.
       "sgd": _Named(0.1, lambda lr: optix.sgd(lr, momentum=0.9, nesterov=True)),
-      # Both sides share one AdamW-sized learning rate (Liu et al. 2025, arXiv 2502.16982).
+      "noisy_sgd": _Named(0.3, lambda lr: optix.noisy_sgd(lr, key=0)),
+      "lion": _Named(3e-4, optix.lion),
+      "cautious_lion": _Named(3e-4, optix.cautious_lion),
+      "sign_sgd": _Named(3e-4, optix.sign_sgd),
+      "signum": _Named(3e-4, optix.signum),
+      # The learning rate is Rprop's first step size, which it then adapts itself: no schedule.
+      "rprop": _Named(1e-3, optix.rprop, "constant"),
+      # Matrix methods. Both sides of Muon share one AdamW-sized learning rate (Liu et al.
+      # 2025, arXiv 2502.16982).
       "muon": _Named(3e-3, lambda lr: optix.muon(
           lr, consistent_rms=0.2, adam_nesterov=False,
           muon_weight_dimension_numbers=optix.transforms.muon.flax_dimension_numbers())),
-      "adafactor": _Named(1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
-      "adamw8bit": _Named(3e-3, optix.adamw8bit),
-      "lamb": _Named(3e-3, optix.lamb),
-      "ademamix": _Named(3e-3, optix.ademamix),
-      "mars_adamw": _Named(3e-3, optix.mars_adamw),
       "soap": _Named(3e-3, optix.soap),
       "shampoo": _Named(3e-3, optix.shampoo),
       "psgd_kron": _Named(1e-3, optix.psgd_kron),
-      # The learning rate multiplies Prodigy's own step-size estimate: 1 is the method.
+      "galore": _Named(3e-3, optix.galore),
+      # Memory-lean.
+      "adafactor": _Named(1e-2, lambda lr: optix.adafactor(lr, multiply_by_parameter_scale=False)),
+      "adamw8bit": _Named(3e-3, optix.adamw8bit),
+      "adam8bit": _Named(3e-3, optix.adam8bit),
+      # Parameter-free: the learning rate multiplies the method's own step-size estimate, so 1
+      # is the method.
       "prodigy": _Named(1.0, optix.prodigy),
+      "dadapt_adamw": _Named(1.0, optix.dadapt_adamw),
+      "dog": _Named(1.0, optix.dog),
+      "dowg": _Named(1.0, optix.dowg),
+      "cocob": _Named(1.0, optix.cocob),
+      # Mechanic learns the scale of Adam's step: Adam's peak learning rate 1 (its authors').
+      "mechanize": _Named(1.0, lambda lr: optix.mechanize(optix.adam(lr))),
       # A warmup, then constant (no decay: the averaging replaces it); scored at the average x.
       "schedule_free_adamw": _Named(2.5e-3, optix.schedule_free_adamw, "warmup_constant",
-                                    optix.schedule_free_eval_params),
+                                    sf_eval),
+      "schedule_free_sgd": _Named(1.0, optix.schedule_free_sgd, "warmup_constant", sf_eval),
   }
 
 
-NAMES = ("adamw", "adam", "nadamw", "lion", "sgd", "muon", "adafactor", "adamw8bit", "lamb",
-         "ademamix", "mars_adamw", "soap", "shampoo", "psgd_kron", "prodigy",
-         "schedule_free_adamw")
+NAMES = ("adamw", "adam", "nadam", "nadamw", "amsgrad", "radam", "adabelief", "acprop", "yogi",
+         "adamax", "adamaxw", "adan", "adopt", "cautious_adamw", "ademamix", "simplified_ademamix",
+         "mars_adamw", "optimistic_adam_v2", "optimistic_gradient_descent", "lamb", "novograd",
+         "lars", "fromage", "adagrad", "rmsprop", "sm3", "madgrad", "adadelta", "sgd", "noisy_sgd",
+         "lion", "cautious_lion", "sign_sgd", "signum", "rprop", "muon", "soap", "shampoo",
+         "psgd_kron", "galore", "adafactor", "adamw8bit", "adam8bit", "prodigy", "dadapt_adamw",
+         "dog", "dowg", "cocob", "mechanize", "schedule_free_adamw", "schedule_free_sgd")
 SCHEDULES = ("cosine", "wsd", "constant", "warmup_constant")
 
 
@@ -267,13 +332,32 @@ def _stepper(factory, schedule, steps, loss_fn):
   return get
 
 
-def _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every, label, seed,
-           score=None):
+def _initializer(factory, schedule, steps):
+  """``get(lr, tx) -> (params -> state)``: like :func:`_stepper`, one jitted ``init`` for every
+  learning rate (the peak an argument), or ``tx.init`` jitted per run where the factory needs a
+  concrete learning rate."""
+  shared = jax.jit(lambda p, lr: factory(_schedule(schedule, lr, steps)).init(p))
+  cache = {}
+
+  def get(lr, tx, params):
+    if "concrete" not in cache:
+      try:
+        shared.lower(params, jnp.float32(lr))
+        cache["concrete"] = False
+      except Exception:  # noqa: BLE001  (a real error resurfaces from tx.init)
+        cache["concrete"] = True
+    return jax.jit(tx.init) if cache["concrete"] else lambda p: shared(p, jnp.float32(lr))
+
+  return get
+
+
+def _train(init_state, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every, label,
+           seed, score=None):
   """One run. ``score(params, state, batch)``, when given, is the loss recorded in place of the
   step's own (e.g. at schedule-free's average): computed before the step, outside its timing;
   ``evaluate(params, state)`` is the held-out loss."""
   params = jax.tree.map(jnp.array, params)  # a copy of the caller's arrays: safe to donate
-  state = jax.jit(tx.init)(params)  # fresh, distinct buffers
+  state = init_state(params)  # fresh, distinct buffers
   it = iter(batches(seed))
   losses, times, eval_steps, eval_losses, diverged = [], [], [], [], False
   for i in range(steps):
@@ -427,7 +511,7 @@ def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
   grids = {label: grid(spec.lr, trials, lr_ratio) for label, spec in specs.items()}
   bar = _Progress(len(specs) * (trials + len(seeds) - 1), progress)
 
-  counted, steppers = set(), {}
+  counted, steppers, inits = set(), {}, {}
   plain_eval = None if eval_fn is None else jax.jit(lambda p, state: eval_fn(p))
 
   def scorers(point):
@@ -446,13 +530,16 @@ def compare(init_params: Any, loss_fn: Callable[[Any, Any], jax.Array],
       if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(f"optimizers[{label!r}] must return a GradientTransformation (init, "
                          f"update), got {type(tx).__name__}")
-      params = init(seed)
+      if seed not in inits:  # each run trains a copy
+        inits[seed] = init(seed)
+      params = inits[seed]
       if label not in steppers:
-        steppers[label] = (_stepper(spec.make, kind, steps, loss_fn), *scorers(spec.eval_params))
-      stepper, score, evaluate = steppers[label]
+        steppers[label] = (_stepper(spec.make, kind, steps, loss_fn),
+                           _initializer(spec.make, kind, steps), *scorers(spec.eval_params))
+      stepper, initializer, score, evaluate = steppers[label]
       t0 = time.perf_counter()
-      rec = _train(tx, stepper, lr, params, loss_fn, batches, steps, evaluate, eval_every,
-                   label, seed, score)
+      rec = _train(initializer(lr, tx, params), stepper, lr, params, loss_fn, batches, steps,
+                   evaluate, eval_every, label, seed, score)
       rec.update(lr=lr, state_bytes=state_memory(tx, params).total_bytes,
                  wall_s=time.perf_counter() - t0)
       runs[key] = rec
