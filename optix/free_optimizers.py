@@ -6,6 +6,8 @@ to tune. Each is a plain ``chain`` of pieces, optix's own transform (Prodigy:
 import math
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from optix import _base, _validate, schedules
@@ -187,8 +189,9 @@ def _dog_init_step(name, init_step):
   _positive_finite(f"{name}[1]", init_step[1])
 
 
-def _alias(fn, checks, doc, real_only=True):
-  return optax_alias(fn, fn.__name__, checks, doc, real_only=real_only, module=__name__)
+def _alias(fn, checks, doc, real_only=True, wrap=None):
+  return optax_alias(fn, fn.__name__, checks, doc, real_only=real_only, module=__name__,
+                     wrap=wrap)
 
 
 dog = _alias(optax.contrib.dog, dict(learning_rate=_lr, init_step=_dog_init_step, eps=_nonneg,
@@ -256,6 +259,24 @@ Args:
     one; None: all.
 """)
 
+def _keep_estimate_when_nothing_is_summed(tx):
+  """optax's D-Adaptation AdamW, except that its estimate d stays as it was on a step where the
+  estimate's denominator (the L1 norm of the weighted gradient sum s) is 0, as in the reference
+  PyTorch implementation; optax divides 0/0 there (a first step at a learning rate of 0, as in a
+  warmup from 0) and its d, and every update after it, is NaN. Other steps are optax's.
+
+  Args:
+    tx: ``optax.contrib.dadapt_adamw(...)``.
+  """
+  def update(updates, state, params=None, **extra_args):
+    updates, new_state = tx.update(updates, state, params, **extra_args)
+    summed = optax.tree.sum(jax.tree.map(jnp.abs, new_state.grad_sum))
+    estim_lr = jnp.where(summed == 0, state.estim_lr, new_state.estim_lr)
+    return updates, new_state._replace(estim_lr=estim_lr)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
 dadapt_adamw = _alias(optax.contrib.dadapt_adamw,
                       dict(learning_rate=_lr, betas=_validate.betas, eps=_nonneg,
                            estim_lr0=_validate.positive, weight_decay=_nonneg), r"""
@@ -276,7 +297,10 @@ Args:
   estim_lr0: the initial estimate :math:`d_0` > 0; 1e-6 (an underestimate: d
     only grows).
   weight_decay: decoupled decay rate λ >= 0; 0.
-""")
+
+On a step whose learning rate is 0 before any other (the first step of a warmup from 0) d
+stays as it was, as in the reference implementation; optax's estimate is 0/0 (NaN) there.
+""", wrap=_keep_estimate_when_nothing_is_summed)
 
 mechanize = _alias(optax.contrib.mechanize,
                    dict(weight_decay=_nonneg, eps=_nonneg, s_init=_validate.positive,

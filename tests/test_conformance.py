@@ -474,6 +474,9 @@ BEHAVIOUR_DIFFERENCES = {
     "prodigy": "a step whose d-estimate denominator ||s||_1 is 0 (a learning rate of 0, e.g. "
                "the first step of a warmup from 0) keeps d; optax divides 0/0, and its "
                "estimate, updates and state are NaN from then on",
+    "dadapt_adamw": "the same for D-Adaptation AdamW's estimate d: kept on a step whose "
+                    "denominator (the L1 norm of its weighted gradient sum) is 0; optax's is "
+                    "0/0 there and NaN from then on",
 }
 
 
@@ -523,6 +526,39 @@ def test_prodigy_matches_optax_when_no_rate_is_zero(kwargs):
   theirs, their_state = _prodigy_run(OPTAX, warmup(optax), **kwargs)
   for key in ("w", "b"):
     np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7, err_msg=key)
+  np.testing.assert_allclose(state.estim_lr, their_state.estim_lr, rtol=1e-6)
+
+
+def _dadapt_run(lib, schedule, steps=25, **kwargs):
+  tx = lib.dadapt_adamw(schedule, **kwargs)
+  p, path = initial_params(jnp.float32), []
+  state = tx.init(p)
+  for _ in range(steps):
+    u, state = jax.jit(tx.update)(grads(p), state, p)
+    p = optax.apply_updates(p, u)
+    path.append(p)
+  return path, state
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.1}], ids=["default", "decay"])
+def test_dadapt_adamw_keeps_its_estimate_at_a_zero_rate(kwargs):
+  assert "dadapt_adamw" in BEHAVIOUR_DIFFERENCES
+  warmup = lambda lib: lib.warmup_cosine_decay_schedule(0.0, 1.0, 5, 40)  # rate 0 at step 0
+  ours, state = _dadapt_run(optix, warmup(optix), **kwargs)
+  assert _all_finite((ours, state))
+  np.testing.assert_array_equal(ours[0]["w"], initial_params(jnp.float32)["w"])  # rate 0: no step
+  assert float(state.estim_lr) > 1e-6  # the estimate grows once the rate is > 0
+  assert float(loss(ours[-1])) < float(loss(initial_params(jnp.float32)))
+  theirs, their_state = _dadapt_run(optax.contrib, warmup(optax), **kwargs)
+  assert not _all_finite((theirs, their_state)), "optax no longer NaNs: drop the entry"
+
+
+def test_dadapt_adamw_matches_optax_when_no_rate_is_zero():
+  warmup = lambda lib: lib.warmup_cosine_decay_schedule(0.1, 1.0, 5, 40)
+  ours, state = _dadapt_run(optix, warmup(optix), weight_decay=0.1)
+  theirs, their_state = _dadapt_run(optax.contrib, warmup(optax), weight_decay=0.1)
+  for key in ("w", "b"):
+    np.testing.assert_allclose(ours[-1][key], theirs[-1][key], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(state.estim_lr, their_state.estim_lr, rtol=1e-6)
 
 

@@ -266,7 +266,7 @@ LR_READ_ELSEWHERE = {"rmsprop_centered_momentum",  # momentum after the learning
                      "schedule_free_sgd", "schedule_free_adamw",
                      "madgrad",  # dual averaging: x moves toward z (= x0 at a zero rate)
                      "rprop",  # the rate only seeds the per-coordinate step sizes kept in state
-                     "dadapt_adamw"}  # optax's d estimate is 0/0 (NaN) at a zero rate
+                     "dadapt_adamw"}  # momentum after the rate (m sums rate-scaled gradients)
 NO_INJECT = {
     "lbfgs": "no learning_rate: the step comes from the line search",
     "lbfgs_backtracking": "no learning_rate: the step comes from the line search",
