@@ -298,8 +298,10 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     def m_hat_of(m, x):
       return moments.nesterov_leaf(m, x, b1, c1, ahead) if nesterov else moments.debias_leaf(m, c1)
 
-    def graft_of(m_hat, v):
-      return m_hat / (jnp.sqrt(moments.debias_leaf(v, c2) if graft == "adam" else v) + graft_eps)
+    def graft_of(m_hat, v, padded=False):
+      den = jnp.sqrt(moments.debias_leaf(v, c2) if graft == "adam" else v) + graft_eps
+      # (the padding of a stack is 0 / 0 when graft_eps is 0; a real 0 / 0 has m = v = 0)
+      return m_hat / (jnp.where(den > 0, den, 1) if padded else den)
 
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
@@ -314,9 +316,13 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     def preconditioned():
       ds, d_sq, a_sq, it = [], [], [], iter(roots)
-      for grp, own in zip(groups, owners):
-        mb = gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp, own)
-        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+      for grp, own, xb in zip(groups, owners, xbs):
+        mb = m_hat_of(gather({j: mu[j] for j in grp.members}, plans, grp, own), xb)
+        if own is None:  # the graft's squares in the stack: a few fusions, not one per leaf
+          vb = gather({j: nu[j] for j in grp.members}, plans, grp)
+          a_sq.append(sq_norms(graft_of(mb, vb, padded=True), grp))
+        else:  # where the leaves are: no second all-to-all
+          a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
         d_sq.append(sq_norms(ds[-1], grp))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
