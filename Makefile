@@ -23,12 +23,12 @@ test-all: $(BIN)/activate
 	OPTIX_MATRIX_OUT=out/matrix.md $(BIN)/python -m pytest -n 2 -q -m "slow or not slow" tests
 
 # The optimizer suite (benchmarks/suite.py): every optimizer tuned with the same trials (5) on
-# each workload, time to tuned AdamW's loss, performance profiles; runs resume from out/bench5*.
+# each workload, time to tuned AdamW's loss, performance profiles; runs resume from out/bench6*.
 bench: $(BIN)/activate
-	$(BIN)/python -m benchmarks.suite --out out/bench5
+	$(BIN)/python -m benchmarks.suite --out out/bench6
 
 bench-quick: $(BIN)/activate
-	$(BIN)/python -m benchmarks.suite --quick --out out/bench5-quick
+	$(BIN)/python -m benchmarks.suite --quick --out out/bench6-quick
 
 # The lowest declared versions (ci/lowest.txt) in a second venv, on the tests that exercise the
 # dependencies' APIs (optax parity and wrappers, Flax NNX, chex, orbax checkpoints, the kernels built against the

@@ -8,14 +8,17 @@ workloads on which optimizer ``o`` reaches the target within ``τ`` × the faste
 (Dolan & Moré 2002, "Benchmarking optimization software with performance profiles"), τ from 1
 to 4; a workload not solved counts as never. Writes ``suite.md`` (all tables) and
 ``profiles.png`` to ``--out``; finished runs are kept there, so an interrupted suite resumes.
+Two workloads run side by side (``--jobs``), each in its own process; within a workload every
+optimizer runs in the same process, one after another, so they share its conditions.
 
-    python -m benchmarks.suite --out out/bench5            # make bench
-    python -m benchmarks.suite --quick --out out/bench5-quick   # make bench-quick
+    python -m benchmarks.suite --out out/bench6                 # make bench
+    python -m benchmarks.suite --quick --out out/bench6-quick   # make bench-quick
 """
 
 import argparse
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -77,7 +80,7 @@ def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
     # Ties would hide each other: each line is shifted by a hair and drawn in its own style.
     shift = (i - (len(ranked) - 1) / 2) * 0.006
     ax.step(taus, np.asarray(row) + shift, where="post", color=colors[i % 20], label=o, lw=1.8,
-            ls=("-", "--", "-.", ":")[i % 4])
+            ls=("-", "--", "-.", ":")[(i + i // 20) % 4])  # distinct for up to 80 lines
   ax.set(xlabel="τ (time to target ÷ the fastest optimizer's)", ylabel="fraction of workloads",
          title="performance profiles (ties shifted apart slightly)", ylim=(-0.06, 1.06),
          xlim=(taus[0], taus[-1]))
@@ -97,34 +100,73 @@ def machine() -> str:
           f" optax {optax.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}")
 
 
+def race(name: str, quick: bool, optimizers, trials: int, seeds: int, out: str,
+         progress: bool = True) -> dict:
+  """One workload's comparison (resumed from ``out``), its plot, and the numbers the suite
+  scores: run in a worker process when the suite runs workloads side by side."""
+  w = workloads.load(name, quick)
+  result = workloads.run(w, optimizers, trials, tuple(range(seeds)), out, progress)
+  result.plot(os.path.join(out, f"{name}.png"), title=name)
+  return {"times": {o: s["time_to_target_s"] for o, s in result.summary.items()},
+          "steps": {o: s["steps_to_target"] for o, s in result.summary.items()},
+          "edges": [f"{o} on {name}" for o, s in result.summary.items() if s["edge"]],
+          "section": f"### {name}\n\n{w.description}; {w.steps} steps.\n\n{result.table()}\n"}
+
+
+def _race_all(names, jobs, *args):
+  """``{name: race(name, *args)}``; with ``jobs`` > 1, that many workloads at a time, each in
+  its own process (on a CPU one workload's small steps use about one core), the later ones of
+  ``workloads.NAMES`` (the larger models) first."""
+  if jobs <= 1 or len(names) <= 1:
+    return {name: race(name, *args) for name in names}
+  import concurrent.futures
+  import multiprocessing
+  costliest_first = sorted(names, key=lambda n: -workloads.NAMES.index(n)
+                           if n in workloads.NAMES else 0)
+  done = {}
+  with concurrent.futures.ProcessPoolExecutor(
+      jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    futures = {pool.submit(race, name, *args, False): name for name in costliest_first}
+    for future in concurrent.futures.as_completed(futures):
+      done[futures[future]] = future.result()
+      print(f"{futures[future]} done", flush=True)
+  return {name: done[name] for name in names}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help=f"only {', '.join(workloads.QUICK)}")
   parser.add_argument("--workloads", default="", help="comma-separated subset")
-  parser.add_argument("--optimizers", default=",".join(workloads.OPTIMIZERS))
+  parser.add_argument("--optimizers", default="",
+                      help="comma-separated; default: all of workloads.OPTIMIZERS, or "
+                      "workloads.QUICK_OPTIMIZERS with --quick")
   parser.add_argument("--trials", type=int, default=5)
   parser.add_argument("--seeds", type=int, default=2)
-  parser.add_argument("--out", default="out/bench5")
+  parser.add_argument("--jobs", type=int, default=2,
+                      help="workloads run side by side, each in its own process")
+  parser.add_argument("--out", default="out/bench6")
   args = parser.parse_args(argv)
   names = (args.workloads.split(",") if args.workloads
            else workloads.QUICK if args.quick else workloads.NAMES)
+  optimizers = (args.optimizers.split(",") if args.optimizers
+                else workloads.QUICK_OPTIMIZERS if args.quick else workloads.OPTIMIZERS)
   start, cpu = time.perf_counter(), time.process_time()
-  sections, times, steps, edges = [], {}, {}, []
-  for name in names:
-    w = workloads.load(name, args.quick)
-    result = workloads.run(w, args.optimizers.split(","), args.trials, tuple(range(args.seeds)),
-                           args.out)
-    result.plot(os.path.join(args.out, f"{name}.png"), title=name)
-    times[name] = {o: s["time_to_target_s"] for o, s in result.summary.items()}
-    steps[name] = {o: s["steps_to_target"] for o, s in result.summary.items()}
-    edges += [f"{o} on {name}" for o, s in result.summary.items() if s["edge"]]
-    sections.append(f"### {name}\n\n{w.description}; {w.steps} steps.\n\n{result.table()}\n")
-    print(sections[-1], flush=True)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  raced = _race_all(names, args.jobs, args.quick, optimizers, args.trials, args.seeds, args.out)
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu_s = (time.process_time() - cpu + after.ru_utime + after.ru_stime - children.ru_utime
+           - children.ru_stime)
+  times = {name: r["times"] for name, r in raced.items()}
+  steps = {name: r["steps"] for name, r in raced.items()}
+  edges = [e for r in raced.values() for e in r["edges"]]
+  sections = [r["section"] for r in raced.values()]
+  print(*sections, sep="\n", flush=True)
   prof = profiles(times)
   report = "\n".join([
       f"Machine: {machine()}. {args.trials} learning rates per optimizer, {args.seeds} seeds for "
       f"the chosen one; this invocation {time.perf_counter() - start:.0f} s of wall-clock time, "
-      f"{time.process_time() - cpu:.0f} s of CPU time (runs found in --out are not rerun).\n",
+      f"{cpu_s:.0f} s of CPU time, {min(args.jobs, len(names))} workload(s) at a time (runs "
+      "found in --out are not rerun).\n",
       "### Time to target ÷ tuned AdamW's (lower is better)\n", ratio_table(times), "",
       "### Steps to target ÷ tuned AdamW's (the same, without the cost of a step)\n",
       ratio_table(steps), "",

@@ -220,14 +220,19 @@ def test_compare_own_model_example_runs(tmp_path):
   assert "| muon |" in proc.stdout and (tmp_path / "out" / "own_model.png").stat().st_size > 10_000
 
 
-def test_suite_smoke_on_one_workload(tmp_path, monkeypatch):
+def test_suite_smoke_on_two_workloads_side_by_side(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(ROOT))
   from benchmarks import suite, workloads
   w = workloads.load("least_squares", quick=True)
   for o in workloads.OPTIMIZERS:  # every suite optimizer is named in compare and has a centre
     assert o in sys.modules["optix.tools.compare"].NAMES and workloads.centre(w, o) > 0
-  suite.main(["--workloads", "least_squares", "--quick", "--trials", "1", "--seeds", "1",
-              "--optimizers", "adamw,schedule_free_adamw", "--out", str(tmp_path)])
+  assert set(workloads.QUICK_OPTIMIZERS) <= set(workloads.OPTIMIZERS)
+  # Two workloads side by side, each in its own process.
+  suite.main(["--workloads", "least_squares,noisy_labels", "--quick", "--trials", "1",
+              "--seeds", "1", "--optimizers", "adamw,schedule_free_adamw", "--jobs", "2",
+              "--out", str(tmp_path)])
   report = (tmp_path / "suite.md").read_text()
-  assert "| schedule_free_adamw |" in report and "at the edge of their grid: 0 of 2" in report
+  assert "| schedule_free_adamw |" in report and "at the edge of their grid: 0 of 4" in report
+  assert report.index("### least_squares") < report.index("### noisy_labels")  # NAMES order
   assert (tmp_path / "profiles.png").stat().st_size > 10_000
+  assert (tmp_path / "noisy_labels.png").stat().st_size > 10_000

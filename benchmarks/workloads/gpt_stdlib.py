@@ -50,7 +50,10 @@ def workload(quick: bool = False, context: int = 32, d: int = 32, layers: int = 
                   f"the Python stdlib, batch {batch}, validation cross-entropy", init, loss_fn,
                   batches, steps=150 if quick else 300,
                   learning_rates={"adamw": 1e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
-                                  "sgd": 0.3},
+                                  "sgd": 0.3,
+                                  # Moved 3x from an end of their grid in the first run with them.
+                                  "radam": 3e-2, "adamax": 3e-2, "adagrad": 0.3, "sign_sgd": 3e-3,
+                                  "adadelta": 3.0, "rprop": 3e-3, "cocob": 0.33, "mechanize": 3.0},
                   eval_fn=lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t))(val_batches)))
 
 

@@ -37,7 +37,13 @@ def workload(quick: bool = False, kappa: float = 1e3, n: int = 512, d: int = 32,
   return Workload("least_squares", f"X W = Y, {n}×{d} → {k}, condition number {kappa:g}, "
                   "full batch", init, loss_fn, batches, steps=150 if quick else 300,
                   learning_rates={"adamw": 1.0, "lion": 0.1, "muon": 0.3, "soap": 0.1,
-                                  "sgd": 0.3, "psgd_kron": 0.1, "ademamix": 3.0, "prodigy": 3.0})
+                                  "sgd": 0.3, "psgd_kron": 0.1, "ademamix": 3.0, "prodigy": 3.0,
+                                  # Moved 3x from an end of their grid in the first run with them.
+                                  "adam": 3.0, "amsgrad": 3.0, "radam": 3.0, "adabelief": 3.0,
+                                  "adamax": 3.0, "adamaxw": 3.0, "adan": 3.0, "adam8bit": 3.0,
+                                  "simplified_ademamix": 3.3e-3, "lamb": 0.33, "novograd": 1.1,
+                                  "rmsprop": 0.11, "sm3": 30.0, "fromage": 3e-2, "adadelta": 3.0,
+                                  "mechanize": 3.0, "dadapt_adamw": 3.0})
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ def workload(quick: bool = False, noise: float = 0.3, hidden: int = 128) -> Work
                   "training labels, clean held-out cross-entropy, batch 64", init, loss_fn,
                   batches, steps=200 if quick else 400,
                   learning_rates={"adamw": 3e-2, "lion": 1e-3, "muon": 1e-2, "soap": 1e-2,
-                                  "sgd": 0.3, "adafactor": 1e-2, "prodigy": 3.0},
+                                  "sgd": 0.3, "adafactor": 1e-2, "prodigy": 3.0,
+                                  # Moved 3x from an end of their grid in the first run with them.
+                                  "amsgrad": 9e-2, "sign_sgd": 3e-3, "signum": 3e-3,
+                                  "fromage": 3e-2, "adadelta": 3.0, "rprop": 3e-3, "cocob": 0.33},
                   eval_fn=lambda p: _xent(p, val_x, val_y))
 
 

@@ -278,7 +278,8 @@ class CompareResult:
     tab20 = plt.get_cmap("tab20")
     colors = [tab20(k) for k in range(0, 20, 2)] + [tab20(k) for k in range(1, 20, 2)]
     for i, (label, s) in enumerate(self.summary.items()):
-      style = dict(color=colors[i % 20], ls=("-", "--", "-.", ":")[(i // 10) % 4])
+      # A colour and a line style per optimizer, distinct for up to 80 of them.
+      style = dict(color=colors[i % 20], ls=("-", "--", "-.", ":")[(i // 10 + i // 40) % 4])
       x, y = s["curve"]
       ax1.plot(x, y, label=f"{label} (lr {s['lr']:.2g})", **style)
       lrs = sorted(s["sweep"])
