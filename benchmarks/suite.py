@@ -20,12 +20,14 @@ import os
 import platform
 import resource
 import time
+from typing import Optional
 
 import numpy as np
 
 from benchmarks import workloads
 
 TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+TOP = 12  # the plots show AdamW and this many others (suite.md's tables show every optimizer)
 
 
 def profiles(times: dict, taus=TAUS) -> dict:
@@ -68,12 +70,20 @@ def ratio_table(times: dict, baseline: str = "adamw") -> str:
   return "\n".join(lines)
 
 
-def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
+def plot_profiles(prof: dict, path: str, taus=TAUS, top: Optional[int] = TOP,
+                  baseline: str = "adamw") -> str:
+  """The profiles of the ``top`` optimizers with the largest area under them, and the
+  baseline's (all when ``top`` is None); the table has every one."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(7.5, 4))
   ranked = sorted(prof.items(), key=lambda kv: -sum(kv[1]))  # the legend lists the best first
+  title = "performance profiles (ties shifted apart slightly)"
+  if top is not None and len(ranked) > top + 1:
+    ranked = [kv for i, kv in enumerate(ranked) if i < top or kv[0] == baseline]
+    title = (f"performance profiles: the {top} best of {len(prof)} and {baseline}\n"
+             "(ties shifted apart slightly)")
   tab20 = plt.get_cmap("tab20")
   colors = [tab20(k) for k in range(0, 20, 2)] + [tab20(k) for k in range(1, 20, 2)]  # dark first
   for i, (o, row) in enumerate(ranked):
@@ -82,7 +92,7 @@ def plot_profiles(prof: dict, path: str, taus=TAUS) -> str:
     ax.step(taus, np.asarray(row) + shift, where="post", color=colors[i % 20], label=o, lw=1.8,
             ls=("-", "--", "-.", ":")[(i + i // 20) % 4])  # distinct for up to 80 lines
   ax.set(xlabel="τ (time to target ÷ the fastest optimizer's)", ylabel="fraction of workloads",
-         title="performance profiles (ties shifted apart slightly)", ylim=(-0.06, 1.06),
+         title=title, ylim=(-0.06, 1.06),
          xlim=(taus[0], taus[-1]))
   ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -106,7 +116,7 @@ def race(name: str, quick: bool, optimizers, trials: int, seeds: int, out: str,
   scores: run in a worker process when the suite runs workloads side by side."""
   w = workloads.load(name, quick)
   result = workloads.run(w, optimizers, trials, tuple(range(seeds)), out, progress)
-  result.plot(os.path.join(out, f"{name}.png"), title=name)
+  result.plot(os.path.join(out, f"{name}.png"), title=name, top=TOP)
   return {"times": {o: s["time_to_target_s"] for o, s in result.summary.items()},
           "steps": {o: s["steps_to_target"] for o, s in result.summary.items()},
           "edges": [f"{o} on {name}" for o, s in result.summary.items() if s["edge"]],

@@ -269,15 +269,26 @@ class CompareResult:
 
   __str__ = table
 
-  def plot(self, path: str, title: str = "optimizer comparison") -> str:
-    """Writes the tuned loss curves and the loss-vs-learning-rate sweeps; returns ``path``."""
+  def plot(self, path: str, title: str = "optimizer comparison",
+           top: Optional[int] = None) -> str:
+    """Writes the tuned loss curves and the loss-vs-learning-rate sweeps; returns ``path``.
+
+    ``top``: only the baseline and the ``top`` others with the lowest final losses (a plot of
+    dozens of curves shows none of them); None (default): every optimizer.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    summary = self.summary
+    if top is not None and len(summary) > top + 1:
+      others = sorted((k for k in summary if k != self.baseline), key=lambda k: summary[k]["final"])
+      keep = {self.baseline, *others[:top]}
+      summary = {k: s for k, s in summary.items() if k in keep}
+      title += f" ({top} lowest final losses of {len(self.summary) - 1}, and {self.baseline})"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     tab20 = plt.get_cmap("tab20")
     colors = [tab20(k) for k in range(0, 20, 2)] + [tab20(k) for k in range(1, 20, 2)]
-    for i, (label, s) in enumerate(self.summary.items()):
+    for i, (label, s) in enumerate(summary.items()):
       # A colour and a line style per optimizer, distinct for up to 80 of them.
       style = dict(color=colors[i % 20], ls=("-", "--", "-.", ":")[(i // 10 + i // 40) % 4])
       x, y = s["curve"]
@@ -285,8 +296,7 @@ class CompareResult:
       lrs = sorted(s["sweep"])
       ax2.plot(lrs, [min(s["sweep"][lr], 1e30) for lr in lrs], marker="o", **style)
     ax1.axhline(self.target, color="0.4", ls=":", lw=1, label="target")
-    finite = [v for s in self.summary.values() for v in np.asarray(s["curve"][1])
-              if np.isfinite(v)]
+    finite = [v for s in summary.values() for v in np.asarray(s["curve"][1]) if np.isfinite(v)]
     log = bool(finite) and min(finite) > 0 and max(finite) > 100 * min(finite)  # decades
     if finite:
       lo, hi = min(finite), np.percentile(finite, 95)
@@ -334,9 +344,9 @@ def _stepper(factory, schedule, steps, loss_fn):
 
 
 def _initializer(factory, schedule, steps):
-  """``get(lr, tx) -> (params -> state)``: like :func:`_stepper`, one jitted ``init`` for every
-  learning rate (the peak an argument), or ``tx.init`` jitted per run where the factory needs a
-  concrete learning rate."""
+  """``get(lr, tx, params) -> (params -> state)``: like :func:`_stepper`, one jitted ``init`` for
+  every learning rate (the peak an argument), or ``tx.init`` jitted per run where the factory
+  needs a concrete learning rate (``params`` serve to try the shared one)."""
   shared = jax.jit(lambda p, lr: factory(_schedule(schedule, lr, steps)).init(p))
   cache = {}
 
