@@ -32,8 +32,8 @@ OPTIMIZERS = ("adamw", "adam", "nadam", "nadamw", "amsgrad", "radam", "adabelief
               "psgd_kron", "galore", "adafactor", "adamw8bit", "adam8bit", "prodigy",
               "dadapt_adamw", "dog", "dowg", "cocob", "mechanize", "schedule_free_adamw",
               "schedule_free_sgd")
-# ``make bench-quick`` (``--quick``) races fewer, to stay within minutes: the families above
-# by one or two members each.
+# ``make bench-quick`` (``--quick``) races fewer, to stay within minutes: one or more of each
+# family above but the AdaGrad-like and min-max ones.
 QUICK_OPTIMIZERS = ("adamw", "adam", "nadamw", "adopt", "cautious_adamw", "ademamix",
                     "simplified_ademamix", "mars_adamw", "lamb", "sgd", "lion", "muon", "soap",
                     "shampoo", "psgd_kron", "galore", "adafactor", "adamw8bit", "prodigy",
