@@ -306,12 +306,14 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
     # Preconditioned direction with the graft's per-layer norm. Under the cond (a step before
-    # ``start`` stacks nothing but the gradient, for the statistics): m̂ stacked once per
-    # group, the direction's stacks and one ratio per leaf (``pos``: a leaf's index into the
-    # ratios); the graft's squares are summed per leaf where the leaf is, the direction's in
-    # the stack (one reduction per group; the padding is zero). Only the stacks and the
-    # ratios leave the cond (zeros before ``start``, shaped like the gradient's stacks): the
-    # leaves are cut from them outside it, so the branches do not carry every leaf.
+    # ``start`` stacks nothing but the gradient, for the statistics): m and v stacked once
+    # per group, m̂ and the graft computed there, the direction's stacks and one ratio per
+    # leaf (``pos``: a leaf's index into the ratios); the squares of the graft and of the
+    # direction are summed in the stacks (one reduction per group; the padding is zero;
+    # owned groups sum the graft where its sharded leaves are). Only the stacks and the
+    # ratios leave the cond (before ``start``, the gradient's own stacks, which the ``where``
+    # below discards): the leaves are cut from them outside it, so the branches do not carry
+    # every leaf.
     pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
 
     def preconditioned():
@@ -329,7 +331,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       return tuple(ds), jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
 
     def not_yet():
-      return tuple(jnp.zeros_like(x) for x in xbs), jnp.zeros((len(pos),), dtype)
+      return tuple(xbs), jnp.zeros((len(pos),), dtype)  # stacks discarded by the `where`
 
     on = step >= start
     ds, ratio = jax.lax.cond(on, preconditioned, not_yet) if groups else ((), None)
