@@ -298,40 +298,32 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     def m_hat_of(m, x):
       return moments.nesterov_leaf(m, x, b1, c1, ahead) if nesterov else moments.debias_leaf(m, c1)
 
-    def graft_of(m_hat, v, padded=False):
-      den = jnp.sqrt(moments.debias_leaf(v, c2) if graft == "adam" else v) + graft_eps
-      # (the padding of a stack is 0 / 0 when graft_eps is 0; a real 0 / 0 has m = v = 0)
-      return m_hat / (jnp.where(den > 0, den, 1) if padded else den)
+    def graft_of(m_hat, v):
+      return m_hat / (jnp.sqrt(moments.debias_leaf(v, c2) if graft == "adam" else v) + graft_eps)
 
     grafted = [graft_of(m_hat_of(m, x), v) for m, x, v in zip(mu, g, nu)]
 
     # Preconditioned direction with the graft's per-layer norm. Under the cond (a step before
-    # ``start`` stacks nothing but the gradient, for the statistics): m and v stacked once
-    # per group, m̂ and the graft computed there, the direction's stacks and one ratio per
-    # leaf (``pos``: a leaf's index into the ratios); the squares of the graft and of the
-    # direction are summed in the stacks (one reduction per group; the padding is zero;
-    # owned groups sum the graft where its sharded leaves are). Only the stacks and the
-    # ratios leave the cond (before ``start``, the gradient's own stacks, which the ``where``
-    # below discards): the leaves are cut from them outside it, so the branches do not carry
-    # every leaf.
+    # ``start`` stacks nothing but the gradient, for the statistics): m̂ stacked once per
+    # group, the direction's stacks and one ratio per leaf (``pos``: a leaf's index into the
+    # ratios); the graft's squares are summed per leaf where the leaf is, the direction's in
+    # the stack (one reduction per group; the padding is zero). Only the stacks and the
+    # ratios leave the cond (zeros before ``start``, shaped like the gradient's stacks): the
+    # leaves are cut from them outside it, so the branches do not carry every leaf.
     pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
 
     def preconditioned():
       ds, d_sq, a_sq, it = [], [], [], iter(roots)
-      for grp, own, xb in zip(groups, owners, xbs):
-        mb = m_hat_of(gather({j: mu[j] for j in grp.members}, plans, grp, own), xb)
-        if own is None:  # the graft's squares in the stack: a few fusions, not one per leaf
-          vb = gather({j: nu[j] for j in grp.members}, plans, grp)
-          a_sq.append(sq_norms(graft_of(mb, vb, padded=True), grp))
-        else:  # where the leaves are: no second all-to-all
-          a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+      for grp, own in zip(groups, owners):
+        mb = gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp, own)
+        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
         d_sq.append(sq_norms(ds[-1], grp))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
       return tuple(ds), jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
 
     def not_yet():
-      return tuple(xbs), jnp.zeros((len(pos),), dtype)  # stacks discarded by the `where`
+      return tuple(jnp.zeros_like(x) for x in xbs), jnp.zeros((len(pos),), dtype)
 
     on = step >= start
     ds, ratio = jax.lax.cond(on, preconditioned, not_yet) if groups else ((), None)
