@@ -55,7 +55,7 @@ def _times_schedule(make):
   import optix
 
   def build(lr):
-    return optix.chain(make(1.0), optix.scale_by_schedule(lr) if callable(lr) else optix.scale(lr))
+    return optix.chain(make(1.0), optix.scale_by_learning_rate(lr, flip_sign=False))
   return build
 
 
