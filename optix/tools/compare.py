@@ -314,6 +314,19 @@ class CompareResult:
     return path
 
 
+def _lowers_traced(cache, lower):
+  """Whether a program shared by every learning rate lowers with the rate traced (``lower()``
+  tried once, the answer kept in ``cache``): a factory that branches on the rate in Python
+  cannot, and then gets one program per rate (a real error resurfaces from that one)."""
+  if "traced" not in cache:
+    try:
+      lower()
+      cache["traced"] = True
+    except Exception:  # noqa: BLE001
+      cache["traced"] = False
+  return cache["traced"]
+
+
 def _stepper(factory, schedule, steps, loss_fn):
   """One jitted step for every learning rate of an optimizer: the peak is an argument, so the
   step compiles once per optimizer instead of once per trial. A factory that needs a concrete
@@ -329,13 +342,7 @@ def _stepper(factory, schedule, steps, loss_fn):
   cache = {}
 
   def get(lr, params, state, batch):
-    if "concrete" not in cache:
-      try:
-        shared.lower(params, state, batch, jnp.float32(lr))
-        cache["concrete"] = False
-      except Exception:  # noqa: BLE001  (a real error resurfaces from the concrete step)
-        cache["concrete"] = True
-    if not cache["concrete"]:
+    if _lowers_traced(cache, lambda: shared.lower(params, state, batch, jnp.float32(lr))):
       return lambda p, st, b: shared(p, st, b, jnp.float32(lr))
     f = cache.setdefault(lr, make(lr))
     return lambda p, st, b: f(p, st, b, lr)
@@ -351,13 +358,9 @@ def _initializer(factory, schedule, steps):
   cache = {}
 
   def get(lr, tx, params):
-    if "concrete" not in cache:
-      try:
-        shared.lower(params, jnp.float32(lr))
-        cache["concrete"] = False
-      except Exception:  # noqa: BLE001  (a real error resurfaces from tx.init)
-        cache["concrete"] = True
-    return jax.jit(tx.init) if cache["concrete"] else lambda p: shared(p, jnp.float32(lr))
+    if _lowers_traced(cache, lambda: shared.lower(params, jnp.float32(lr))):
+      return lambda p: shared(p, jnp.float32(lr))
+    return jax.jit(tx.init)
 
   return get
 
