@@ -389,54 +389,22 @@ def test_traced_hyperparameters_pass_validation():
 # -- convergence ------------------------------------------------------------------------------
 
 
-def _least_squares(seed, n=64, d=32, k=16, kappa=100.0):
-  """min_W ‖A W - B‖², W 32×16, A's singular values log-spaced over [1/κ, 1]."""
-  rng = np.random.default_rng(seed)
-  u, _ = np.linalg.qr(rng.normal(size=(n, d)))
-  v, _ = np.linalg.qr(rng.normal(size=(d, d)))
-  a = (u * np.logspace(0, -np.log10(kappa), d)) @ v.T
-  b = a @ rng.normal(size=(d, k))
-  return jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-
-
 LR_GRID = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)  # the same five trials for each optimizer
-
-
-def _losses(make, a, b, steps):
-  """Loss curves for every learning rate of LR_GRID (cosine decay over ``steps``), one jit."""
-  w0 = jnp.zeros((a.shape[1], b.shape[1]), jnp.float32)
-
-  def loss(w):
-    return jnp.sum(jnp.square(a @ w - b))
-
-  def one(lr):
-    tx = make(optix.cosine_decay_schedule(lr, steps))
-
-    def body(carry, _):
-      w, s = carry
-      value, g = jax.value_and_grad(loss)(w)
-      u, s = tx.update(g, s, w)
-      return (optax.apply_updates(w, u), s), value
-
-    return jax.lax.scan(body, (w0, tx.init(w0)), None, length=steps)[1]
-
-  return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(LR_GRID, jnp.float32)))
 
 
 def _steps_to(curves, target):
   """For the best learning rate of the grid, the step from which the loss stays at or below
   ``target`` to the end (inf: never): a run that touches it and leaves again does not count."""
-  def stays_from(curve):
-    above = np.nonzero(curve > target)[0]
-    return 0 if not len(above) else (np.inf if above[-1] == len(curve) - 1 else int(above[-1]) + 1)
-  return min(stays_from(c) for c in curves)
+  from benchmarks import least_squares_race  # pylint: disable=import-outside-toplevel
+  return min(least_squares_race.stays_from(c, target) for c in curves)
 
 
 def _compare(seed, steps=500, rel_target=1e-4):
-  a, b = _least_squares(seed)
+  from benchmarks import least_squares_race  # pylint: disable=import-outside-toplevel
+  a, b = least_squares_race.problem(seed)
   target = rel_target * float(jnp.sum(b ** 2))
-  p = _steps_to(_losses(optix.psgd_kron, a, b, steps), target)
-  q = _steps_to(_losses(optix.adam, a, b, steps), target)
+  p = _steps_to(least_squares_race.curves(optix.psgd_kron, a, b, steps, LR_GRID), target)
+  q = _steps_to(least_squares_race.curves(optix.adam, a, b, steps, LR_GRID), target)
   print(f"kappa=100 least squares, seed {seed}: steps to {rel_target:g} x initial loss: "
         f"psgd_kron {p}, adam {q} (stays from; best of lr {LR_GRID}, cosine over {steps})")
   return p, q
