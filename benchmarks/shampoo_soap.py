@@ -14,16 +14,24 @@ measured batched-matmul throughput, against the measured per-step time: how clos
 the implementation is to what its matmuls alone cost. AdamW is memory-bound, so
 Shampoo/SOAP ≤ 1.3× AdamW is out of reach on a CPU whenever floor > 1.3× AdamW.
 
+With ``--distributed-shampoo DIR`` (a directory holding the ``optax_shampoo`` package of
+Google's JAX Distributed Shampoo, e.g. ``pip install --no-deps --target DIR
+optax-shampoo==0.0.6``), Table 1 also times it: at a refresh every 10 steps, and at its own
+defaults (a refresh every step; timed one step per call). That 2022 code predates today's JAX;
+:func:`load_distributed_shampoo` supplies the renamed APIs it calls, without changing its math.
+
 Table 3: one refresh vs matrix size n (a stack of ``--batch`` n×n statistics):
 inverse 4th root by eigh and by coupled Newton, SOAP's eigh and power-iteration+QR.
 
   python benchmarks/shampoo_soap.py [--layers 12] [--size 512] [--reps 5]
-      [--sizes 128,256,512,1024] [--batch 2]
+      [--sizes 128,256,512,1024] [--batch 2] [--distributed-shampoo DIR]
 """
 
 import argparse
+import importlib
 import os
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -40,20 +48,46 @@ INTERVAL = 10
 ONE_SIDED = {2: {0: 0.5, 1: 0.0}}  # L^{-1/2} G: one statistic, one root, two matmuls a step
 
 
-def _ten_steps(tx):
+def load_distributed_shampoo(path):
+  """``optax_shampoo.distributed_shampoo`` from ``path``, run against today's JAX: the tree
+  functions it calls by their old names (``jax.tree_map`` ...), ``pjit.PartitionSpec``, and a
+  ``lax.while_loop`` that gives the initial carry the types the loop body returns (its
+  coupled-Newton loop starts a float carry from ``True``, which JAX no longer promotes)."""
+  for old, new in (("tree_map", jax.tree.map), ("tree_flatten", jax.tree.flatten),
+                   ("tree_unflatten", jax.tree.unflatten)):
+    if not hasattr(jax, old):
+      setattr(jax, old, new)
+  from jax.experimental import pjit  # noqa: PLC0415
+  if not hasattr(pjit, "PartitionSpec"):
+    pjit.PartitionSpec = jax.sharding.PartitionSpec
+  sys.path.insert(0, os.path.abspath(path))
+  ds = importlib.import_module("optax_shampoo.distributed_shampoo")
+
+  def while_loop(cond_fun, body_fun, init_val):
+    out = jax.eval_shape(body_fun, init_val)
+    init_val = jax.tree.map(lambda x, o: jnp.asarray(x, o.dtype), init_val, out)
+    return jax.lax.while_loop(cond_fun, body_fun, init_val)
+  ds.lax = types.SimpleNamespace(**{k: getattr(jax.lax, k) for k in dir(jax.lax)
+                                    if not k.startswith("__")})
+  ds.lax.while_loop = while_loop
+  return ds.distributed_shampoo
+
+
+def _ten_steps(tx, steps=INTERVAL):
   def fn(params, state, grads):
     def body(carry, i):
       p, s = carry
       g = jax.tree.map(lambda x: x * (1 + 0.01 * i), grads)
       u, s = tx.update(g, s, p)
       return (optax.apply_updates(p, u), s), None
-    steps = jnp.arange(INTERVAL, dtype=jnp.float32)
-    (params, state), _ = jax.lax.scan(body, (params, state), steps)
+    (params, state), _ = jax.lax.scan(body, (params, state), jnp.arange(steps, dtype=jnp.float32))
     return params, state, grads
   return fn
 
 
-def _candidate(name, tx, layers, size):
+def _candidate(name, tx, layers, size, steps=INTERVAL, start=INTERVAL):
+  """``steps`` optimizer steps per timed call, after ``start`` steps (one refresh per call at
+  ``steps = INTERVAL``)."""
   def make():
     keys = jax.random.split(jax.random.key(0), 2 * layers)
     params = {f"w{i}": 0.02 * jax.random.normal(keys[i], (size, size)) for i in range(layers)}
@@ -62,16 +96,19 @@ def _candidate(name, tx, layers, size):
     # Past the first step (SOAP's eigh) and aligned so each call holds one refresh.
     step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
         *tx.update(g, s, p)))
-    for _ in range(INTERVAL):
+    for _ in range(start):
       params, state = step(params, state, grads)
     return params, state, grads
-  return common.Candidate(name, _ten_steps(tx), make)
+  c = common.Candidate(name, _ten_steps(tx, steps), make)
+  c.steps = steps
+  return c
 
 
-def step_table(layers, size, reps):
+def step_table(layers, size, reps, distributed_shampoo=None):
   cands = [
       _candidate("optax.adamw", optax.adamw(1e-3, weight_decay=0.01), layers, size),
       _candidate("optix.adamw", optix.adamw(1e-3, weight_decay=0.01), layers, size),
+      _candidate("optix.shampoo (defaults)", optix.shampoo(1e-3), layers, size),
       _candidate("optix.shampoo (eigh)",
                  optix.shampoo(1e-3, preconditioning_interval=INTERVAL,
                                start_preconditioning_step=0, weight_decay=0.01), layers, size),
@@ -86,17 +123,26 @@ def step_table(layers, size, reps):
       _candidate("optix.soap", optix.soap(3e-3, preconditioning_interval=INTERVAL,
                                           weight_decay=0.01), layers, size),
   ]
+  if distributed_shampoo is not None:
+    # block_size is required; any >= size leaves these matrices whole, as optix's 1024 does.
+    cands += [
+        _candidate("distributed_shampoo, refresh every 10",
+                   distributed_shampoo(1e-3, block_size=1024,
+                                       preconditioning_compute_steps=INTERVAL), layers, size),
+        _candidate("distributed_shampoo (its defaults: refresh every step)",
+                   distributed_shampoo(1e-3, block_size=1024), layers, size, steps=1, start=5),
+    ]
   common.run(cands, reps=reps, warmup=1)
-  base = min(cands[0].times)
+  base = min(cands[0].times) / INTERVAL
   rows = []
   for c in cands:
     lo, med = common.ms(c)
-    rows.append([c.name, lo / INTERVAL, med / INTERVAL, min(c.times) / base, c.compile_s])
+    rows.append([c.name, lo / c.steps, med / c.steps, min(c.times) / c.steps / base, c.compile_s])
   table = common.table(
       f"Optimizer step, {layers} x ({size} x {size}) fp32, refresh every {INTERVAL} steps "
       "(amortized: one 10-step scan / 10)",
       rows, ["optimizer", "min ms/step", "median ms/step", "x optax.adamw", "compile s"])
-  return table, {c.name: min(c.times) / INTERVAL for c in cands}
+  return table, {c.name: min(c.times) / c.steps for c in cands}
 
 
 def matmul_gflops(layers, size, reps):
@@ -112,7 +158,8 @@ def floor_table(times, layers, size, reps):
   gflops = matmul_gflops(layers, size, reps)
   adamw = times["optax.adamw"]
   rows = []
-  for name, per_matrix in [("optix.shampoo (eigh)", 8), ("optix.shampoo (newton)", 8),
+  for name, per_matrix in [("optix.shampoo (defaults)", 8), ("optix.shampoo (eigh)", 8),
+                           ("optix.shampoo (newton)", 8),
                            ("optix.shampoo one-sided", 4), ("optix.soap", 12)]:
     floor = per_matrix * layers * size ** 3 / (gflops * 1e9)
     rows.append([name, per_matrix, 1e3 * floor, floor / adamw, 1e3 * times[name],
@@ -154,10 +201,14 @@ def main():
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--sizes", default="128,256,512,1024")
   parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--distributed-shampoo", default=None, metavar="DIR",
+                      help="directory holding the optax_shampoo package (timed beside optix)")
   args = parser.parse_args()
   print(common.machine())
   print("(shared machine: other jobs may be running; min over interleaved reps is reported)")
-  table, times = step_table(args.layers, args.size, args.reps)
+  ds = None if args.distributed_shampoo is None else load_distributed_shampoo(
+      args.distributed_shampoo)
+  table, times = step_table(args.layers, args.size, args.reps, ds)
   print(table)
   print(floor_table(times, args.layers, args.size, args.reps))
   print(refresh_table([int(s) for s in args.sizes.split(",")], args.batch, max(2, args.reps // 2)))
