@@ -5,6 +5,7 @@ seed: its own model initialisation and batch order), and a table of the final va
     python -m benchmarks.flagship_tuning                       # adamw and the field's newer ones
     python -m benchmarks.flagship_tuning --optimizers=sf_adamw --scales=32   # extend one row
     python -m benchmarks.flagship_tuning --optimizers=adamw,muon --scales=0.5,1,2 --seeds=0,1,2
+    python -m benchmarks.flagship_tuning --flags="--d_model=96 --layers=3"   # a larger model
 
 Each (scale, seed) runs once, as its own process, all optimizers in it; its results file under
 ``--out`` is kept, so an interrupted sweep resumes where it stopped. The table gives, per
@@ -27,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "compare_optimizers.py"
 
 
-def run(optimizers, scale, seed, steps, out):
+def run(optimizers, scale, seed, steps, out, flags=()):
   """The results of every optimizer at (scale, seed), running only those not on file yet."""
   path = out / f"scale{scale:g}_seed{seed}.json"
   done = json.loads(path.read_text()) if path.exists() else {}
@@ -36,7 +37,7 @@ def run(optimizers, scale, seed, steps, out):
     fresh = out / f"scale{scale:g}_seed{seed}.running.json"
     cmd = [sys.executable, str(EXAMPLE), f"--optimizers={','.join(todo)}",
            f"--lr_scale={scale}", f"--seed={seed}", f"--steps={steps}", "--out=",
-           f"--results_json={fresh}"]
+           f"--results_json={fresh}", *flags]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done.update(json.loads(fresh.read_text()))
     path.write_text(json.dumps(done))
@@ -85,6 +86,9 @@ def main():
   ap.add_argument("--seeds", default="0,1")
   ap.add_argument("--steps", type=int, default=300)
   ap.add_argument("--out", default="out/flagship_tuning")
+  ap.add_argument("--flags", default="",
+                  help="more flags for examples/compare_optimizers.py (the model's size ...); "
+                       "give each setting its own --out")
   args = ap.parse_args()
   optimizers = args.optimizers.split(",")
   scales = [float(s) for s in args.scales.split(",")]
@@ -94,7 +98,7 @@ def main():
   runs = {n: {s: [] for s in scales} for n in optimizers}
   for seed in seeds:
     for scale in scales:
-      results = run(optimizers, scale, seed, args.steps, out)
+      results = run(optimizers, scale, seed, args.steps, out, args.flags.split())
       for n in optimizers:
         if n in results:
           runs[n][scale].append(results[n])
