@@ -370,17 +370,18 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
               min_ndim_triangular: int = 2, max_skew_triangular: Optional[float] = 2,
               memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
               precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
-              precond_dtype=None, state_dtype=None, seed: int = 0):
+              precond_dtype=None, state_dtype=None, seed: int = 0, stacked_axes=None):
   r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858): momentum
-  preconditioned by a fitted Kronecker-factored :math:`P = Q^\top Q`, then decoupled
-  weight decay and the learning rate.
+  preconditioned by a fitted Kronecker-factored :math:`P = Q^H Q` (:math:`Q^\top Q` for
+  real params), then decoupled weight decay and the learning rate.
 
-  .. math:: \theta \leftarrow \theta - \eta\,(\mathrm{clip}_{\mathrm{rms}}(Q^\top Q\,\hat m_t)
+  .. math:: \theta \leftarrow \theta - \eta\,(\mathrm{clip}_{\mathrm{rms}}(Q^H Q\,\hat m_t)
             + \lambda\theta)
 
-  :func:`optix.scale_by_psgd_kron` explains the preconditioner's arguments in full. The
-  preconditioned update has roughly unit RMS, so the learning rate is an Adam-sized one
-  (the reference's default is 1e-3); PSGD needs less weight decay than AdamW.
+  :func:`optix.scale_by_psgd_kron` explains the preconditioner's arguments in full,
+  complex params included. The preconditioned update has roughly unit RMS, so the
+  learning rate is an Adam-sized one (the reference's default is 1e-3); PSGD needs less
+  weight decay than AdamW.
 
   Args:
     learning_rate: the step size η, a float >= 0 (finite) or a schedule of the step
@@ -414,6 +415,12 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
     state_dtype: dtype of the momentum; None (default): at least float32, the
       params' kind.
     seed: int >= 0, the PRNG seed of the fit's probes and the update draws; 0.
+    stacked_axes: how many leading axes of each leaf index stacked layers (an
+      ``nn.scan``-ed block's kernels): an int >= 0 for every leaf, a tree of ints like
+      the params (or a prefix), or a callable params -> such a tree, each at most its
+      leaf's ndim; every slice gets its own factors, as a separate leaf would. None
+      (default) or 0: none (None keeps this structural argument out of
+      ``optax.inject_hyperparams``' injection).
 
   Returns:
     A ``chain`` of ``scale_by_psgd_kron``, ``add_decayed_weights``,
@@ -423,6 +430,7 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
       scale_by_psgd_kron(b1, preconditioner_update_probability, max_size_triangular,
                          min_ndim_triangular, max_skew_triangular, memory_save_mode,
                          precond_lr, precond_init_scale, max_update_rms,
-                         precond_dtype=precond_dtype, state_dtype=state_dtype, seed=seed),
+                         precond_dtype=precond_dtype, state_dtype=state_dtype, seed=seed,
+                         stacked_axes=stacked_axes),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))

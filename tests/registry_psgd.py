@@ -19,7 +19,8 @@ def _bad(fn):
           ("max_update_rms", lambda: fn(1e-3, max_update_rms=-1.0)),
           ("seed", lambda: fn(1e-3, seed=-1)),
           ("precond_dtype", lambda: fn(1e-3, precond_dtype="int32")),
-          ("state_dtype", lambda: fn(1e-3, state_dtype="int32"))]
+          ("state_dtype", lambda: fn(1e-3, state_dtype="int32")),
+          ("stacked_axes", lambda: fn(1e-3, stacked_axes=-1))]
 
 
 ENTRIES = [

@@ -1,14 +1,17 @@
 r"""PSGD Kron: preconditioned SGD with a Kronecker-factored preconditioner fitted on a
 Lie group (Li 2015, arXiv 1512.04202; Li 2024, arXiv 2402.11858).
 
-The preconditioner of a tensor leaf with axes ``1..k`` is :math:`P = Q^\top Q` with
-:math:`Q = Q_k \otimes \dots \otimes Q_1`: one factor per axis, an upper-triangular matrix or (for
-large or skewed axes, vectors and scalars) a diagonal one. Applying ``Q`` to a
-tensor ``X`` means applying each ``Q_i`` to axis ``i`` (:func:`apply_factors`).
-The factors are fitted to the PSGD criterion :math:`E[h^\top P h + v^\top P^{-1} v]` in
-its whitening form (``h`` the gradient or momentum, :math:`v \sim N(0, I)`), whose minimiser
-is :math:`P = E[h h^\top]^{-1/2}`: the update ``P h`` whitens the gradient as Adam does
-elementwise, here with Kronecker-factored correlations.
+The preconditioner of a tensor leaf with axes ``1..k`` is :math:`P = Q^H Q` (:math:`Q^\top Q`
+for real leaves) with :math:`Q = Q_k \otimes \dots \otimes Q_1`: one factor per axis, an
+upper-triangular matrix (complex for complex leaves) or (for large or skewed axes, vectors and
+scalars) a real positive diagonal one. Applying ``Q`` to a tensor ``X`` means applying each
+``Q_i`` to axis ``i`` (:func:`apply_factors`). The factors are fitted to the PSGD criterion
+:math:`E[h^H P h + v^H P^{-1} v]` in its whitening form (``h`` the gradient or momentum,
+:math:`v \sim N(0, I)`, circular complex for complex leaves), whose minimiser is
+:math:`P = E[h h^H]^{-1/2}`: the update ``P h`` whitens the gradient as Adam does
+elementwise, here with Kronecker-factored correlations. A leaf whose leading axes index
+stacked layers (``stacked_axes``) is preconditioned slice by slice, each slice a leaf of its
+own.
 
 Which factors are triangular is decided from the shape alone (:func:`factor_kinds`). The
 default rule keeps the factors' memory near the parameters' own: an axis more than twice the
@@ -28,6 +31,7 @@ each leaf gets exactly its unpadded update. The state holds the stacked, padded 
 (:func:`optix.transforms.psgd_stacks.leaf_factors` reads one leaf's back).
 """
 
+import itertools
 import math
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
@@ -36,10 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.transforms import blocking, moments
+from optix.transforms import blocking, moments, muon
 from optix.transforms.psgd_stacks import (
     apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
-    real_scale, split, stack_noise, stacks_of, to_stack)
+    real_scale, slices_from_stack, slices_to_stack, split, stack_noise, stacks_of, to_stack)
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = float(np.finfo(np.float32).tiny)
@@ -119,13 +123,14 @@ def factor_kinds(shape: Sequence[int], max_size_triangular: int = 8192,
 
 
 def apply_factors(qs: Sequence[jax.Array], x: jax.Array, transpose: bool = False) -> jax.Array:
-  r"""``Q x`` (or :math:`Q^\top x`): each factor ``Q_i`` (matrix or diagonal vector) on axis ``i``.
+  r"""``Q x`` (or :math:`Q^H x`): each factor ``Q_i`` (matrix or diagonal vector) on axis ``i``.
 
   Args:
     qs: one factor per axis of ``x``: an ``(n_i, n_i)`` matrix or an ``(n_i,)``
-      diagonal.
+      diagonal (real: the diagonals are real also for a complex ``x``).
     x: the tensor, of shape ``(n_1, ..., n_k)``.
-    transpose: apply :math:`Q^\top` (True) instead of ``Q`` (False, default).
+    transpose: apply the conjugate transpose :math:`Q^H` (:math:`Q^\top` for real
+      factors) (True) instead of ``Q`` (False, default).
 
   Returns:
     A ``jax.Array`` of ``x``'s shape.
@@ -134,14 +139,17 @@ def apply_factors(qs: Sequence[jax.Array], x: jax.Array, transpose: bool = False
     if q.ndim == 1:
       x = x * q.reshape([-1 if i == axis else 1 for i in range(x.ndim)])
     else:
+      if transpose and _tree.is_complex(q):
+        q = jnp.conj(q)
       x = jnp.moveaxis(jnp.tensordot(q, x, axes=(0 if transpose else 1, axis), precision=_HI),
                        0, axis)
   return x
 
 
 def solve_factors_transposed(qs: Sequence[jax.Array], x: jax.Array) -> jax.Array:
-  r""":math:`Q^{-\top} x`: a triangular solve with each :math:`Q_i^\top` on axis ``i`` (a
-  division for diagonal factors); as cheap as a matmul, and no inverse is ever formed.
+  r""":math:`Q^{-H} x`: a triangular solve with each :math:`Q_i^H` (:math:`Q_i^\top` for real
+  factors) on axis ``i`` (a division for diagonal factors); as cheap as a matmul, and no
+  inverse is ever formed.
 
   Args:
     qs: one factor per axis of ``x``: an upper-triangular ``(n_i, n_i)``
@@ -157,35 +165,37 @@ def solve_factors_transposed(qs: Sequence[jax.Array], x: jax.Array) -> jax.Array
     else:
       moved = jnp.moveaxis(x, axis, 0)
       flat = jax.lax.linalg.triangular_solve(q, moved.reshape(moved.shape[0], -1),
-                                             left_side=True, lower=False, transpose_a=True)
+                                             left_side=True, lower=False, transpose_a=True,
+                                             conjugate_a=_tree.is_complex(q))
       x = jnp.moveaxis(flat.reshape(moved.shape), 0, axis)
   return x
 
 
 def _gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
-  """``X_(i) X_(i)ᵀ``: the contraction of ``x`` with itself over every axis but ``axis``
-  (only its diagonal for a diagonal factor)."""
+  """``X_(i) X_(i)ᴴ``: the contraction of ``x`` with its conjugate over every axis but
+  ``axis`` (only its real diagonal for a diagonal factor)."""
   others = [i for i in range(x.ndim) if i != axis]
   if diagonal:
-    return jnp.sum(jnp.square(x), axis=others)
-  return jnp.tensordot(x, x, axes=(others, others), precision=_HI)
+    return jnp.sum(moments.abs_sq(x), axis=others)
+  return jnp.tensordot(x, jnp.conj(x) if _tree.is_complex(x) else x, axes=(others, others),
+                       precision=_HI)
 
 
 def norm_lower_bound(m: jax.Array) -> jax.Array:
-  r"""A cheap lower bound of the spectral norm of a symmetric PSD matrix ``m``: one power step
-  :math:`\|m y\|`, :math:`y = m c / \|m c\|`, from its largest column ``c`` (within a small
-  factor of the norm in practice; an upper bound would make the normalised fit step too
-  timid).
+  r"""A cheap lower bound of the spectral norm of a symmetric (or Hermitian) PSD matrix ``m``:
+  one power step :math:`\|m y\|`, :math:`y = m c / \|m c\|`, from its largest column ``c``
+  (within a small factor of the norm in practice; an upper bound would make the normalised
+  fit step too timid).
 
   Args:
-    m: a symmetric positive semi-definite ``(n, n)`` matrix.
+    m: a symmetric (Hermitian) positive semi-definite ``(n, n)`` matrix.
 
   Returns:
     A scalar ``jax.Array`` in [0, ‖m‖₂] (0 for the zero matrix).
   """
   scale = jnp.max(jnp.abs(m))
   mn = m / jnp.where(scale > 0, scale, 1.0)
-  col = jnp.take(mn, jnp.argmax(jnp.sum(jnp.square(mn), axis=0)), axis=1)
+  col = jnp.take(mn, jnp.argmax(jnp.sum(moments.abs_sq(mn), axis=0)), axis=1)
   y = jnp.matmul(mn, col, precision=_HI)
   y = y / jnp.maximum(jnp.linalg.norm(y), _TINY)
   return scale * jnp.linalg.norm(jnp.matmul(mn, y, precision=_HI))
@@ -195,26 +205,29 @@ def fit_factors(qs: Sequence[jax.Array], h: jax.Array, v: jax.Array,
                 precond_lr) -> list:
   r"""One step of the PSGD fit of the factors ``qs`` to the pair (``h``, probe ``v``).
 
-  With :math:`A = Q h` and :math:`B = Q^{-\top} v` (:func:`apply_factors`,
+  With :math:`A = Q h` and :math:`B = Q^{-H} v` (:func:`apply_factors`,
   :func:`solve_factors_transposed`) and, for axis ``i``, the Gram matrices
-  :math:`A_i A_i^\top` and :math:`B_i B_i^\top` (contractions over the other axes), each factor
-  takes a step on the group of invertible upper-triangular matrices (or of positive
-  diagonal ones) with a normalised step size μ = ``precond_lr``:
+  :math:`A_i A_i^H` and :math:`B_i B_i^H` (contractions over the other axes; :math:`^H` is
+  the transpose for real tensors), each factor takes a step on the group of invertible
+  upper-triangular matrices (real or complex) or of positive diagonal ones with a
+  normalised step size μ = ``precond_lr``:
 
   .. math::
-     Q_i \leftarrow Q_i - \frac{\mu}{\|A_i A_i^\top + B_i B_i^\top\|}\,
-       \mathrm{triu}(A_i A_i^\top - B_i B_i^\top)\, Q_i
+     Q_i \leftarrow Q_i - \frac{\mu}{\|A_i A_i^H + B_i B_i^H\|}\,
+       \mathrm{triu}(A_i A_i^H - B_i B_i^H)\, Q_i
 
-  (for a diagonal factor: the diagonals, the max-norm, elementwise products). The
+  (for a diagonal factor: the diagonals, real sums of :math:`|a|^2` and :math:`|b|^2`, the
+  max-norm, elementwise products, so a diagonal factor stays real and positive). The
   spectral norm is replaced by :func:`norm_lower_bound`. The step vanishes when
-  :math:`E[A_i A_i^\top] = E[B_i B_i^\top]`, i.e. at :math:`P h h^\top P = I` in expectation.
+  :math:`E[A_i A_i^H] = E[B_i B_i^H]`, i.e. at :math:`P\, E[h h^H]\, P = I` for probes with
+  :math:`E[v v^H] = I` (circular complex Gaussians for complex ``h``).
 
   Args:
     qs: the current factors, one per axis of ``h``: upper-triangular
-      ``(n_i, n_i)`` matrices or ``(n_i,)`` diagonals.
+      ``(n_i, n_i)`` matrices (complex for a complex ``h``) or real ``(n_i,)`` diagonals.
     h: the tensor the preconditioner whitens (gradient or momentum), shape
-      ``(n_1, ..., n_k)``.
-    v: the probe, ``N(0, I)`` noise of ``h``'s shape.
+      ``(n_1, ..., n_k)``, real or complex.
+    v: the probe, ``N(0, I)`` noise of ``h``'s shape and field.
     precond_lr: the normalised step size μ, in [0, 1] as
       :func:`scale_by_psgd_kron` checks (a float or a traced scalar).
 
@@ -266,16 +279,18 @@ def _triangular_step(q, aa, bb, precond_lr):
 
 
 def _inverse_transposed(q):
-  r""":math:`Q^{-\top}` of a batch of upper-triangular matrices: a triangular solve of the
-  lower-triangular :math:`Q^\top` with ``I`` (handed to the solver as the transpose of ``q``,
-  the column-major matrix it expects: no copy of ``q`` in another layout). On a CPU one matrix
-  at a time (:func:`optix.transforms.blocking.map_on_cpu`: the batched solve deadlocks XLA's CPU
+  r""":math:`Q^{-H}` (:math:`Q^{-\top}` for real ``q``) of a batch of upper-triangular
+  matrices: a triangular solve of the lower-triangular :math:`Q^\top` with ``I`` (handed to
+  the solver as the transpose of ``q``, the column-major matrix it expects: no copy of ``q``
+  in another layout), conjugated for complex ``q``. On a CPU one matrix at a time
+  (:func:`optix.transforms.blocking.map_on_cpu`: the batched solve deadlocks XLA's CPU
   runtime under the fit's ``lax.cond``)."""
   def solve(q):
     eye = jnp.broadcast_to(jnp.eye(q.shape[-1], dtype=q.dtype), q.shape)
     return jax.lax.linalg.triangular_solve(jnp.swapaxes(q, 1, 2), eye, left_side=True,
                                            lower=True)
-  return blocking.map_on_cpu(solve, [q])
+  inv = blocking.map_on_cpu(solve, [q])
+  return jnp.conj(inv) if _tree.is_complex(q) else inv
 
 
 def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
@@ -286,19 +301,19 @@ def fit_stacks(stacks: Sequence[Sequence[jax.Array]], hs: Sequence[jax.Array],
 
   The balancing leaves ``Q`` unchanged and rescales each factor's real block by a scalar
   :math:`c_i`, which commutes with the step (the Gram matrices are :math:`\mathrm{diag}(G, 0)`):
-  :math:`Q_i \leftarrow c_i\,(Q_i - \mu_i\, \mathrm{triu}(A_i A_i^\top - B_i B_i^\top) Q_i)`
+  :math:`Q_i \leftarrow c_i\,(Q_i - \mu_i\, \mathrm{triu}(A_i A_i^H - B_i B_i^H) Q_i)`
   with ``A``, ``B`` and the Grams of the unbalanced factors. So the factors form one batch
-  per kind and padded size across the stacks, and the norms, the inverses
-  :math:`Q_i^{-\top}` (for :math:`B = Q^{-\top} v`), the Lie-group steps and the rescalings
+  per kind, padded size and dtype across the stacks, and the norms, the inverses
+  :math:`Q_i^{-H}` (for :math:`B = Q^{-H} v`), the Lie-group steps and the rescalings
   run once per batch (:func:`balance_scales`: every leaf's at once); per stack remain only
   ``A``, ``B`` and their Grams, and the program grows with the number of distinct factor
   sizes, not of stacks.
 
   Args:
     stacks: per stack, per stack axis, the padded factors: ``(B, P, P)`` or ``(B, P)``
-      (:func:`pad_factor`).
+      (:func:`pad_factor`); complex triangular and real diagonal ones for a complex stack.
     hs: per stack, ``(B, P_1, ..., P_k)``, zero on the padding.
-    vs: per stack, the probes, same shape, zero on the padding.
+    vs: per stack, the probes, same shape and dtype, zero on the padding.
     precond_lr: the normalised step size μ of :func:`fit_factors`.
     masks: per stack, per stack axis, a ``(B, P)`` 0/1 mask of the real coordinates, or
       None where no member is padded (default: no padding anywhere).
@@ -388,32 +403,92 @@ class ScaleByPsgdKronState(NamedTuple):
   qs: tuple          # per stack: per stack axis, the padded factors (B, P, P) or (B, P)
 
 
+def stacked_axes_per_leaf(stacked_axes, tree) -> list:
+  """One int per leaf of ``tree``: how many of its leading axes index stacked layers.
+
+  Args:
+    stacked_axes: an int >= 0 for every leaf, a tree of ints like ``tree`` (or a prefix of
+      it), or a callable ``tree -> such a tree`` (the convention of
+      :func:`optix.transforms.muon.flax_dimension_numbers`).
+    tree: the params (or updates).
+
+  Returns:
+    A list of ints, in flattened order.
+
+  Raises:
+    ValueError: naming ``stacked_axes`` and the leaf, when a value is not an int ``k`` with
+      ``0 <= k <=`` the leaf's ndim.
+  """
+  spec = stacked_axes(tree) if callable(stacked_axes) else stacked_axes
+  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+  out = []
+  for (path, x), raw in zip(paths, muon.broadcast_leaves(spec, tree)):
+    ndim, name = jnp.ndim(x), jax.tree_util.keystr(path) or "<root>"
+    try:
+      k = _validate.integer("stacked_axes", raw)
+    except ValueError:
+      k = -1
+    if not 0 <= k <= ndim:
+      raise ValueError(f"stacked_axes must be an int k with 0 <= k <= the leaf's ndim "
+                       f"({ndim}) for the leaf at {name} of shape {jnp.shape(x)}, got {raw!r}")
+    out.append(k)
+  return out
+
+
+def _members(xs, layouts, counts, ks):
+  """The stack ``(B, *padded)`` of the leaves ``xs``: one member per leaf without stacked
+  axes (:func:`to_stack`), one per slice of a leaf with them (:func:`slices_to_stack`)."""
+  if not any(ks):
+    return jnp.stack([to_stack(x, lay) for x, lay in zip(xs, layouts)])
+  return concat([slices_to_stack(x, lay, n) if k else to_stack(x, lay)[None]
+                 for x, lay, n, k in zip(xs, layouts, counts, ks)])
+
+
+def _factor_dtype(dtype, triangular):
+  """A factor's dtype in a stack of ``dtype``: a triangular one takes it, a diagonal one its
+  real counterpart (float32 for complex64: a diagonal factor is real and positive)."""
+  return jnp.dtype(dtype) if triangular else jnp.finfo(dtype).dtype
+
+
 def scale_by_psgd_kron(b1: float = 0.9,
                        preconditioner_update_probability: Union[None, float, Callable] = None,
                        max_size_triangular: int = 8192, min_ndim_triangular: int = 2,
                        max_skew_triangular: Optional[float] = 2,
                        memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
                        precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
-                       *, precond_dtype=None, state_dtype=None,
-                       seed: int = 0) -> _base.GradientTransformation:
+                       *, precond_dtype=None, state_dtype=None, seed: int = 0,
+                       stacked_axes=0) -> _base.GradientTransformation:
   r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, "Stochastic Hessian fitting on Lie
   groups", arXiv 2402.11858): the momentum, preconditioned by a Kronecker-factored
-  :math:`P = Q^\top Q` fitted to whiten it.
+  :math:`P = Q^H Q` fitted to whiten it (:math:`Q^H = Q^\top` for real params).
 
   .. math::
      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad \hat m_t = m_t / (1 - \beta_1^t), \\
      \text{with probability } p(t):\ Q \leftarrow \mathrm{fit}(Q;\ \hat m_t + \delta z,\ v),
        \quad v, z \sim N(0, I), \\
-     u_t = \mathrm{clip}_{\mathrm{rms}}\big(Q^\top Q\, \hat m_t\big), \quad
-     \mathrm{clip}_{\mathrm{rms}}(u) = u \cdot \min\Big(1, \frac{\rho}{\mathrm{rms}(u)}\Big)
+     u_t = \mathrm{clip}_{\mathrm{rms}}\big(Q^H Q\, \hat m_t\big), \quad
+     \mathrm{clip}_{\mathrm{rms}}(u) = u \cdot \min\Big(1, \frac{\rho}{\mathrm{rms}(u)}\Big),
+     \quad \mathrm{rms}(u) = \sqrt{\mathrm{mean}\,|u|^2}
 
   per leaf, where ``fit`` is one Lie-group step of every factor (:func:`fit_factors`,
   normalised step size ``precond_lr``),
   :math:`\delta = \sqrt{\epsilon_{f32}} \cdot \mathrm{mean}|\hat m_t|` a small damping
   that keeps the fit well posed for rank-deficient momenta, and ρ = ``max_update_rms``.
   The factors are first rebalanced to equal norms (:func:`balance_factors`: same ``Q``).
-  The fit's fixed point is :math:`P = E[\hat m \hat m^\top]^{-1/2}` (restricted to Kronecker
+  The fit's fixed point is :math:`P = E[\hat m \hat m^H]^{-1/2}` (restricted to Kronecker
   products), so ``u`` has roughly unit RMS and the learning rate is an Adam-sized one.
+
+  Complex params: the same rule over the complex field, the one whose fixed point is
+  :math:`P = E[\hat m \hat m^H]^{-1/2}`, as in the reference implementation of PSGD: the
+  whitening criterion :math:`E[h^H P h + v^H P^{-1} v]` with circular complex Gaussian
+  probes (:math:`E[v v^H] = I`, :math:`E[v v^\top] = 0`), complex upper-triangular
+  factors, conjugate transposes wherever a transpose appears (:math:`A = Q h`,
+  :math:`B = Q^{-H} v`, Gram matrices :math:`A_i A_i^H`), moduli in every norm and in the
+  RMS clip. Diagonal factors stay real and positive (their step multiplies by the real
+  diagonal of a Hermitian matrix; a complex phase in a diagonal factor would cancel in
+  :math:`Q^H Q`), so a complex leaf's triangular factors are complex (complex64 for
+  complex64 params, complex128 for complex128) and its diagonal ones real of the same
+  precision; the momentum is complex.
 
   Args:
     b1: momentum, in [0, 1) (0.9, as in the reference implementation). The momentum is
@@ -442,23 +517,39 @@ def scale_by_psgd_kron(b1: float = 0.9,
     max_update_rms: ρ > 0 of the RMS clip of each leaf's update (1.1, as in the reference;
       ``None``: no clipping). It bounds the first steps, before ``P`` has adapted.
     precond_dtype: dtype of the factors (``None``: the state dtype policy, at least
-      float32; ``jnp.bfloat16`` halves their memory, the fit still runs in float32).
+      float32, complex for complex params; ``jnp.bfloat16`` halves their memory, the fit
+      still runs in float32).
     state_dtype: momentum dtype (``None``: the policy, at least float32, same kind).
     seed: an int >= 0, the PRNG seed of the probes and of the update draws; 0.
+    stacked_axes: how many leading axes of each leaf index stacked layers (the kernels of
+      an ``nn.scan``-ed block): an int >= 0 for every leaf, a tree of ints like the params
+      (or a prefix of them), or a callable params -> such a tree, as in
+      :func:`optix.transforms.muon.flax_dimension_numbers`; each ``k`` must satisfy
+      ``0 <= k <=`` the leaf's ndim. A leaf of shape ``(L_1, ..., L_k, n_1, ..., n_d)`` is
+      preconditioned as :math:`L_1 \cdots L_k` separate leaves of shape
+      ``(n_1, ..., n_d)``: each slice gets its own factors (their kinds from the slice's
+      shape), fit and RMS clip, and the slices are consecutive members of one stack, so
+      the state grows by :math:`L` slices' factors, not by an :math:`L \times L` factor
+      across layers. 0 (default; None means the same): no stacked axes, every leaf one
+      preconditioner.
 
   The rule for diagonal factors, from the shape alone (:func:`factor_kinds`): an axis of
   size 1, longer than ``max_size_triangular``, more than ``max_skew_triangular`` times the
   second largest axis, every axis of a leaf with fewer than ``min_ndim_triangular`` axes,
   and those ``memory_save_mode`` names; every other axis gets a triangular factor. These
-  three arguments set the state's structure: inside ``optax.inject_hyperparams`` name them
-  in ``static_args`` (``optix.inject_hyperparams`` keeps them static by itself).
+  three arguments (and ``stacked_axes``) set the state's structure: inside
+  ``optax.inject_hyperparams`` name them in ``static_args`` (``optix.inject_hyperparams``
+  keeps them static by itself).
 
   Leaves are padded to standard sizes and stacked across the tree (exactly: see
   :mod:`optix.transforms.psgd_stacks`), so compiling the step costs about the same for a
   model of many distinct shapes as for one of a few. The probes of a fit are one
-  Gaussian draw per step (Box–Muller, :func:`optix.transforms.psgd_stacks.gaussian`) from
-  the state's key, cut into the stacks in order; whether a step fits is a separate
-  uniform draw from the same step key.
+  Gaussian draw per step and dtype (Box–Muller,
+  :func:`optix.transforms.psgd_stacks.gaussian`) from the state's key, cut into the stacks
+  in order (a leaf with stacked axes: its slices in row-major order, so it draws exactly
+  what its slices would as consecutive separate leaves); whether a step fits is a
+  separate uniform draw from the same step key. Real and complex leaves never share a
+  stack.
 
   State: the momentum, shaped like the params (4 bytes/param in float32), and per stack
   of ``B`` leaves padded to ``(P_1, ..., P_k)``, :math:`B P_i^2` (triangular) or
@@ -466,7 +557,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
   when its sizes are standard (powers of two up to 128, multiples of 128), more for
   others (up to 4× a factor's values for a size just above a power of two up to 128,
   at most :math:`(1 + 128/n)^2` above). A stack's factors take the widest dtype of its
-  leaves'. Real params only: complex leaves raise ``ValueError``.
+  leaves'.
 
   Returns:
     A ``GradientTransformation`` whose state is ``ScaleByPsgdKronState``
@@ -491,6 +582,10 @@ def scale_by_psgd_kron(b1: float = 0.9,
   _validate.integer("seed", seed, static=False)  # read by init only
   _validate.dtype("precond_dtype", precond_dtype)
   _validate.dtype("state_dtype", state_dtype)
+  stacked_axes = 0 if stacked_axes is None else stacked_axes
+  if not callable(stacked_axes):
+    for k in jax.tree.leaves(stacked_axes):   # the ints >= 0; each leaf's ndim: at init
+      _validate.integer("stacked_axes", k)
   probability = (update_probability_schedule() if preconditioner_update_probability is None
                  else preconditioner_update_probability)
 
@@ -498,26 +593,37 @@ def scale_by_psgd_kron(b1: float = 0.9,
     return factor_kinds(shape, max_size_triangular, min_ndim_triangular,
                         max_skew_triangular, memory_save_mode)
 
-  def plan(leaves):
-    layouts = [leaf_layout(jnp.shape(x), kinds_of(jnp.shape(x))) for x in leaves]
-    return layouts, stacks_of(layouts)
+  def plan(leaves, ks, complex_leaves):
+    """Per leaf: its slices' layout and their number; the stacks of the slices; per stack,
+    its runs ``(leaf, number of slices)`` in member order (a leaf's slices are consecutive
+    members of one stack)."""
+    layouts, counts, owner = [], [], []
+    for j, (x, k, c) in enumerate(zip(leaves, ks, complex_leaves)):
+      shape = tuple(jnp.shape(x))
+      layouts.append(leaf_layout(shape[k:], kinds_of(shape[k:]), c))
+      counts.append(math.prod(shape[:k]))
+      owner += [j] * counts[-1]
+    groups = stacks_of([layouts[j] for j in owner])
+    runs = [[(j, len(list(us))) for j, us in itertools.groupby(owner[u] for u in g.members)]
+            for g in groups]
+    return layouts, groups, runs
 
   def init(params):
-    _tree.check_real("scale_by_psgd_kron", params)
     leaves = jax.tree.leaves(params)
-    layouts, groups = plan(leaves)
+    ks = stacked_axes_per_leaf(stacked_axes, params)
+    _, groups, runs = plan(leaves, ks, [_tree.is_complex(x) for x in leaves])
     qs = []
-    for group in groups:
-      dt = jnp.result_type(*[_tree.state_dtype_for(leaves[j], precond_dtype)
-                             for j in group.members])
+    for group, run in zip(groups, runs):
+      dt = jnp.result_type(*[_tree.state_dtype_for(leaves[j], precond_dtype) for j, _ in run])
       s = precond_init_scale ** (1.0 / len(group.padded))
       stacks = []
       for size, tri, mask in zip(group.padded, group.kinds, group.masks()):
+        fdt = _factor_dtype(dt, tri)
         # s on the real coordinates, 1 on the padding: Q_0 = diag(s I, I).
-        diag = jnp.full((len(group.members), size), s, dt)
+        diag = jnp.full((len(group.members), size), s, fdt)
         if mask is not None:
-          diag = jnp.where(jnp.asarray(mask) > 0, diag, 1).astype(dt)
-        stacks.append(diag[:, :, None] * jnp.eye(size, dtype=dt) if tri else diag)
+          diag = jnp.where(jnp.asarray(mask) > 0, diag, 1).astype(fdt)
+        stacks.append(diag[:, :, None] * jnp.eye(size, dtype=fdt) if tri else diag)
       qs.append(tuple(stacks))
     return ScaleByPsgdKronState(
         count=jnp.zeros([], jnp.int32), key=jax.random.key_data(jax.random.key(seed)),
@@ -525,7 +631,6 @@ def scale_by_psgd_kron(b1: float = 0.9,
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
-    _tree.check_real("scale_by_psgd_kron", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     count = _tree.safe_increment(state.count)
     mu = moments.ema(b1, state.mu, updates)
@@ -537,13 +642,15 @@ def scale_by_psgd_kron(b1: float = 0.9,
     p = probability(state.count) if callable(probability) else probability
     do_fit = jax.random.uniform(keys[0]) < p
 
-    layouts, groups = plan(g_leaves)
+    ks = stacked_axes_per_leaf(stacked_axes, updates)
+    # The field of a leaf is its momentum's (complex exactly for complex params).
+    layouts, groups, runs = plan(g_leaves, ks, [_tree.is_complex(m) for m in m_leaves])
     # Per stack: the debiased momenta (B, *padded), zero on the padding.
     hs = []
-    for group, factors in zip(groups, state.qs):
-      dt = jnp.result_type(factors[0].dtype, jnp.float32,
-                           *[m_leaves[j].dtype for j in group.members])
-      h = jnp.stack([to_stack(m_leaves[j].astype(dt), layouts[j]) for j in group.members])
+    for run, factors in zip(runs, state.qs):
+      dt = jnp.result_type(factors[0].dtype, jnp.float32, *[m_leaves[j].dtype for j, _ in run])
+      h = _members([m_leaves[j].astype(dt) for j, _ in run], [layouts[j] for j, _ in run],
+                   [n for _, n in run], [ks[j] for j, _ in run])
       hs.append(moments.debias_leaf(h, corr))
 
     def fit(stacks):
@@ -552,34 +659,41 @@ def scale_by_psgd_kron(b1: float = 0.9,
       vs, zs = stack_noise(keys[1], shapes, dts), stack_noise(keys[2], shapes, dts)
       damped, probes, masks = [], [], []
       for group, h, v, z in zip(groups, hs, vs, zs):
-        dt, ms = h.dtype, group.masks()
+        rdt, ms = jnp.finfo(h.dtype).dtype, group.masks()
         v, z = mask_stack(v, ms), mask_stack(z, ms)
         axes = tuple(range(1, h.ndim))
-        delta = _DAMPING * jnp.sum(jnp.abs(h), axis=axes) / group.numel().astype(dt)
+        delta = _DAMPING * jnp.sum(jnp.abs(h), axis=axes) / group.numel().astype(rdt)
         damped.append(h + delta.reshape((-1,) + (1,) * len(axes)) * z)
         probes.append(v)
         masks.append(ms)
-      new = fit_stacks([[q.astype(h.dtype) for q in factors] for factors, h in zip(stacks, hs)],
-                       damped, probes, precond_lr, masks)
+      new = fit_stacks([[q.astype(_factor_dtype(h.dtype, q.ndim == 3)) for q in factors]
+                        for factors, h in zip(stacks, hs)], damped, probes, precond_lr, masks)
       return tuple(tuple(n.astype(q.dtype) for n, q in zip(ns, factors))
                    for ns, factors in zip(new, stacks))
 
     qs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, state.qs)
     out = [None] * len(g_leaves)
-    for group, h, factors in zip(groups, hs, qs):
-      f, u = [q.astype(h.dtype) for q in factors], h
-      for a in range(len(f)):                     # Q^T Q h
+    for group, run, h, factors in zip(groups, runs, hs, qs):
+      f, u = [q.astype(_factor_dtype(h.dtype, q.ndim == 3)) for q in factors], h
+      for a in range(len(f)):                     # Q^H Q h
         u = apply_axis(f[a], u, a + 1)
       for a in range(len(f)):
         u = apply_axis(f[a], u, a + 1, transpose=True)
       if max_update_rms is not None:
-        axes = tuple(range(1, u.ndim))
-        rms = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes) / group.numel().astype(u.dtype))
-        scale = jnp.minimum(1.0, max_update_rms / (rms + 1e-12)).astype(u.dtype)
+        axes, rdt = tuple(range(1, u.ndim)), jnp.finfo(u.dtype).dtype
+        rms = jnp.sqrt(jnp.sum(moments.abs_sq(u), axis=axes) / group.numel().astype(rdt))
+        scale = jnp.minimum(1.0, max_update_rms / (rms + 1e-12)).astype(rdt)
         u = u * scale.reshape((-1,) + (1,) * len(axes))
-      for b, j in enumerate(group.members):
-        out[j] = from_stack(u[b], layouts[j], jnp.shape(g_leaves[j])).astype(
-            jnp.result_type(g_leaves[j]))
+      start = 0
+      for j, n in run:
+        shape, dtype = jnp.shape(g_leaves[j]), jnp.result_type(g_leaves[j])
+        piece = (slices_from_stack(u[start:start + n], layouts[j], shape) if ks[j]
+                 else from_stack(u[start], layouts[j], shape))
+        out[j] = piece.astype(dtype)
+        start += n
+    for j, x in enumerate(g_leaves):   # a leaf with no slices (a stacked axis of length 0)
+      if out[j] is None:
+        out[j] = jnp.zeros(jnp.shape(x), jnp.result_type(x))
     return jax.tree.unflatten(treedef, out), ScaleByPsgdKronState(count, state.key, mu, qs)
 
   return _base.GradientTransformation(init, update)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optix.transforms import blocking
+from optix.transforms import blocking, moments
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -43,21 +43,27 @@ def padded_size(n: int) -> int:
 
 
 class LeafLayout(NamedTuple):
-  """Where one leaf sits in its stack (static Python values)."""
+  """Where one leaf (or one slice of a leaf with stacked axes) sits in its stack (static
+  Python values)."""
   shape: tuple   # the leaf's shape, (1,) for a scalar
   kinds: tuple   # per axis of ``shape``: True for a triangular factor
   perm: tuple    # the stack's axis order: the leaf's axes by padded size, largest first
   padded: tuple  # per stack axis (``perm`` order): the padded length
+  complex: bool = False  # a complex leaf: complex factors, in a stack of complex leaves only
 
 
-def leaf_layout(shape: Sequence[int], kinds: Sequence[bool]) -> LeafLayout:
+def leaf_layout(shape: Sequence[int], kinds: Sequence[bool],
+                is_complex: bool = False) -> LeafLayout:
   """The stack layout of a leaf: its axes reordered by padded size (largest first, triangular
   before diagonal on ties), each zero-padded to :func:`padded_size`. Leaves with the same
-  padded sizes and factor kinds share one stack whatever their real sizes and axis order.
+  padded sizes, factor kinds and field (real or complex) share one stack whatever their real
+  sizes and axis order.
 
   Args:
-    shape: the leaf's shape (``()`` for a scalar).
+    shape: the leaf's shape (``()`` for a scalar); for a leaf with stacked axes, the shape of
+      one slice.
     kinds: per axis, True for a triangular factor (:func:`factor_kinds`).
+    is_complex: whether the leaf is complex (False, default).
 
   Returns:
     A :class:`LeafLayout`.
@@ -65,7 +71,7 @@ def leaf_layout(shape: Sequence[int], kinds: Sequence[bool]) -> LeafLayout:
   shape = tuple(shape) or (1,)
   sizes = [padded_size(n) for n in shape]
   perm = tuple(sorted(range(len(shape)), key=lambda i: (-sizes[i], not kinds[i], i)))
-  return LeafLayout(shape, tuple(kinds), perm, tuple(sizes[i] for i in perm))
+  return LeafLayout(shape, tuple(kinds), perm, tuple(sizes[i] for i in perm), bool(is_complex))
 
 
 def to_stack(x: jax.Array, layout: LeafLayout) -> jax.Array:
@@ -82,6 +88,24 @@ def from_stack(x: jax.Array, layout: LeafLayout, shape: Sequence[int]) -> jax.Ar
   if tuple(x.shape) != real:
     x = x[tuple(slice(0, n) for n in real)]
   return jnp.transpose(x, np.argsort(layout.perm)).reshape(shape)
+
+
+def slices_to_stack(x: jax.Array, layout: LeafLayout, count: int) -> jax.Array:
+  """A leaf with stacked axes as ``count`` consecutive stack members ``(count, *padded)``:
+  :func:`to_stack` on each slice (``layout`` is a slice's), in row-major order of the stacked
+  axes."""
+  x = jnp.transpose(x.reshape((count,) + layout.shape), (0,) + tuple(i + 1 for i in layout.perm))
+  pad = [(0, 0)] + [(0, p - n) for n, p in zip(x.shape[1:], layout.padded)]
+  return jnp.pad(x, pad) if any(hi for _, hi in pad) else x
+
+
+def slices_from_stack(x: jax.Array, layout: LeafLayout, shape: Sequence[int]) -> jax.Array:
+  """Inverse of :func:`slices_to_stack`: ``(count, *padded)`` members back to the leaf of
+  ``shape``."""
+  real = tuple(layout.shape[i] for i in layout.perm)
+  if tuple(x.shape[1:]) != real:
+    x = x[(slice(None),) + tuple(slice(0, n) for n in real)]
+  return jnp.transpose(x, (0,) + tuple(int(i) + 1 for i in np.argsort(layout.perm))).reshape(shape)
 
 
 def pad_factor(q: jax.Array, size: int) -> jax.Array:
@@ -138,28 +162,37 @@ class Stack(NamedTuple):
 
 
 def stacks_of(layouts) -> tuple:
-  """The stacks: leaves of one padded layout and factor kinds, in order of first appearance."""
+  """The stacks: leaves of one padded layout, factor kinds and field (real or complex), in
+  order of first appearance."""
   groups = {}
   for j, lay in enumerate(layouts):
-    groups.setdefault((lay.padded, tuple(lay.kinds[i] for i in lay.perm)), []).append(j)
+    groups.setdefault((lay.padded, tuple(lay.kinds[i] for i in lay.perm), lay.complex),
+                      []).append(j)
   return tuple(Stack(padded, kinds, tuple(idx),
                       tuple(tuple(layouts[j].shape[i] for i in layouts[j].perm) for j in idx))
-               for (padded, kinds), idx in groups.items())
+               for (padded, kinds, _), idx in groups.items())
 
 
 def leaf_factors(qs: Sequence[Sequence[jax.Array]], shapes: Sequence[Sequence[int]],
-                 kinds: Sequence[Sequence[bool]]) -> list:
+                 kinds: Sequence[Sequence[bool]],
+                 complex_leaves: Optional[Sequence[bool]] = None) -> list:
   """Each leaf's unpadded factors, read from the stacked state of :func:`scale_by_psgd_kron`.
+
+  A leaf with stacked axes counts as its slices, each a leaf of the slice's shape, in
+  row-major order of the stacked axes (a ``(3, m, n)`` leaf with ``stacked_axes=1``: three
+  ``(m, n)`` entries in ``shapes``).
 
   Args:
     qs: ``ScaleByPsgdKronState.qs``: per stack, per stack axis, the padded factors.
-    shapes: the leaves' shapes, in flattened order.
+    shapes: the leaves' (or slices') shapes, in flattened order.
     kinds: per leaf, its factor kinds (:func:`factor_kinds` with the transform's rule).
+    complex_leaves: per leaf, whether it is complex; None (default): all real.
 
   Returns:
     Per leaf, a list of its factors in axis order: ``(n_i, n_i)`` or ``(n_i,)``.
   """
-  layouts = [leaf_layout(s, k) for s, k in zip(shapes, kinds)]
+  complex_leaves = [False] * len(shapes) if complex_leaves is None else complex_leaves
+  layouts = [leaf_layout(s, k, c) for s, k, c in zip(shapes, kinds, complex_leaves)]
   out = [None] * len(layouts)
   for group, stacks in zip(stacks_of(layouts), qs):
     for b, j in enumerate(group.members):
@@ -203,15 +236,18 @@ def gaussian(key: jax.Array, n: int, dtype) -> jax.Array:
 
 
 def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> list:
-  """``N(0, I)`` arrays of the given shapes and dtypes from one draw per dtype
+  r"""``N(0, I)`` arrays of the given shapes and dtypes from one draw per dtype
   (:func:`gaussian`): the arrays of one dtype are consecutive pieces of a single flat draw
   (from ``key`` for the first dtype, ``fold_in(key, d)`` for the ``d``-th other), so a
-  step's probes cost one random-number kernel however many stacks there are.
+  step's probes cost one random-number kernel however many stacks there are. A complex
+  dtype gets circular complex Gaussians, :math:`(x + i y)/\sqrt 2` with ``x``, ``y`` the
+  first and second halves of a real draw of twice the length: :math:`E[v v^H] = I`,
+  :math:`E[v v^\top] = 0`.
 
   Args:
     key: a PRNG key (typed or raw ``uint32[2]``).
     shapes: the arrays' shapes, in order.
-    dtypes: their floating dtypes, in order.
+    dtypes: their floating or complex dtypes, in order.
 
   Returns:
     A list of arrays, one per shape.
@@ -221,7 +257,13 @@ def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> li
   for d, dt in enumerate(order):
     idx = [i for i, t in enumerate(dtypes) if jnp.dtype(t) == dt]
     sizes = [int(np.prod(shapes[i], dtype=np.int64)) for i in idx]
-    flat = gaussian(key if d == 0 else jax.random.fold_in(key, d), sum(sizes), dt)
+    k = key if d == 0 else jax.random.fold_in(key, d)
+    if jnp.issubdtype(dt, jnp.complexfloating):
+      n = sum(sizes)
+      pair = gaussian(k, 2 * n, jnp.finfo(dt).dtype) * math.sqrt(0.5)
+      flat = jax.lax.complex(pair[:n], pair[n:]).astype(dt)
+    else:
+      flat = gaussian(k, sum(sizes), dt)
     cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
     for i, part in zip(idx, jnp.split(flat, cuts) if cuts else [flat]):
       out[i] = part.reshape(shapes[i])
@@ -230,8 +272,9 @@ def stack_noise(key: jax.Array, shapes: Sequence[tuple], dtypes: Sequence) -> li
 
 def apply_axis(q: jax.Array, x: jax.Array, axis: int, transpose: bool = False,
                divide: bool = False) -> jax.Array:
-  r"""Each member's factor on one axis of a stack: :math:`Q_i` (or :math:`Q_i^\top`) on axis
-  ``axis`` of ``x``, as :func:`optix.transforms.psgd.apply_factors` does per leaf. A matrix
+  r"""Each member's factor on one axis of a stack: :math:`Q_i` (or :math:`Q_i^H`, the
+  transpose for real factors) on axis ``axis`` of ``x``, as
+  :func:`optix.transforms.psgd.apply_factors` does per leaf. A matrix
   factor is one batched dot, ``Q`` first on the first axis and ``x`` first on the last, so
   the result needs no transpose there (only a middle axis of a 3-D or larger leaf is moved).
 
@@ -239,7 +282,7 @@ def apply_axis(q: jax.Array, x: jax.Array, axis: int, transpose: bool = False,
     q: ``(B, P, P)`` matrices or ``(B, P)`` diagonals.
     x: ``(B, P_1, ..., P_k)`` with ``P_axis = P``.
     axis: the stack axis, in ``1..k``.
-    transpose: apply :math:`Q_i^\top` instead of :math:`Q_i`.
+    transpose: apply :math:`Q_i^H` (:math:`Q_i^\top` for real ones) instead of :math:`Q_i`.
     divide: for diagonal factors, apply :math:`Q_i^{-1}` (divide by them) instead.
 
   Returns:
@@ -248,6 +291,8 @@ def apply_axis(q: jax.Array, x: jax.Array, axis: int, transpose: bool = False,
   if q.ndim == 2:
     q = q.reshape(q.shape[:1] + tuple(-1 if i == axis else 1 for i in range(1, x.ndim)))
     return x / q if divide else x * q
+  if transpose and jnp.issubdtype(q.dtype, jnp.complexfloating):
+    q = jnp.conj(q)
   contract = 1 if transpose else 2   # the axis of q summed against x's
   batch = ((0,), (0,))
   if axis == x.ndim - 1 and x.ndim > 2:
@@ -257,13 +302,14 @@ def apply_axis(q: jax.Array, x: jax.Array, axis: int, transpose: bool = False,
 
 
 def gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
-  """Each member's ``X_(i) X_(i)ᵀ`` of a stack ``x`` ``(B, P_1, ..., P_k)``: the contraction
-  with itself over every stack axis but ``axis`` (``(B, P, P)``), or only its diagonal
-  (``(B, P)``)."""
+  """Each member's ``X_(i) X_(i)ᴴ`` of a stack ``x`` ``(B, P_1, ..., P_k)``: the contraction
+  with its conjugate over every stack axis but ``axis`` (``(B, P, P)``, Hermitian), or only
+  its diagonal (``(B, P)``, real: the sums of ``|x|²``)."""
   others = tuple(i for i in range(1, x.ndim) if i != axis)
   if diagonal:
-    return jnp.sum(jnp.square(x), axis=others)
-  return jax.lax.dot_general(x, x, ((others, others), ((0,), (0,))), precision=_HI)
+    return jnp.sum(moments.abs_sq(x), axis=others)
+  y = jnp.conj(x) if jnp.issubdtype(x.dtype, jnp.complexfloating) else x
+  return jax.lax.dot_general(x, y, ((others, others), ((0,), (0,))), precision=_HI)
 
 
 def balance_scales(norms: jax.Array, leaves: np.ndarray) -> jax.Array:
@@ -293,9 +339,9 @@ def balance_scales(norms: jax.Array, leaves: np.ndarray) -> jax.Array:
 def real_max_abs(q, m):
   """Per member, the max-abs of the real block of padded factors ``(N, P, P)`` or ``(N, P)``
   (``m``: their ``(N, P)`` mask, None without padding): a real row's max, as the coupling
-  blocks are zero."""
+  blocks are zero. Real (the moduli) for complex factors."""
   r = jnp.abs(q) if q.ndim == 2 else jnp.max(jnp.abs(q), axis=2)
-  return jnp.max(r if m is None else r * jnp.asarray(m, q.dtype), axis=1)
+  return jnp.max(r if m is None else r * jnp.asarray(m, r.dtype), axis=1)
 
 
 def real_scale(s, m, dtype):
