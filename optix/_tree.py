@@ -98,6 +98,12 @@ def find_states(opt_state, cls) -> list:
   return [x for x in found if isinstance(x, cls)]
 
 
+def broadcast_leaves(spec, tree) -> list:
+  """One value per leaf of ``tree`` from ``spec``, a tree whose structure is a
+  prefix of ``tree``'s (each spec leaf covers the whole matching subtree)."""
+  return jax.tree.leaves(jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), spec, tree))
+
+
 def _describe(tree):
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): jnp.shape(leaf) for path, leaf in leaves}

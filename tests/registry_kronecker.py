@@ -28,6 +28,11 @@ def _shampoo_bad(fn):
            lambda: fn(1e-3, root_method="newton", inverse_exponent_override={2: {0: 0.3}}))]
 
 
+def _conv_layers(params):
+  """One stacked axis for the 4-D leaves (the registry's conv kernel), none elsewhere."""
+  return jax.tree.map(lambda x: 1 if x.ndim == 4 else 0, params)
+
+
 ENTRIES = [
     # Blocks of 4 (the 10×4 embedding is 3 row blocks, padded), small dims merged,
     # roots from step 2 every 3 steps: every shape path and both cond branches.
@@ -72,6 +77,18 @@ ENTRIES = [
                ("block_size", lambda: optix.soap(1e-3, block_size=-4)),
                ("max_preconditioner_dim", lambda: optix.soap(1e-3, max_preconditioner_dim=-1)),
                ("weight_decay", lambda: optix.soap(1e-3, weight_decay=-1.0))]),
+    # The conv kernel (3, 3, 2, 4) as three stacked (3, 2, 4) layers, each preconditioned as a
+    # leaf of its own (a callable stacked_axes: it sees the params at init, the updates after).
+    Entry("shampoo_stacked_layers",
+          lambda: optix.chain(
+              optix.scale_by_shampoo(preconditioning_interval=3, start_preconditioning_step=2,
+                                     block_size=4, stacked_axes=_conv_layers),
+              optix.scale_by_learning_rate(1e-2))),
+    Entry("soap_stacked_layers",
+          lambda: optix.chain(
+              optix.scale_by_soap(preconditioning_interval=3, block_size=4, precondition_1d=True,
+                                  stacked_axes=_conv_layers),
+              optix.scale_by_learning_rate(3e-3))),
     # Every axis left diagonal: SOAP is Adam.
     Entry("soap_all_diagonal_is_adam",
           lambda: optix.soap(1e-2, b1=0.9, b2=0.999, max_preconditioner_dim=0),

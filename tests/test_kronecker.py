@@ -622,3 +622,133 @@ def test_one_eigendecomposition_per_padded_size(name):
   hlo = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
   eighs = [l for l in hlo.splitlines() if "syevd" in l and "custom_call_target" in l]
   assert len(eighs) == 2, len(eighs)
+
+
+# -- stacked layers: the leading axes of a leaf index independent layers ----------------
+
+# "w": three (12, 6) layers whose scales differ by 10× (a shared graft norm or statistic would
+# show), "t": 2 × 2 layers (4, 5, 3) (two stacked axes), "v": a 1-D leaf.
+_STACKED = {"w": (3, 12, 6), "t": (2, 2, 4, 5, 3), "v": (6,)}
+_STACKED_AXES = {"w": 1, "t": 2, "v": 0}
+
+
+def _layers(tree):
+  """Each stacked layer of ``tree`` (``_STACKED_AXES``) as a leaf of its own."""
+  out = {}
+  for k, x in tree.items():
+    s = _STACKED_AXES[k]
+    for idx in np.ndindex(*x.shape[:s]):
+      out[k + "".join(map(str, idx))] = x[idx]
+  return out
+
+
+def _stacked_grads(t):
+  g = optix.testing.random_like(jax.random.key(t), {k: jnp.zeros(s) for k, s in _STACKED.items()})
+  return {**g, "w": g["w"] * jnp.asarray([1.0, 10.0, 100.0])[:, None, None]}
+
+
+_STACKED_MAKERS = [
+    ("shampoo", lambda **k: optix.scale_by_shampoo(preconditioning_interval=2,
+                                                   start_preconditioning_step=2, **k)),
+    ("shampoo_newton_blocks", lambda **k: optix.scale_by_shampoo(
+        preconditioning_interval=2, start_preconditioning_step=1, root_method="newton",
+        block_size=8, ridge_epsilon=1e-3, **k)),
+    ("soap", lambda **k: optix.scale_by_soap(preconditioning_interval=2, precondition_1d=True,
+                                             **k)),
+    ("soap_merged_blocks", lambda **k: optix.scale_by_soap(
+        preconditioning_interval=3, merge_small_dims=True, block_size=8, **k))]
+
+
+@pytest.mark.parametrize("name,make", _STACKED_MAKERS, ids=[n for n, _ in _STACKED_MAKERS])
+def test_stacked_layers_are_preconditioned_as_separate_leaves(name, make):
+  """``stacked_axes``: a (3, 12, 6) leaf with one stacked axis (and a (2, 2, 4, 5, 3) one with
+  two) takes, over five jitted steps with root / basis refreshes, the updates the same
+  optimizer gives its layers as separate leaves, to float32 rounding; the state is the
+  separate leaves' (the same statistics, none over a stacked axis)."""
+  params = {k: jnp.zeros(s) for k, s in _STACKED.items()}
+  tx, ref_tx = make(stacked_axes=_STACKED_AXES), make()
+  state, ref_state = tx.init(params), ref_tx.init(_layers(params))
+  step, ref_step = jax.jit(tx.update), jax.jit(ref_tx.update)
+  for t in range(5):
+    g = _stacked_grads(t)
+    u, state = step(g, state)
+    w, ref_state = ref_step(_layers(g), ref_state)
+    got = _layers(u)
+    for k in w:
+      scale = float(jnp.max(jnp.abs(w[k])))
+      np.testing.assert_allclose(got[k], w[k], rtol=0, atol=1e-5 * scale, err_msg=f"{t} {k}")
+  assert [s.shape for s in state.stats] == [s.shape for s in ref_state.stats]
+  for s, r in zip(state.stats, ref_state.stats):
+    np.testing.assert_allclose(s, r, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(r))))
+  # Without stacked_axes the layers share statistics (one block of the whole leaf).
+  assert ([s.shape for s in make().init(params).stats]
+          != [s.shape for s in ref_state.stats])
+
+
+@pytest.mark.parametrize("name,make", _STACKED_MAKERS[::2], ids=[n for n, _ in _STACKED_MAKERS[::2]])
+def test_stacked_axes_forms_and_validation(name, make):
+  """A prefix tree, a full tree or a callable give the same state (and the callable a jitted
+  step, where it sees the updates; "b" stacked down to scalars takes the graft / Adam alone);
+  a value outside 0 <= k <= ndim raises a ValueError naming ``stacked_axes`` (at construction
+  where it is negative, at init where it exceeds a leaf's rank)."""
+  params = {"a": {"w": jnp.zeros((3, 8, 4)), "u": jnp.zeros((2, 4, 8))}, "b": jnp.zeros((3, 5))}
+  shapes = lambda tx: [x.shape for x in jax.tree.leaves(tx.init(params))]
+  by_rank = lambda p: jax.tree.map(lambda x: 1 if x.ndim == 3 else 2, p)
+  want = shapes(make(stacked_axes={"a": 1, "b": 2}))
+  assert shapes(make(stacked_axes={"a": {"w": 1, "u": 1}, "b": 2})) == want
+  assert shapes(make(stacked_axes=by_rank)) == want != shapes(make())
+  assert shapes(make(stacked_axes={"a": jnp.int32(1), "b": np.int64(2)})) == want
+  assert shapes(make(stacked_axes=0)) == shapes(make(stacked_axes=None)) == shapes(make())
+  tx = make(stacked_axes=by_rank)
+  g = optix.testing.random_like(jax.random.key(0), params)
+  u, _ = jax.jit(tx.update)(g, tx.init(params))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(u))
+  for bad in (-1, {"a": 1, "b": 1.5}, True):
+    with pytest.raises(ValueError, match=r"stacked_axes .*0 <= k <= ndim"):
+      make(stacked_axes=bad)
+  with pytest.raises(ValueError, match=r"stacked_axes .*0 <= k <= ndim.*got 4"):
+    make(stacked_axes={"a": 4, "b": 0}).init(params)
+  with pytest.raises(ValueError, match="stacked_axes must be a static Python int"):
+    jax.jit(lambda k: make(stacked_axes=k) and k)(1)  # sets shapes: it cannot be traced
+
+
+def test_stacked_blocks_gather_and_scatter_round_trip():
+  """A stacked leaf's blocks are its layers' blocks, layer after layer, and the one-gather
+  stack (stacking.gather_flat) is the per-leaf one; from_blocks inverts to_blocks."""
+  x = jax.random.normal(jax.random.key(0), (2, 3, 10, 7))
+  plan = blocking.make_plan(x.shape, 4, True, 100, stacked=2)
+  assert plan.merged == (10, 7) and plan.layers == 6 and plan.num_blocks == 6 * 3 * 2
+  blocks = blocking.to_blocks(x, plan)
+  one = blocking.make_plan((10, 7), 4, True, 100)
+  want = jnp.concatenate([blocking.to_blocks(x[i, j], one) for i in range(2) for j in range(3)])
+  np.testing.assert_array_equal(blocks, want)
+  np.testing.assert_array_equal(blocking.from_blocks(blocks, plan), x)
+  plans = [plan, one]
+  group, = blocking.group_plans(plans)
+  np.testing.assert_array_equal(blocking.gather([x, x[1, 2]], plans, group),
+                                jnp.concatenate([want, want[-6:]]))
+  parts = blocking.scatter(jnp.concatenate([want, want[-6:]]), plans, group)
+  np.testing.assert_array_equal(parts[0], x)
+
+
+@pytest.mark.parametrize("name,make", [
+    ("shampoo", lambda **k: optix.scale_by_shampoo(preconditioning_interval=2,
+                                                   start_preconditioning_step=1, **k)),
+    ("soap", lambda **k: optix.scale_by_soap(preconditioning_interval=2, **k))])
+def test_stacked_layers_refresh_split_over_devices(name, make):
+  """Stacked layers' roots / bases split over the devices of ``mesh`` (each layer's matrices
+  are items of the split like any leaf's): the one-device numbers."""
+  params = {"w": jnp.ones((3, 12, 6))}
+
+  def run(tx):
+    state, step = tx.init(params), jax.jit(tx.update)
+    for t in range(3):
+      u, state = step(optix.testing.random_like(jax.random.key(t), params), state)
+    return u, state
+
+  want, _ = run(make(stacked_axes=1))
+  got, state = run(make(stacked_axes=1, mesh=_mesh("Auto")))
+  layers = [params["w"][i] for i in range(3)]  # the layers' state as leaves': none over them
+  assert [s.shape for s in state.stats] == [s.shape for s in make().init(layers).stats]
+  for k in params:
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6, err_msg=k)

@@ -72,6 +72,19 @@ _MIXED_DIMS = {k: MuonDimensionNumbers(1, 2) if k == "s" else MuonDimensionNumbe
 KRON = {**{f"a{i}": (16, 8) for i in range(7)}, "r": (16, 8), "b0": (8, 24), "b1": (8, 24)}
 
 
+def _two_steps(tx, params, put=lambda t: t):
+  """Two jitted steps on fixed random gradients, params and gradients placed by ``put``: the
+  params, the updates and the state."""
+  grads = [optix.testing.random_like(jax.random.key(10 + t), params) for t in range(2)]
+  p, outs = put(params), []
+  state, step = jax.jit(tx.init)(p), jax.jit(lambda g, s, p: tx.update(g, s, p))
+  for g in grads:
+    u, state = step(put(g), state, p)
+    p = optix.apply_updates(p, u)
+    outs.append(u)
+  return p, outs, state
+
+
 @pytest.mark.parametrize("name,make,shapes", [
     ("muon", lambda: optix.scale_by_muon(), LIGHT),
     pytest.param("muon", lambda: optix.scale_by_muon(weight_dimension_numbers=_MIXED_DIMS),
@@ -98,23 +111,12 @@ def test_fsdp_step_matches_unsharded(name, make, shapes):
   stack's statistics stay split over the devices."""
   specs = {k: P() if k == "r" else P("data") for k in shapes}
   params = {k: jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())}
-  grads = [optix.testing.random_like(jax.random.key(10 + t), params) for t in range(2)]
   tx = make()
-
-  def run(put=lambda t: t):
-    p, outs = put(params), []
-    state, step = jax.jit(tx.init)(p), jax.jit(lambda g, s, p: tx.update(g, s, p))
-    for g in grads:
-      u, state = step(put(g), state, p)
-      p = optix.apply_updates(p, u)
-      outs.append(u)
-    return p, outs
-
-  ref, ref_u = run()
+  ref, ref_u, _ = _two_steps(tx, params)
   mesh = jax.make_mesh((8,), ("data",))
   put = lambda t: {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in t.items()}
   with jax.set_mesh(mesh):
-    got, got_u = run(put)
+    got, got_u, _ = _two_steps(tx, params, put)
   if name in ("shampoo", "soap"):  # the owned group's statistics stay split over the devices
     with jax.set_mesh(mesh):
       state = jax.jit(tx.init)(put(params))
@@ -184,3 +186,34 @@ def test_shard_state_keeps_owned_statistics_split(name, make):
           <= bare_step.memory_analysis().temp_size_in_bytes), name
   for k in params:
     np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+# "s": 8 stacked (16, 8) layers sharded on the stacked axis, "u": 8 more sharded on their rows
+# (16 rows, not cut or padded): one stack of sixteen (16, 8) blocks, owned. "t": two (32, 8)
+# layers sharded on their rows: a stack of two, not a multiple of the devices: gathered.
+STACKED = {"s": ((8, 16, 8), P("data")), "u": ((8, 16, 8), P(None, "data")),
+           "t": ((2, 32, 8), P(None, "data"))}
+
+
+@pytest.mark.parametrize("name,make", [
+    ("shampoo", lambda: optix.scale_by_shampoo(preconditioning_interval=1,
+                                               start_preconditioning_step=1, stacked_axes=1)),
+    ("soap", lambda: optix.scale_by_soap(preconditioning_interval=1, stacked_axes=1))])
+def test_fsdp_stacked_layers_match_unsharded(name, make):
+  """Stacked layers (``stacked_axes=1``) sharded on the stacked axis or on a layer's axis: the
+  layers' blocks are owned where their group splits evenly (statistics split over the
+  devices), gathered where it does not, and the numbers are the unsharded steps'."""
+  params = {k: jax.random.normal(jax.random.key(i), s) for i, (k, (s, _)) in
+            enumerate(STACKED.items())}
+  tx = make()
+  _, ref_u, _ = _two_steps(tx, params)
+  mesh = jax.make_mesh((8,), ("data",))
+  put = lambda t: {k: jax.device_put(v, NamedSharding(mesh, STACKED[k][1])) for k, v in t.items()}
+  with jax.set_mesh(mesh):
+    _, got_u, state = _two_steps(tx, params, put)
+  assert [s.shape for s in state.stats] == [(16, 16, 16), (16, 8, 8), (2, 32, 32), (2, 8, 8)]
+  assert state.stats[0].sharding.spec == P("data", None, None)
+  for k in params:
+    assert got_u[-1][k].sharding.is_equivalent_to(NamedSharding(mesh, STACKED[k][1]), 3), k
+    for u, v in zip(got_u, ref_u):
+      np.testing.assert_allclose(u[k], v[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -13,6 +13,12 @@ preconditioned axis by axis. Three shape rules keep the statistics small:
   "left diagonal"); a tensor with no preconditioned axis is updated by the graft
   alone (Shampoo) or by plain Adam (SOAP).
 
+A leaf whose first ``s`` axes index stacked layers (the kernels of an ``nn.scan``-ed block:
+``stacked_axes``, :func:`stacked_of`) is planned layer by layer: each layer
+``shape[s:]`` is viewed as a leaf of its own under the rules above, with its own statistics,
+and the layers' blocks follow one another in the leaf's stack (no statistic spans the
+stacked axes).
+
 A leaf's gradient is viewed as a stack of blocks ``(N, b_1, ..., b_k)`` (:class:`Plan`,
 :func:`to_blocks`), and each preconditioned block length ``b`` is zero-padded up to a
 *standard size* (:func:`standard_size`): the next power of two up to 128, the next
@@ -58,6 +64,7 @@ or cut into blocks; otherwise its sharded leaves are gathered before they are cu
 blocks (the statistics replicated) and each update is resharded like its leaf.
 """
 
+import numbers
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -67,6 +74,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from optix import _validate
+from optix._tree import broadcast_leaves
 from optix._sharding import (axes_of_entry, axes_size, explicit_spec, from_owners, map_local,
                              map_stacked, owner_axes, replicated, spec_entry, to_owners)
 from optix.transforms import stacking
@@ -78,15 +86,20 @@ _HI = jax.lax.Precision.HIGHEST
 class Plan(NamedTuple):
   """How one leaf is viewed as a stack of blocks (all static Python ints)."""
   shape: tuple     # the leaf's shape
-  merged: tuple    # after dropping size-1 axes and merging small neighbours
+  merged: tuple    # of one layer: after dropping size-1 axes and merging small neighbours
   blocks: tuple    # number of blocks along each merged axis
   block: tuple     # block length along each merged axis
   precond: tuple   # per merged axis: True if it has a Kronecker factor
   padded: tuple = ()  # per merged axis: block length padded to a standard size (factor axes)
+  stacked: tuple = ()  # the leading axes that index stacked layers (their sizes)
+
+  @property
+  def layers(self):  # independent layers: each one's blocks, in row-major layer order
+    return int(np.prod(self.stacked, dtype=np.int64))
 
   @property
   def num_blocks(self):
-    return int(np.prod(self.blocks, dtype=np.int64))
+    return self.layers * int(np.prod(self.blocks, dtype=np.int64))
 
   @property
   def rank(self):  # number of Kronecker factors
@@ -111,11 +124,14 @@ def pad_plan(plan: Plan, block_size: int) -> Plan:
                                     for b, use in zip(plan.block, plan.precond)))
 
 
-def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True) -> Plan:
+def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True,
+              stacked: int = 0) -> Plan:
   """The block view of a leaf of ``shape`` under the three rules of the module docstring,
   blocks padded to standard sizes (:func:`pad_plan`); a 1-D leaf gets no factor unless
-  ``precondition_1d``."""
-  dims = [d for d in shape if d != 1]
+  ``precondition_1d``. The first ``stacked`` axes index independent layers: each layer
+  ``shape[stacked:]`` is planned as a leaf of its own and its blocks follow the previous
+  layer's (``num_blocks`` = layers × blocks per layer)."""
+  dims = [d for d in shape[stacked:] if d != 1]
   if merge_small_dims:  # greedy, but a tensor with >= 2 axes keeps >= 2 (a matrix stays one)
     merged, keep = [], min(2, len(dims))
     for i, d in enumerate(dims):
@@ -132,8 +148,50 @@ def make_plan(shape, block_size, merge_small_dims, max_dim, precondition_1d=True
     precond.append(d <= max_dim)
   if len(dims) == 1 and not precondition_1d:
     precond = [False]
-  plan = Plan(tuple(shape), tuple(dims), tuple(blocks), tuple(block), tuple(precond))
+  plan = Plan(tuple(shape), tuple(dims), tuple(blocks), tuple(block), tuple(precond),
+              stacked=tuple(shape[:stacked]))
   return pad_plan(plan, block_size)
+
+
+def _stacked_int(k, x=None, path=None) -> int:
+  """``k`` (one leaf's number of stacked axes) as an int, checked: ``0 <= k <= ndim`` of its
+  leaf ``x`` at ``path`` (any ``k >= 0`` without one). A traced ``k``
+  (``optax.inject_hyperparams``) raises, saying how to keep it static: it sets the state's
+  shapes."""
+  if isinstance(k, jax.core.Tracer):
+    return _validate.integer("stacked_axes", k)
+  if isinstance(k, (jax.Array, np.ndarray, np.generic)) and np.ndim(k) == 0:
+    k = np.asarray(k).item()
+  high = None if x is None else jnp.ndim(x)
+  if (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0
+      or (high is not None and k > high)):
+    where = ("each leaf's ndim" if x is None else
+             f"ndim {high} of the leaf at {path or '<root>'} of shape {jnp.shape(x)}")
+    raise ValueError(f"stacked_axes must be an integer k with 0 <= k <= ndim ({where}), "
+                     f"got {k!r}")
+  return int(k)
+
+
+def stacked_of(stacked_axes, tree) -> list:
+  """One number of stacked axes per leaf of ``tree``: ``stacked_axes`` is None (none), an int
+  for every leaf, a tree of ints like ``tree`` (or a prefix of it), or a callable tree ->
+  such a tree (:func:`optix._tree.broadcast_leaves`). Raises ``ValueError`` naming the leaf
+  unless each is an integer ``k`` with ``0 <= k <= ndim`` of its leaf."""
+  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+  if stacked_axes is None:
+    return [0] * len(paths)
+  spec = stacked_axes(tree) if callable(stacked_axes) else stacked_axes
+  return [_stacked_int(k, x, jax.tree_util.keystr(path))
+          for k, (path, x) in zip(broadcast_leaves(spec, tree), paths)]
+
+
+def check_stacked_axes(stacked_axes):
+  """Construction-time check of ``stacked_axes``: None, an int >= 0, a tree of them, or a
+  callable (the values are checked against the leaves' ranks by :func:`stacked_of`)."""
+  if not callable(stacked_axes):
+    for k in jax.tree.leaves(stacked_axes):
+      _stacked_int(k)
+  return stacked_axes
 
 
 def to_blocks(x, plan):
@@ -141,12 +199,12 @@ def to_blocks(x, plan):
   an Explicit mesh is gathered first: the blocks and their (small) statistics are
   replicated, and :func:`from_blocks` puts the result back in the leaf's layout."""
   k = len(plan.merged)
-  x = replicated(x).reshape(plan.merged)
+  x = replicated(x).reshape((plan.layers,) + plan.merged)  # layers first, then their blocks
   pad = [(0, n * b - d) for d, n, b in zip(plan.merged, plan.blocks, plan.block)]
   if any(hi for _, hi in pad):
-    x = jnp.pad(x, pad)
-  x = x.reshape([v for nb in zip(plan.blocks, plan.block) for v in nb])
-  x = x.transpose(list(range(0, 2 * k, 2)) + list(range(1, 2 * k, 2)))
+    x = jnp.pad(x, [(0, 0)] + pad)
+  x = x.reshape([plan.layers] + [v for nb in zip(plan.blocks, plan.block) for v in nb])
+  x = x.transpose([0] + list(range(1, 2 * k + 1, 2)) + list(range(2, 2 * k + 1, 2)))
   return pad_blocks(x.reshape((plan.num_blocks,) + plan.block), plan)
 
 
@@ -169,10 +227,10 @@ def from_blocks(x, plan, like=None):
   """Inverse of :func:`to_blocks` (drops the padding), in the Explicit-mesh
   layout of ``like`` (the leaf) if it has one."""
   k = len(plan.merged)
-  x = crop_blocks(x, plan).reshape(plan.blocks + plan.block)
-  x = x.transpose([i for j in range(k) for i in (j, k + j)])
-  x = x.reshape([n * b for n, b in zip(plan.blocks, plan.block)])
-  x = x[tuple(slice(0, d) for d in plan.merged)]
+  x = crop_blocks(x, plan).reshape((plan.layers,) + plan.blocks + plan.block)
+  x = x.transpose([0] + [1 + i for j in range(k) for i in (j, k + j)])
+  x = x.reshape([plan.layers] + [n * b for n, b in zip(plan.blocks, plan.block)])
+  x = x[(slice(None),) + tuple(slice(0, d) for d in plan.merged)]
   x = x.reshape(plan.shape)
   spec = None if like is None else explicit_spec(like)
   return x if spec is None else jax.sharding.reshard(x, spec)
@@ -215,10 +273,10 @@ class Owners(NamedTuple):
 
 def _cuts_no_sharded_axis(plan, spec) -> bool:
   """Whether no axis of a leaf that ``spec`` shards is padded or cut into blocks by ``plan``:
-  the blocks then reach their owners in one all-to-all."""
+  the blocks then reach their owners in one all-to-all (a stacked axis is never cut)."""
   merged_of, m, prod = {}, 0, 1
   for i, d in enumerate(plan.shape):
-    if d == 1:
+    if d == 1 or i < len(plan.stacked):
       continue
     merged_of[i] = m
     prod *= d

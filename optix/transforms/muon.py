@@ -27,6 +27,7 @@ import numpy as np
 from optax.contrib import MuonDimensionNumbers
 
 from optix import _base, _tree, _validate
+from optix._tree import broadcast_leaves  # noqa: F401  (re-exported)
 from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
 from optix.transforms.blocking import standard_size
 from optix.transforms.newton_schulz import (  # noqa: F401  (re-exported)
@@ -152,12 +153,6 @@ def flax_dimension_numbers(stacked_axes=0):
         MuonDimensionNumbers(tuple(range(k, jnp.ndim(p) - 1)), jnp.ndim(p) - 1)
         if jnp.ndim(p) - k >= 2 else None for p, k in zip(leaves, ks)])
   return dims
-
-
-def broadcast_leaves(spec, tree) -> list:
-  """One value per leaf of ``tree`` from ``spec``, a tree whose structure is a
-  prefix of ``tree``'s (each spec leaf covers the whole matching subtree)."""
-  return jax.tree.leaves(jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), spec, tree))
 
 
 def resolve_dimension_numbers(weight_dimension_numbers: WeightDimNumOrFn, tree) -> list:

@@ -7,14 +7,15 @@ from typing import Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optix import _base, _tree, _validate
-from optix._sharding import check_axis
+from optix._sharding import check_axis, replicated
 from optix.transforms import moments
 from optix.transforms.blocking import (
-    block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
-    masks as blocking_masks, owners_of, pad_plan, per_statistic, refresh_by_shape, scatter,
-    stat_update, stats_dtype)
+    block_size_of, check_shapes, check_stacked_axes, contract_axes, gather, group_plans,
+    init_stats, make_plan, masks as blocking_masks, owners_of, pad_plan, per_statistic,
+    refresh_by_shape, scatter, stacked_of, stat_update, stats_dtype)
 from optix.transforms.roots import inverse_pth_root_eigh, inverse_pth_root_newton
 from optix.transforms.stacking import sq_norms
 
@@ -87,8 +88,8 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
                      root_method: str = "eigh", block_size: Optional[int] = None,
                      merge_small_dims: bool = True, max_preconditioner_dim: Optional[int] = None,
                      *, inverse_exponent_override: ExponentOverride = None,
-                     state_dtype=None, mesh=None,
-                     axis="data") -> _base.GradientTransformation:
+                     state_dtype=None, mesh=None, axis="data",
+                     stacked_axes=None) -> _base.GradientTransformation:
   r"""Shampoo with grafting (Gupta et al. 2018, arXiv 1802.09568; Anil et al. 2020,
   "Scalable second order optimization for deep learning", arXiv 2002.09018).
 
@@ -188,6 +189,14 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       Leaves sharded on an Explicit mesh (FSDP) need none: their blocks are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split, one of ``mesh``'s;
       "data".
+    stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
+      (e.g. 1 for the kernels of an ``nn.scan``-ed block): each layer is preconditioned
+      exactly as a leaf of its own (its own statistics, roots and graft norm; no
+      statistic over the stacked axes; ``inverse_exponent_override``'s orders and axes
+      are the layer's). An int ``k`` with ``0 <= k <= ndim`` for every leaf, a tree of
+      them like the params (or a prefix of them), or a callable params -> such a tree;
+      None (default) is 0 everywhere, a leaf is one layer (None, so that
+      ``optax.inject_hyperparams`` does not inject this shape-setting argument).
 
   Returns:
     A ``GradientTransformation`` whose state is a :class:`ScaleByShampooState`.
@@ -210,15 +219,16 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       preconditioning_interval)
   _validate.dtype("state_dtype", state_dtype)
   check_axis(mesh, axis)
+  check_stacked_axes(stacked_axes)
   bs = block_size_of(block_size)
   interval, start = preconditioning_interval, start_preconditioning_step
 
-  def plans_of(leaves):
+  def plans_of(tree):
     """Plans with ``precond`` False where the exponent is 0 (blocks padded for that), their
     groups, and each statistic's exponent (group order, then axis order)."""
     plans, leaf_exps = [], []
-    for x in leaves:
-      plan = make_plan(jnp.shape(x), bs, merge_small_dims, max_preconditioner_dim)
+    for x, k in zip(jax.tree.leaves(tree), stacked_of(stacked_axes, tree)):
+      plan = make_plan(jnp.shape(x), bs, merge_small_dims, max_preconditioner_dim, stacked=k)
       e = _exponents(plan, override)
       plans.append(pad_plan(plan._replace(precond=tuple(v > 0 for v in e)), bs))
       leaf_exps.append(e)
@@ -247,7 +257,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
   def init(params):
     _tree.check_real("scale_by_shampoo", params)
     leaves = jax.tree.leaves(params)
-    plans, groups, _ = plans_of(leaves)
+    plans, groups, _ = plans_of(params)
     dtype = stats_dtype(leaves, state_dtype)
     stats, roots = init_stats(groups, dtype, [owners_of(leaves, plans, grp) for grp in groups])
     return ScaleByShampooState(jnp.zeros([], jnp.int32), _tree.zeros_like(params, dtype),
@@ -258,7 +268,7 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
     _tree.check_real("scale_by_shampoo", updates)
     _tree.check_match("updates", updates, "state.mu", state.mu)
     g_leaves, treedef = jax.tree.flatten(updates)
-    plans, groups, exps = plans_of(g_leaves)
+    plans, groups, exps = plans_of(updates)
     exponents = [_root_order(e) for e in exps]  # p of L^{-1/p}, one per statistic
     step, count = state.count, _tree.safe_increment(state.count)
     dtype = stats_dtype(jax.tree.leaves(state.mu), state_dtype)
@@ -305,32 +315,48 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
 
     # Preconditioned direction with the graft's per-layer norm. Under the cond (a step before
     # ``start`` stacks nothing but the gradient, for the statistics): m̂ stacked once per
-    # group, the direction's stacks and one ratio per leaf (``pos``: a leaf's index into the
-    # ratios); the graft's squares are summed per leaf where the leaf is, the direction's in
-    # the stack (one reduction per group; the padding is zero). Only the stacks and the
-    # ratios leave the cond (zeros before ``start``, shaped like the gradient's stacks): the
-    # leaves are cut from them outside it, so the branches do not carry every leaf.
-    pos = {j: k for k, j in enumerate(j for grp in groups for j in grp.members)}
+    # group, the direction's stacks and one ratio per layer (a leaf, or each stacked layer of
+    # one; ``pos``: a leaf's index into the ratios); the graft's squares are summed per layer
+    # where the leaf is, the direction's in the stack (one reduction per group; the padding
+    # is zero). Only the stacks and the ratios leave the cond (zeros before ``start``, shaped
+    # like the gradient's stacks): the leaves are cut from them outside it, so the branches
+    # do not carry every leaf.
+    members = [j for grp in groups for j in grp.members]
+    starts = np.cumsum([0] + [plans[j].layers for j in members]).tolist()
+    pos = dict(zip(members, starts))
+
+    def graft_sq(j):  # the graft's squares summed per layer: (layers,)
+      sq, k = jnp.square(grafted[j]), len(plans[j].stacked)
+      if not k:
+        return jnp.sum(sq)[None]
+      return replicated(jnp.sum(sq, axis=tuple(range(k, sq.ndim)))).reshape(-1)
 
     def preconditioned():
       ds, d_sq, a_sq, it = [], [], [], iter(roots)
       for grp, own in zip(groups, owners):
         mb = gather({j: m_hat_of(mu[j], g[j]) for j in grp.members}, plans, grp, own)
-        a_sq.append(jnp.stack([jnp.sum(jnp.square(grafted[j])) for j in grp.members]))
+        a_sq.append(jnp.concatenate([graft_sq(j) for j in grp.members]))
         ds.append(contract_axes(mb, [next(it) for use in grp.precond if use], grp.precond))
-        d_sq.append(sq_norms(ds[-1], grp))
+        d_sq.append(sq_norms(ds[-1], grp, plans))
       d_norm, a_norm = (jnp.sqrt(jnp.concatenate(x)) for x in (d_sq, a_sq))
       return tuple(ds), jnp.where(d_norm > 0, a_norm / jnp.where(d_norm > 0, d_norm, 1), 0.0)
 
     def not_yet():
-      return tuple(jnp.zeros_like(x) for x in xbs), jnp.zeros((len(pos),), dtype)
+      return tuple(jnp.zeros_like(x) for x in xbs), jnp.zeros((starts[-1],), dtype)
+
+    def ratio_of(j):  # leaf j's ratio, one per stacked layer broadcast over the layer
+      plan = plans[j]
+      if not plan.stacked:
+        return ratio[pos[j]]
+      r = ratio[pos[j]:pos[j] + plan.layers]
+      return r.reshape(plan.stacked + (1,) * (len(plan.shape) - len(plan.stacked)))
 
     on = step >= start
     ds, ratio = jax.lax.cond(on, preconditioned, not_yet) if groups else ((), None)
     out = list(grafted)
     for grp, own, d in zip(groups, owners, ds):
       for j, dj in scatter(d, plans, grp, likes=grafted, owners=own).items():
-        out[j] = jnp.where(on, dj * ratio[pos[j]], grafted[j])
+        out[j] = jnp.where(on, dj * ratio_of(j), grafted[j])
     out = [u.astype(x.dtype) for u, x in zip(out, g_leaves)]
     state = ScaleByShampooState(count, jax.tree.unflatten(treedef, mu),
                                 jax.tree.unflatten(treedef, nu), stats, roots)

@@ -10,9 +10,9 @@ from optix import _base, _tree, _validate
 from optix.transforms import moments
 from optix._sharding import check_axis
 from optix.transforms.blocking import (
-    block_size_of, check_shapes, contract_axes, gather, group_plans, init_stats, make_plan,
-    masks as blocking_masks, owners_of, per_statistic, refresh_by_shape, scatter, stat_update,
-    stats_dtype)
+    block_size_of, check_shapes, check_stacked_axes, contract_axes, gather, group_plans,
+    init_stats, make_plan, masks as blocking_masks, owners_of, per_statistic, refresh_by_shape,
+    scatter, stacked_of, stat_update, stats_dtype)
 from optix.transforms.roots import eigenbasis_eigh, eigenbasis_power_qr
 
 _HI = jax.lax.Precision.HIGHEST
@@ -48,8 +48,8 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
                   shampoo_beta: Optional[float] = None, preconditioning_interval: int = 10,
                   block_size: Optional[int] = None, merge_small_dims: bool = False,
                   max_preconditioner_dim: Optional[int] = None, precondition_1d: bool = False,
-                  *, state_dtype=None, mesh=None,
-                  axis="data") -> _base.GradientTransformation:
+                  *, state_dtype=None, mesh=None, axis="data",
+                  stacked_axes=None) -> _base.GradientTransformation:
   r"""SOAP: Adam in Shampoo's eigenbasis (Vyas et al. 2024, arXiv 2409.11321).
 
   For a matrix block ``G`` with Shampoo statistics ``L, R`` (EMA ``shampoo_beta``,
@@ -116,6 +116,13 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
       over (the same result); None. Leaves sharded on an Explicit mesh (FSDP) need none:
       their blocks are owned.
     axis: (keyword-only) that split's mesh axis (or axes); "data".
+    stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
+      (e.g. 1 for the kernels of an ``nn.scan``-ed block): each layer is rotated exactly
+      as a leaf of its own (its own statistics, bases and moments; no basis over the
+      stacked axes). An int ``k`` with ``0 <= k <= ndim`` for every leaf, a tree of them
+      like the params (or a prefix of them), or a callable params -> such a tree; None
+      (default) is 0 everywhere, a leaf is one layer (None, so that
+      ``optax.inject_hyperparams`` does not inject this shape-setting argument).
 
   Returns:
     A ``GradientTransformation``; its state is a :class:`ScaleBySoapState`. An argument out
@@ -131,12 +138,14 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
       preconditioning_interval)
   _validate.dtype("state_dtype", state_dtype)
   check_axis(mesh, axis)
+  check_stacked_axes(stacked_axes)
   bs = block_size_of(block_size)
   interval = preconditioning_interval
 
-  def plans_of(leaves):
+  def plans_of(tree):
     return [make_plan(jnp.shape(x), bs, merge_small_dims, max_preconditioner_dim,
-                       precondition_1d) for x in leaves]
+                      precondition_1d, stacked=k)
+            for x, k in zip(jax.tree.leaves(tree), stacked_of(stacked_axes, tree))]
 
   def leaf_shape(x, plan):  # of a leaf's own moment: a placeholder where it has a basis
     return () if plan.rank else jnp.shape(x)
@@ -152,7 +161,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
   def init(params):
     _tree.check_real("scale_by_soap", params)
     leaves, treedef = jax.tree.flatten(params)
-    plans = plans_of(leaves)
+    plans = plans_of(params)
     groups = group_plans(plans)
     owners = [owners_of(leaves, plans, grp) for grp in groups]
     dtype = stats_dtype(leaves, state_dtype)
@@ -176,7 +185,7 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     del params, extra_args
     _tree.check_real("scale_by_soap", updates)
     g_leaves, treedef = jax.tree.flatten(updates)
-    plans = plans_of(g_leaves)
+    plans = plans_of(updates)
     groups = group_plans(plans)
     plain = [j for j, p in enumerate(plans) if not p.rank]
     dtype = stats_dtype(jax.tree.leaves(state.mu), state_dtype)

@@ -7,19 +7,21 @@ then one concatenation), the traced program and the compiled kernels grow with t
 leaves. Here the members are flattened and concatenated once, with one trailing zero for the
 padding, and the stack is one ``gather`` from that vector: entry
 ``(n, a_1, ..., a_k)`` of the stack, for block ``n`` at block coordinates
-``(c_1, ..., c_k)`` of a leaf whose merged shape ``(d_1, ..., d_k)`` starts at ``o`` in the
-vector, reads
+``(c_1, ..., c_k)`` of stacked layer ``t`` of a leaf whose layers have the merged shape
+``(d_1, ..., d_k)`` and which starts at ``o`` in the vector, reads
 
-.. math:: o + \sum_i (c_i b_i + a_i)\, s_i, \quad s_i = \prod_{l > i} d_l, \qquad
+.. math:: o + t D + \sum_i (c_i b_i + a_i)\, s_i, \quad s_i = \prod_{l > i} d_l, \quad
+          D = \prod_l d_l, \qquad
           \text{if } a_i < \min(b_i,\ d_i - c_i b_i) \text{ for every } i,
 
-and the trailing entry otherwise. The indices are computed in the graph from three small
-per-block tables (``o + Σ c_i b_i s_i``, ``s_i`` and the limits), so the program holds no
-array of the stack's size. The values are copies: the stack is the one
-:func:`optix.transforms.blocking.to_blocks` and ``concatenate`` give, bit for bit.
+and the trailing entry otherwise (``t = 0`` for a leaf without stacked layers). The indices
+are computed in the graph from three small per-block tables (``o + t D + Σ c_i b_i s_i``,
+``s_i`` and the limits), so the program holds no array of the stack's size. The values are
+copies: the stack is the one :func:`optix.transforms.blocking.to_blocks` and
+``concatenate`` give, bit for bit.
 
-:func:`sq_norms` sums a stack's squares per member leaf: one reduction per group and one
-segment sum, instead of one reduction per leaf.
+:func:`sq_norms` sums a stack's squares per member leaf (or per stacked layer): one reduction
+per group and one segment sum, instead of one reduction per leaf.
 """
 
 from typing import Sequence
@@ -49,8 +51,10 @@ def block_tables(plans, group):
     plan = plans[j]
     dims = plan.merged
     stride = [int(np.prod(dims[i + 1:], dtype=np.int64)) for i in range(len(dims))]
-    for c in np.ndindex(*plan.blocks):  # row-major over the block coordinates, as to_blocks
-      base.append(at + sum(ci * b * s for ci, b, s in zip(c, plan.block, stride)))
+    layer = int(np.prod(dims, dtype=np.int64))  # entries of one stacked layer
+    for s, *c in np.ndindex(plan.layers, *plan.blocks):  # row-major over layers, then the
+      # block coordinates, as to_blocks
+      base.append(at + s * layer + sum(ci * b * st for ci, b, st in zip(c, plan.block, stride)))
       strides.append(stride)
       limits.append([min(b, d - ci * b) for ci, b, d in zip(c, plan.block, dims)])
     at += int(np.prod(plan.shape, dtype=np.int64))
@@ -77,13 +81,18 @@ def gather_flat(xs: Sequence[jax.Array], plans, group) -> jax.Array:
   return flat.at[idx].get(mode="promise_in_bounds")
 
 
-def sq_norms(stack: jax.Array, group) -> jax.Array:
+def sq_norms(stack: jax.Array, group, plans=None) -> jax.Array:
   """``(M,)``: the sum of the squares of each member's blocks in ``stack`` ``(B, ...)``
-  (member order; the padding must be zero). Replicated where ``stack`` is split over a
-  mesh (a group's owners)."""
+  (member order; the padding must be zero); with ``plans``, one sum per stacked layer of
+  each member (member order, then row-major layer order; ``M`` the number of layers), as
+  if each layer were a leaf. Replicated where ``stack`` is split over a mesh (a group's
+  owners)."""
+  counts = group.counts if plans is None else [
+      c // plans[j].layers for j, c in zip(group.members, group.counts)
+      for _ in range(plans[j].layers)]
   s = replicated(jnp.sum(jnp.square(stack), axis=tuple(range(1, stack.ndim))))
-  if all(n == 1 for n in group.counts):
+  if all(n == 1 for n in counts):
     return s
-  ids = np.repeat(np.arange(len(group.counts)), group.counts)
-  return jax.ops.segment_sum(s, jnp.asarray(ids, jnp.int32), len(group.counts),
+  ids = np.repeat(np.arange(len(counts)), counts)
+  return jax.ops.segment_sum(s, jnp.asarray(ids, jnp.int32), len(counts),
                              indices_are_sorted=True)
