@@ -6,6 +6,7 @@ seed: its own model initialisation and batch order), and a table of the final va
     python -m benchmarks.flagship_tuning --optimizers=sf_adamw --scales=32   # extend one row
     python -m benchmarks.flagship_tuning --optimizers=adamw,muon --scales=0.5,1,2 --seeds=0,1,2
     python -m benchmarks.flagship_tuning --flags="--d_model=96 --layers=3"   # a larger model
+    python -m benchmarks.flagship_tuning --distributed-shampoo DIR --optimizers=distributed_shampoo
 
 Each (scale, seed) runs once, as its own process, all optimizers in it; its results file under
 ``--out`` is kept, so an interrupted sweep resumes where it stopped. The table gives, per
@@ -13,6 +14,8 @@ optimizer, the mean final validation loss at each scale and, at its best scale (
 mean ± half the spread over seeds, the gap to AdamW's best, the first evaluated step at which
 each seed's validation loss reaches AdamW's best mean (mean over seeds; "—" where a seed never
 does) and the step time (median over seeds, from the same process as the others at that scale).
+With ``--distributed-shampoo DIR`` the runs go through :mod:`benchmarks.distributed_shampoo_race`,
+whose menu also holds Google's JAX Distributed Shampoo.
 """
 
 import argparse
@@ -28,17 +31,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "compare_optimizers.py"
 
 
-def run(optimizers, scale, seed, steps, out, flags=()):
+def run(optimizers, scale, seed, steps, out, flags=(), distributed_shampoo=None):
   """The results of every optimizer at (scale, seed), running only those not on file yet."""
   path = out / f"scale{scale:g}_seed{seed}.json"
   done = json.loads(path.read_text()) if path.exists() else {}
   todo = [n for n in optimizers if n not in done]
   if todo:
     fresh = out / f"scale{scale:g}_seed{seed}.running.json"
-    cmd = [sys.executable, str(EXAMPLE), f"--optimizers={','.join(todo)}",
+    race = ([str(EXAMPLE)] if distributed_shampoo is None else
+            ["-m", "benchmarks.distributed_shampoo_race",
+             f"--distributed_shampoo={distributed_shampoo}"])
+    cmd = [sys.executable, *race, f"--optimizers={','.join(todo)}",
            f"--lr_scale={scale}", f"--seed={seed}", f"--steps={steps}", "--out=",
            f"--results_json={fresh}", *flags]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     done.update(json.loads(fresh.read_text()))
     path.write_text(json.dumps(done))
     fresh.unlink()
@@ -89,6 +96,9 @@ def main():
   ap.add_argument("--flags", default="",
                   help="more flags for examples/compare_optimizers.py (the model's size ...); "
                        "give each setting its own --out")
+  ap.add_argument("--distributed-shampoo", metavar="DIR", default=None,
+                  help="a directory holding optax_shampoo (pip install --no-deps --target DIR "
+                       "optax-shampoo==0.0.6): adds distributed_shampoo to the menu")
   args = ap.parse_args()
   optimizers = args.optimizers.split(",")
   scales = [float(s) for s in args.scales.split(",")]
@@ -98,7 +108,8 @@ def main():
   runs = {n: {s: [] for s in scales} for n in optimizers}
   for seed in seeds:
     for scale in scales:
-      results = run(optimizers, scale, seed, args.steps, out, args.flags.split())
+      results = run(optimizers, scale, seed, args.steps, out, args.flags.split(),
+                    args.distributed_shampoo)
       for n in optimizers:
         if n in results:
           runs[n][scale].append(results[n])
