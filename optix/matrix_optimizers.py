@@ -241,7 +241,7 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
             merge_small_dims: bool = True, max_preconditioner_dim: Optional[int] = None,
             weight_decay: _base.ScalarOrSchedule = 0.0, weight_decay_mask: MaskOrFn = None,
             *, inverse_exponent_override=None, state_dtype=None, mesh=None,
-            axis="data"):
+            axis="data", stacked_axes=None):
   r"""Shampoo with an Adam graft (Gupta et al. 2018, arXiv 1802.09568; Anil et al.
   2020, arXiv 2002.09018), then decoupled weight decay and the learning rate.
 
@@ -286,6 +286,10 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
       result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their blocks
       are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split; "data".
+    stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
+      (e.g. 1 for an ``nn.scan``-ed block's kernels), each layer preconditioned as a leaf
+      of its own: an int ``0 <= k <= ndim`` for every leaf, a tree of them like the params
+      (or a prefix), or a callable params -> such a tree; None (default): 0, none.
 
   Each argument of :func:`optix.scale_by_shampoo` is explained there, with why its
   default; out-of-range values raise ``ValueError`` naming the argument.
@@ -299,7 +303,8 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
                        nesterov, graft, graft_b2, graft_eps, ridge_epsilon, root_method,
                        block_size, merge_small_dims, max_preconditioner_dim,
                        inverse_exponent_override=inverse_exponent_override,
-                       state_dtype=state_dtype, mesh=mesh, axis=axis),
+                       state_dtype=state_dtype, mesh=mesh, axis=axis,
+                       stacked_axes=stacked_axes),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))
 
@@ -310,7 +315,7 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
          merge_small_dims: bool = False, max_preconditioner_dim: Optional[int] = None,
          precondition_1d: bool = False, weight_decay: _base.ScalarOrSchedule = 0.0,
          weight_decay_mask: MaskOrFn = None, *, state_dtype=None, mesh=None,
-         axis="data"):
+         axis="data", stacked_axes=None):
   r"""SOAP (Vyas et al. 2024, arXiv 2409.11321): Adam in Shampoo's eigenbasis,
   then decoupled weight decay and the learning rate.
 
@@ -343,6 +348,10 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
       (same result); None. Leaves sharded on an Explicit mesh (FSDP) need none: their
       blocks are owned.
     axis: (keyword-only) the mesh axis (or axes) of that split; "data".
+    stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
+      (e.g. 1 for an ``nn.scan``-ed block's kernels), each layer rotated as a leaf of its
+      own: an int ``0 <= k <= ndim`` for every leaf, a tree of them like the params (or a
+      prefix), or a callable params -> such a tree; None (default): 0, none.
 
   Each argument of :func:`optix.scale_by_soap` is explained there, with why its default;
   out-of-range values raise ``ValueError`` naming the argument.
@@ -354,7 +363,8 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
   return _base.chain(
       scale_by_soap(b1, b2, eps, shampoo_beta, preconditioning_interval, block_size,
                     merge_small_dims, max_preconditioner_dim, precondition_1d,
-                    state_dtype=state_dtype, mesh=mesh, axis=axis),
+                    state_dtype=state_dtype, mesh=mesh, axis=axis,
+                    stacked_axes=stacked_axes),
       add_decayed_weights(weight_decay, weight_decay_mask),
       scale_by_learning_rate(learning_rate))
 

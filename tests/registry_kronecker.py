@@ -80,15 +80,13 @@ ENTRIES = [
     # The conv kernel (3, 3, 2, 4) as three stacked (3, 2, 4) layers, each preconditioned as a
     # leaf of its own (a callable stacked_axes: it sees the params at init, the updates after).
     Entry("shampoo_stacked_layers",
-          lambda: optix.chain(
-              optix.scale_by_shampoo(preconditioning_interval=3, start_preconditioning_step=2,
-                                     block_size=4, stacked_axes=_conv_layers),
-              optix.scale_by_learning_rate(1e-2))),
+          lambda: optix.shampoo(1e-2, preconditioning_interval=3, start_preconditioning_step=2,
+                                block_size=4, stacked_axes=_conv_layers),
+          bad=[("stacked_axes", lambda: optix.shampoo(1e-2, stacked_axes=-1))]),
     Entry("soap_stacked_layers",
-          lambda: optix.chain(
-              optix.scale_by_soap(preconditioning_interval=3, block_size=4, precondition_1d=True,
-                                  stacked_axes=_conv_layers),
-              optix.scale_by_learning_rate(3e-3))),
+          lambda: optix.soap(3e-3, preconditioning_interval=3, block_size=4,
+                             precondition_1d=True, stacked_axes=_conv_layers),
+          bad=[("stacked_axes", lambda: optix.soap(3e-3, stacked_axes=1.5))]),
     # Every axis left diagonal: SOAP is Adam.
     Entry("soap_all_diagonal_is_adam",
           lambda: optix.soap(1e-2, b1=0.9, b2=0.999, max_preconditioner_dim=0),

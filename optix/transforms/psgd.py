@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix.transforms import blocking, moments, muon
+from optix.transforms import blocking, moments
 from optix.transforms.psgd_stacks import (
     apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
     real_scale, slices_from_stack, slices_to_stack, split, stack_noise, stacks_of, to_stack)
@@ -403,38 +403,6 @@ class ScaleByPsgdKronState(NamedTuple):
   qs: tuple          # per stack: per stack axis, the padded factors (B, P, P) or (B, P)
 
 
-def stacked_axes_per_leaf(stacked_axes, tree) -> list:
-  """One int per leaf of ``tree``: how many of its leading axes index stacked layers.
-
-  Args:
-    stacked_axes: an int >= 0 for every leaf, a tree of ints like ``tree`` (or a prefix of
-      it), or a callable ``tree -> such a tree`` (the convention of
-      :func:`optix.transforms.muon.flax_dimension_numbers`).
-    tree: the params (or updates).
-
-  Returns:
-    A list of ints, in flattened order.
-
-  Raises:
-    ValueError: naming ``stacked_axes`` and the leaf, when a value is not an int ``k`` with
-      ``0 <= k <=`` the leaf's ndim.
-  """
-  spec = stacked_axes(tree) if callable(stacked_axes) else stacked_axes
-  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
-  out = []
-  for (path, x), raw in zip(paths, muon.broadcast_leaves(spec, tree)):
-    ndim, name = jnp.ndim(x), jax.tree_util.keystr(path) or "<root>"
-    try:
-      k = _validate.integer("stacked_axes", raw)
-    except ValueError:
-      k = -1
-    if not 0 <= k <= ndim:
-      raise ValueError(f"stacked_axes must be an int k with 0 <= k <= the leaf's ndim "
-                       f"({ndim}) for the leaf at {name} of shape {jnp.shape(x)}, got {raw!r}")
-    out.append(k)
-  return out
-
-
 def _members(xs, layouts, counts, ks):
   """The stack ``(B, *padded)`` of the leaves ``xs``: one member per leaf without stacked
   axes (:func:`to_stack`), one per slice of a leaf with them (:func:`slices_to_stack`)."""
@@ -582,10 +550,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
   _validate.integer("seed", seed, static=False)  # read by init only
   _validate.dtype("precond_dtype", precond_dtype)
   _validate.dtype("state_dtype", state_dtype)
-  stacked_axes = 0 if stacked_axes is None else stacked_axes
-  if not callable(stacked_axes):
-    for k in jax.tree.leaves(stacked_axes):   # the ints >= 0; each leaf's ndim: at init
-      _validate.integer("stacked_axes", k)
+  blocking.check_stacked_axes(stacked_axes)  # ints >= 0 here; each leaf's ndim at init
   probability = (update_probability_schedule() if preconditioner_update_probability is None
                  else preconditioner_update_probability)
 
@@ -610,7 +575,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
 
   def init(params):
     leaves = jax.tree.leaves(params)
-    ks = stacked_axes_per_leaf(stacked_axes, params)
+    ks = blocking.stacked_of(stacked_axes, params)
     _, groups, runs = plan(leaves, ks, [_tree.is_complex(x) for x in leaves])
     qs = []
     for group, run in zip(groups, runs):
@@ -642,7 +607,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
     p = probability(state.count) if callable(probability) else probability
     do_fit = jax.random.uniform(keys[0]) < p
 
-    ks = stacked_axes_per_leaf(stacked_axes, updates)
+    ks = blocking.stacked_of(stacked_axes, updates)
     # The field of a leaf is its momentum's (complex exactly for complex params).
     layouts, groups, runs = plan(g_leaves, ks, [_tree.is_complex(m) for m in m_leaves])
     # Per stack: the debiased momenta (B, *padded), zero on the padding.
