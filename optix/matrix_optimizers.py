@@ -11,7 +11,7 @@ from optix import _base, _tree, _validate
 from optix.optimizers import adamw
 from optix.transforms.decay import MaskOrFn, add_decayed_weights
 from optix.transforms.muon import (
-    DEFAULT_NS_COEFFS, MuonDimensionNumbers, WeightDimNumOrFn, broadcast_leaves,
+    DEFAULT_NS_COEFFS, MuonDimensionNumbers, WeightDimNumOrFn,
     check_flag, resolve_dimension_numbers, scale_by_muon)
 from optix.transforms.scaling import scale_by_learning_rate
 
@@ -67,7 +67,7 @@ def muon_labels(muon_weight_dimension_numbers: Optional[WeightDimNumOrFn] = None
   def labels(params):
     extra = (jax.tree.map(lambda _: False, params) if adam_mask is None
              else adam_mask(params) if callable(adam_mask) else adam_mask)
-    extra = [bool(m) for m in broadcast_leaves(extra, params)]
+    extra = [bool(m) for m in _tree.broadcast_leaves(extra, params)]
     leaves, treedef = jax.tree.flatten(params)
     if muon_weight_dimension_numbers is None:
       matrix = [jnp.ndim(p) == 2 for p in leaves]
@@ -289,7 +289,8 @@ def shampoo(learning_rate: _base.ScalarOrSchedule, beta2: float = 0.999,
     stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
       (e.g. 1 for an ``nn.scan``-ed block's kernels), each layer preconditioned as a leaf
       of its own: an int ``0 <= k <= ndim`` for every leaf, a tree of them like the params
-      (or a prefix), or a callable params -> such a tree; None (default): 0, none.
+      (or a prefix), or a callable params -> such a tree; None (default): 0, none. Inside
+      ``optax.inject_hyperparams`` name a value other than None in ``static_args``.
 
   Each argument of :func:`optix.scale_by_shampoo` is explained there, with why its
   default; out-of-range values raise ``ValueError`` naming the argument.
@@ -351,7 +352,8 @@ def soap(learning_rate: _base.ScalarOrSchedule, b1: float = 0.95, b2: float = 0.
     stacked_axes: (keyword-only) how many leading axes of each leaf index stacked layers
       (e.g. 1 for an ``nn.scan``-ed block's kernels), each layer rotated as a leaf of its
       own: an int ``0 <= k <= ndim`` for every leaf, a tree of them like the params (or a
-      prefix), or a callable params -> such a tree; None (default): 0, none.
+      prefix), or a callable params -> such a tree; None (default): 0, none. Inside
+      ``optax.inject_hyperparams`` name a value other than None in ``static_args``.
 
   Each argument of :func:`optix.scale_by_soap` is explained there, with why its default;
   out-of-range values raise ``ValueError`` naming the argument.
@@ -429,8 +431,9 @@ def psgd_kron(learning_rate: _base.ScalarOrSchedule, b1: float = 0.9,
       ``nn.scan``-ed block's kernels): an int >= 0 for every leaf, a tree of ints like
       the params (or a prefix), or a callable params -> such a tree, each at most its
       leaf's ndim; every slice gets its own factors, as a separate leaf would. None
-      (default) or 0: none (None keeps this structural argument out of
-      ``optax.inject_hyperparams``' injection).
+      (default) or 0: none. It sets the state's shapes: inside
+      ``optax.inject_hyperparams`` a value other than None must be named in
+      ``static_args`` (a callable would be taken for a schedule).
 
   Returns:
     A ``chain`` of ``scale_by_psgd_kron``, ``add_decayed_weights``,

@@ -6,8 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import optax
+
 import optix
 from optix.transforms import blocking, roots
+from optix.transforms.muon import flax_dimension_numbers
 from optix.transforms.soap import rotate_second_moment
 
 U32 = 2.0 ** -24
@@ -710,6 +713,38 @@ def test_stacked_axes_forms_and_validation(name, make):
     make(stacked_axes={"a": 4, "b": 0}).init(params)
   with pytest.raises(ValueError, match="stacked_axes must be a static Python int"):
     jax.jit(lambda k: make(stacked_axes=k) and k)(1)  # sets shapes: it cannot be traced
+  with pytest.raises(ValueError, match=r"stacked_axes .*0 <= k <= ndim.*got None"):
+    make(stacked_axes={"a": 1, "b": None})
+  with pytest.raises(ValueError, match="stacked_axes must be an int, a tree of ints whose "
+                                       "structure is a prefix of the params'"):
+    make(stacked_axes={"a": 1}).init(params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda k: optix.psgd_kron(1e-3, stacked_axes=k),
+    lambda k: optix.muon(1e-3, muon_weight_dimension_numbers=flax_dimension_numbers(k)),
+], ids=["psgd_kron", "muon"])
+def test_stacked_axes_have_one_meaning_and_one_check(make):
+  """PSGD and Muon's dimension numbers read ``stacked_axes`` with the same resolver and errors
+  as Shampoo and SOAP."""
+  params = {"w": jnp.zeros((3, 8, 4)), "b": jnp.zeros((3, 4))}
+  for bad in (-1, {"w": 1.5, "b": 0}, {"w": 1, "b": None}):
+    with pytest.raises(ValueError, match=r"stacked_axes .*0 <= k <= ndim"):
+      make(bad)
+  with pytest.raises(ValueError, match=r"stacked_axes .*ndim 3 of the leaf at \['w'\].*got 4"):
+    make({"w": 4, "b": 0}).init(params)
+  with pytest.raises(ValueError, match="stacked_axes must be an int, a tree of ints"):
+    make({"w": 1}).init(params)
+
+
+def test_scale_by_psgd_kron_default_is_not_injected():
+  """Its ``stacked_axes`` default (None) stays out of ``optax.inject_hyperparams``, like the
+  other shape-setting arguments named in static_args."""
+  params = {"w": jnp.ones((3, 8, 4))}
+  tx = optax.inject_hyperparams(optix.scale_by_psgd_kron, static_args=(
+      "max_size_triangular", "min_ndim_triangular", "max_skew_triangular"))()
+  u, _ = jax.jit(tx.update)(params, tx.init(params), params)
+  assert np.isfinite(np.asarray(u["w"])).all()
 
 
 def test_stacked_blocks_gather_and_scatter_round_trip():

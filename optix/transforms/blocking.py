@@ -181,15 +181,20 @@ def stacked_of(stacked_axes, tree) -> list:
   if stacked_axes is None:
     return [0] * len(paths)
   spec = stacked_axes(tree) if callable(stacked_axes) else stacked_axes
+  try:
+    ks = broadcast_leaves(spec, tree)
+  except (ValueError, TypeError) as e:
+    raise ValueError("stacked_axes must be an int, a tree of ints whose structure is a prefix "
+                     f"of the params', or a callable params -> such a tree: {e}") from None
   return [_stacked_int(k, x, jax.tree_util.keystr(path))
-          for k, (path, x) in zip(broadcast_leaves(spec, tree), paths)]
+          for k, (path, x) in zip(ks, paths)]
 
 
 def check_stacked_axes(stacked_axes):
   """Construction-time check of ``stacked_axes``: None, an int >= 0, a tree of them, or a
   callable (the values are checked against the leaves' ranks by :func:`stacked_of`)."""
-  if not callable(stacked_axes):
-    for k in jax.tree.leaves(stacked_axes):
+  if not callable(stacked_axes) and stacked_axes is not None:
+    for k in jax.tree.leaves(stacked_axes, is_leaf=lambda v: v is None):
       _stacked_int(k)
   return stacked_axes
 

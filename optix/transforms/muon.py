@@ -27,9 +27,8 @@ import numpy as np
 from optax.contrib import MuonDimensionNumbers
 
 from optix import _base, _tree, _validate
-from optix._tree import broadcast_leaves  # noqa: F401  (re-exported)
 from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
-from optix.transforms.blocking import standard_size
+from optix.transforms.blocking import check_stacked_axes, stacked_of, standard_size
 from optix.transforms.newton_schulz import (  # noqa: F401  (re-exported)
     DEFAULT_NS_COEFFS, DION_NS_COEFFS, NS_COEFFS_PRESETS, PRECONDITIONINGS,
     _iterate_dtype, _orthogonalize_stack, newton_schulz, ns_schedule)
@@ -142,12 +141,10 @@ def flax_dimension_numbers(stacked_axes=0):
     A callable params -> a tree like the params of ``MuonDimensionNumbers``
     (reduction axes ``stacked_axes .. ndim-2``, output axis ``ndim-1``) or None.
   """
-  if isinstance(stacked_axes, int):
-    _validate.integer("stacked_axes", stacked_axes, 0)
+  check_stacked_axes(stacked_axes)
 
   def dims(params):
-    ks = (stacked_axes(params) if callable(stacked_axes) else stacked_axes)
-    ks = [int(k) for k in broadcast_leaves(ks, params)]
+    ks = stacked_of(stacked_axes, params)
     leaves, treedef = jax.tree.flatten(params)
     return jax.tree.unflatten(treedef, [
         MuonDimensionNumbers(tuple(range(k, jnp.ndim(p) - 1)), jnp.ndim(p) - 1)

@@ -196,7 +196,9 @@ def scale_by_shampoo(beta2: float = 0.999, preconditioning_interval: int = 10,
       are the layer's). An int ``k`` with ``0 <= k <= ndim`` for every leaf, a tree of
       them like the params (or a prefix of them), or a callable params -> such a tree;
       None (default) is 0 everywhere, a leaf is one layer (None, so that
-      ``optax.inject_hyperparams`` does not inject this shape-setting argument).
+      ``optax.inject_hyperparams`` does not inject this shape-setting argument; a value
+      other than None must be named in its ``static_args``, or a callable is taken for a
+      schedule).
 
   Returns:
     A ``GradientTransformation`` whose state is a :class:`ScaleByShampooState`.
