@@ -428,11 +428,14 @@ def test_stacked_axes_are_validated():
   params = {"w": jnp.ones((4, 3)), "e": jnp.zeros((0, 5))}
   state = tx.init(params)
   assert [[q.shape for q in qs] for qs in state.qs] == [[(12, 1)]]
-  grads = {"w": jnp.full((4, 3), 0.1), "e": jnp.zeros((0, 5))}
+  grads = {"w": jnp.full((4, 3), 0.1).at[0, 0].set(1.0), "e": jnp.zeros((0, 5))}
   updates, _ = jax.jit(tx.update)(grads, state, params)
   assert updates["e"].shape == (0, 5)
-  # Each entry clipped alone to RMS 1.1 (unclipped it would be 4 · 0.1 = 0.4 everywhere).
-  np.testing.assert_allclose(np.asarray(updates["w"]), 0.4, rtol=1e-6)
+  # P_0 = 4 I: the update is 4 g, each entry clipped alone to RMS 1.1: 4.0 -> 1.1, 0.4 kept
+  # (a whole-leaf clip would scale every entry by 1.1 / 1.217).
+  want = np.full((4, 3), 0.4, np.float32)
+  want[0, 0] = 1.1
+  np.testing.assert_allclose(np.asarray(updates["w"]), want, rtol=1e-6)
 
 
 def test_update_probability_schedule():
@@ -572,6 +575,71 @@ def test_complex_state_dtypes_and_jitted_step(precond_dtype):
     assert [[q.dtype for q in qs] for qs in wide.qs] == [[jnp.float64],
                                                         [jnp.complex128, jnp.complex128]]
     assert all(m.dtype == jnp.complex128 for m in jax.tree.leaves(wide.mu))
+
+
+def test_complex_state_dtypes_on_real_params_keep_real_stacks():
+  """A complex state_dtype or precond_dtype on real params: each stack's field is the params'
+  in update as in init, so the real leaves are fitted with real probes and take the updates
+  of the real dtypes (the momentum's imaginary part is 0, the factors' too)."""
+  params = {"w": jnp.ones((6, 4)), "b": jnp.ones(5)}
+  grads = jax.vmap(lambda k: optix.testing.random_like(k, params))(
+      jax.random.split(jax.random.key(4), 3))
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(tx, grads):
+    def step(state, g):
+      u, state = tx.update(g, state, params)
+      return state, u
+    return jax.lax.scan(step, tx.init(params), grads)
+
+  _, want = run(optix.scale_by_psgd_kron(preconditioner_update_probability=1.0), grads)
+  for kw in ({"state_dtype": jnp.complex64}, {"precond_dtype": jnp.complex64},
+             {"state_dtype": jnp.complex64, "precond_dtype": jnp.complex64}):
+    tx = optix.scale_by_psgd_kron(preconditioner_update_probability=1.0, **kw)
+    state, got = run(tx, grads)
+    for k in params:
+      assert got[k].dtype == jnp.float32, (kw, k)
+      np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-6,
+                                 atol=1e-7, err_msg=f"{kw} {k}")
+    for q in jax.tree.leaves(state.qs):
+      assert np.all(np.imag(np.asarray(q)) == 0), kw
+
+
+def test_explicit_mesh_sharded_params_match_unsharded():
+  """Params and gradients sharded over "data" on an 8-device Explicit mesh (FSDP): a matrix,
+  stacked layers sharded on the stacked axis, a stacked bias (1-D slices) and two stacked
+  axes sharded on a layer's axis, a vector. Each leaf is gathered before it is stacked and
+  the factors stay replicated, so the jitted steps give the unsharded updates (to float32
+  rounding), each in its leaf's sharding."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  leaves = {"w": ((16, 8), P("data"), 0), "s": ((8, 16, 8), P("data"), 1),
+            "b": ((8, 16), P(None, "data"), 1), "t": ((2, 8, 16, 8), P(None, "data"), 2),
+            "v": ((16,), P("data"), 0)}
+  params = {k: jax.random.normal(jax.random.key(i), s)
+            for i, (k, (s, _, _)) in enumerate(leaves.items())}
+  grads = [optix.testing.random_like(jax.random.key(10 + i), params) for i in range(3)]
+  tx = optix.psgd_kron(1e-2, preconditioner_update_probability=1.0,
+                       stacked_axes={k: n for k, (_, _, n) in leaves.items()})
+
+  def run(put):
+    p = put(params)
+    state, step = jax.jit(tx.init)(p), jax.jit(lambda g, s, p: tx.update(g, s, p))
+    out = []
+    for g in grads:
+      u, state = step(put(g), state, p)
+      out.append(u)
+    return out
+
+  want = run(lambda t: t)
+  put = lambda t: {k: jax.device_put(v, NamedSharding(mesh, leaves[k][1])) for k, v in t.items()}
+  with jax.set_mesh(mesh):
+    got = run(put)
+  for k, (shape, spec, _) in leaves.items():
+    assert got[-1][k].sharding.is_equivalent_to(NamedSharding(mesh, spec), len(shape)), k
+    for u, v in zip(got, want):
+      np.testing.assert_allclose(np.asarray(u[k]), np.asarray(v[k]), rtol=1e-5, atol=1e-6,
+                                 err_msg=k)
 
 
 def test_traced_hyperparameters_pass_validation():

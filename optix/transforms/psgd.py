@@ -29,6 +29,10 @@ The padding is exact: the factors are :math:`\mathrm{diag}(Q_i, I)`, the momentu
 probes are zero on the padded coordinates, and the step leaves the identity block fixed, so
 each leaf gets exactly its unpadded update. The state holds the stacked, padded factors
 (:func:`optix.transforms.psgd_stacks.leaf_factors` reads one leaf's back).
+
+Params sharded on an Explicit mesh (FSDP) are gathered before they are stacked, as Shampoo's
+and SOAP's blocks are (:func:`optix.transforms.blocking.to_blocks`): the stacks and the
+factors are replicated, and each update is returned in its leaf's layout.
 """
 
 import itertools
@@ -40,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
+from optix._sharding import explicit_sharding, replicated
 from optix.transforms import blocking, moments
 from optix.transforms.psgd_stacks import (
     apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
@@ -412,6 +417,22 @@ def _members(xs, layouts, counts, ks):
                  for x, lay, n, k in zip(xs, layouts, counts, ks)])
 
 
+def _as_field(x, dtype):
+  """``x`` cast to ``dtype``; its real part when ``dtype`` is real and ``x`` complex (the
+  momentum or the factors of real params kept in a complex ``state_dtype`` or
+  ``precond_dtype``, whose imaginary parts are 0)."""
+  if _tree.is_complex(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+    x = jnp.real(x)
+  return x.astype(dtype)
+
+
+def _like(x, like):
+  """``x`` in the Explicit-mesh layout of ``like`` (sharded or replicated) if it has one,
+  ``x`` as it is otherwise."""
+  sharding = explicit_sharding(like)
+  return x if sharding is None else jax.sharding.reshard(x, sharding.spec)
+
+
 def _factor_dtype(dtype, triangular):
   """A factor's dtype in a stack of ``dtype``: a triangular one takes it, a diagonal one its
   real counterpart (float32 for complex64: a diagonal factor is real and positive)."""
@@ -425,7 +446,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
                        memory_save_mode: Optional[str] = None, precond_lr: float = 0.1,
                        precond_init_scale: float = 1.0, max_update_rms: Optional[float] = 1.1,
                        *, precond_dtype=None, state_dtype=None, seed: int = 0,
-                       stacked_axes=0) -> _base.GradientTransformation:
+                       stacked_axes=None) -> _base.GradientTransformation:
   r"""PSGD Kron (Li 2015, arXiv 1512.04202; Li 2024, "Stochastic Hessian fitting on Lie
   groups", arXiv 2402.11858): the momentum, preconditioned by a Kronecker-factored
   :math:`P = Q^H Q` fitted to whiten it (:math:`Q^H = Q^\top` for real params).
@@ -491,15 +512,15 @@ def scale_by_psgd_kron(b1: float = 0.9,
     seed: an int >= 0, the PRNG seed of the probes and of the update draws; 0.
     stacked_axes: how many leading axes of each leaf index stacked layers (the kernels of
       an ``nn.scan``-ed block): an int >= 0 for every leaf, a tree of ints like the params
-      (or a prefix of them), or a callable params -> such a tree, as in
-      :func:`optix.transforms.muon.flax_dimension_numbers`; each ``k`` must satisfy
+      (or a prefix of them), or a callable params -> such a tree; each ``k`` must satisfy
       ``0 <= k <=`` the leaf's ndim. A leaf of shape ``(L_1, ..., L_k, n_1, ..., n_d)`` is
       preconditioned as :math:`L_1 \cdots L_k` separate leaves of shape
       ``(n_1, ..., n_d)``: each slice gets its own factors (their kinds from the slice's
       shape), fit and RMS clip, and the slices are consecutive members of one stack, so
       the state grows by :math:`L` slices' factors, not by an :math:`L \times L` factor
-      across layers. 0 (default; None means the same): no stacked axes, every leaf one
-      preconditioner.
+      across layers. None (default) or 0: no stacked axes, every leaf one preconditioner.
+      It sets the state's shapes: inside ``optax.inject_hyperparams`` a value other than
+      None must be named in ``static_args`` (a callable would be taken for a schedule).
 
   The rule for diagonal factors, from the shape alone (:func:`factor_kinds`): an axis of
   size 1, longer than ``max_size_triangular``, more than ``max_skew_triangular`` times the
@@ -608,14 +629,18 @@ def scale_by_psgd_kron(b1: float = 0.9,
     do_fit = jax.random.uniform(keys[0]) < p
 
     ks = blocking.stacked_of(stacked_axes, updates)
-    # The field of a leaf is its momentum's (complex exactly for complex params).
-    layouts, groups, runs = plan(g_leaves, ks, [_tree.is_complex(m) for m in m_leaves])
-    # Per stack: the debiased momenta (B, *padded), zero on the padding.
+    # The field of a leaf is its updates' (the params', as in init): a complex state_dtype or
+    # precond_dtype on real params keeps a real stack, whose momentum's imaginary part is 0.
+    layouts, groups, runs = plan(g_leaves, ks, [_tree.is_complex(g) for g in g_leaves])
+    # Per stack: the debiased momenta (B, *padded), zero on the padding. A leaf sharded on an
+    # Explicit mesh is gathered first: the stacks and the factors are replicated.
     hs = []
     for run, factors in zip(runs, state.qs):
       dt = jnp.result_type(factors[0].dtype, jnp.float32, *[m_leaves[j].dtype for j, _ in run])
-      h = _members([m_leaves[j].astype(dt) for j, _ in run], [layouts[j] for j, _ in run],
-                   [n for _, n in run], [ks[j] for j, _ in run])
+      if not layouts[run[0][0]].complex:
+        dt = jnp.finfo(dt).dtype
+      h = _members([_as_field(replicated(m_leaves[j]), dt) for j, _ in run],
+                   [layouts[j] for j, _ in run], [n for _, n in run], [ks[j] for j, _ in run])
       hs.append(moments.debias_leaf(h, corr))
 
     def fit(stacks):
@@ -631,15 +656,16 @@ def scale_by_psgd_kron(b1: float = 0.9,
         damped.append(h + delta.reshape((-1,) + (1,) * len(axes)) * z)
         probes.append(v)
         masks.append(ms)
-      new = fit_stacks([[q.astype(_factor_dtype(h.dtype, q.ndim == 3)) for q in factors]
+      new = fit_stacks([[_as_field(q, _factor_dtype(h.dtype, q.ndim == 3)) for q in factors]
                         for factors, h in zip(stacks, hs)], damped, probes, precond_lr, masks)
-      return tuple(tuple(n.astype(q.dtype) for n, q in zip(ns, factors))
+      # In the state's dtypes and layouts, so both branches of the cond agree.
+      return tuple(tuple(_like(n.astype(q.dtype), q) for n, q in zip(ns, factors))
                    for ns, factors in zip(new, stacks))
 
     qs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, state.qs)
     out = [None] * len(g_leaves)
     for group, run, h, factors in zip(groups, runs, hs, qs):
-      f, u = [q.astype(_factor_dtype(h.dtype, q.ndim == 3)) for q in factors], h
+      f, u = [_as_field(q, _factor_dtype(h.dtype, q.ndim == 3)) for q in factors], h
       for a in range(len(f)):                     # Q^H Q h
         u = apply_axis(f[a], u, a + 1)
       for a in range(len(f)):
@@ -654,11 +680,11 @@ def scale_by_psgd_kron(b1: float = 0.9,
         shape, dtype = jnp.shape(g_leaves[j]), jnp.result_type(g_leaves[j])
         piece = (slices_from_stack(u[start:start + n], layouts[j], shape) if ks[j]
                  else from_stack(u[start], layouts[j], shape))
-        out[j] = piece.astype(dtype)
+        out[j] = _like(piece.astype(dtype), g_leaves[j])   # in the leaf's layout
         start += n
     for j, x in enumerate(g_leaves):   # a leaf with no slices (a stacked axis of length 0)
       if out[j] is None:
-        out[j] = jnp.zeros(jnp.shape(x), jnp.result_type(x))
+        out[j] = jnp.zeros_like(x)
     return jax.tree.unflatten(treedef, out), ScaleByPsgdKronState(count, state.key, mu, qs)
 
   return _base.GradientTransformation(init, update)
