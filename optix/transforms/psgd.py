@@ -540,8 +540,8 @@ def scale_by_psgd_kron(b1: float = 0.9,
   separate uniform draw from the same step key. Real and complex leaves never share a
   stack.
 
-  State: the momentum, shaped like the params (4 bytes/param in float32), and per stack
-  of ``B`` leaves padded to ``(P_1, ..., P_k)``, :math:`B P_i^2` (triangular) or
+  State: the momentum, shaped like the params (4 bytes/param in float32, 8 in complex64),
+  and per stack of ``B`` leaves padded to ``(P_1, ..., P_k)``, :math:`B P_i^2` (triangular) or
   :math:`B P_i` (diagonal) values per axis: :math:`\sum_i n_i^2` or :math:`n_i` per leaf
   when its sizes are standard (powers of two up to 128, multiples of 128), more for
   others (up to 4× a factor's values for a size just above a power of two up to 128,
