@@ -76,18 +76,13 @@ def leaf_layout(shape: Sequence[int], kinds: Sequence[bool],
 
 def to_stack(x: jax.Array, layout: LeafLayout) -> jax.Array:
   """A leaf in its stack layout: axes in ``layout.perm`` order, zero-padded to
-  ``layout.padded``."""
-  x = jnp.transpose(x.reshape(layout.shape), layout.perm)
-  pad = [(0, p - n) for n, p in zip(x.shape, layout.padded)]
-  return jnp.pad(x, pad) if any(hi for _, hi in pad) else x
+  ``layout.padded`` (one member of :func:`slices_to_stack`)."""
+  return slices_to_stack(x, layout, 1)[0]
 
 
 def from_stack(x: jax.Array, layout: LeafLayout, shape: Sequence[int]) -> jax.Array:
   """Inverse of :func:`to_stack`: drops the padding, restores the axis order and ``shape``."""
-  real = tuple(layout.shape[i] for i in layout.perm)
-  if tuple(x.shape) != real:
-    x = x[tuple(slice(0, n) for n in real)]
-  return jnp.transpose(x, np.argsort(layout.perm)).reshape(shape)
+  return slices_from_stack(x[None], layout, shape)
 
 
 def slices_to_stack(x: jax.Array, layout: LeafLayout, count: int) -> jax.Array:
