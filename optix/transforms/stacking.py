@@ -81,15 +81,13 @@ def gather_flat(xs: Sequence[jax.Array], plans, group) -> jax.Array:
   return flat.at[idx].get(mode="promise_in_bounds")
 
 
-def sq_norms(stack: jax.Array, group, plans=None) -> jax.Array:
-  """``(M,)``: the sum of the squares of each member's blocks in ``stack`` ``(B, ...)``
-  (member order; the padding must be zero); with ``plans``, one sum per stacked layer of
-  each member (member order, then row-major layer order; ``M`` the number of layers), as
-  if each layer were a leaf. Replicated where ``stack`` is split over a mesh (a group's
-  owners)."""
-  counts = group.counts if plans is None else [
-      c // plans[j].layers for j, c in zip(group.members, group.counts)
-      for _ in range(plans[j].layers)]
+def sq_norms(stack: jax.Array, group, plans) -> jax.Array:
+  """``(M,)``: the sum of the squares of each layer's blocks in ``stack`` ``(B, ...)``, a
+  member leaf being one layer or, with stacked axes, several (member order, then row-major
+  layer order; ``M`` the number of layers; the padding must be zero). Replicated where
+  ``stack`` is split over a mesh (a group's owners)."""
+  counts = [c // plans[j].layers for j, c in zip(group.members, group.counts)
+            for _ in range(plans[j].layers)]
   s = replicated(jnp.sum(jnp.square(stack), axis=tuple(range(1, stack.ndim))))
   if all(n == 1 for n in counts):
     return s
