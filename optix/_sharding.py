@@ -56,6 +56,15 @@ def explicit_spec(x):
   return sharding.spec
 
 
+def in_layout_of(x, like):
+  """``x`` in the Explicit-mesh layout of ``like`` (sharded or replicated) when ``like`` has
+  one, ``x`` as it is otherwise: results computed from gathered operands go back to their
+  leaf's layout, and arrays built without a mesh (``jnp.eye``) take the mesh of the state
+  they join."""
+  sharding = explicit_sharding(like)
+  return x if sharding is None else jax.sharding.reshard(x, sharding.spec)
+
+
 def replicated(x):
   """Gathers an Explicit-mode sharded array (matmuls and reshapes over a sharded
   axis are ambiguous there); a no-op otherwise."""

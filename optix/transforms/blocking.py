@@ -75,8 +75,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from optix import _validate
 from optix._tree import broadcast_leaves
-from optix._sharding import (axes_of_entry, axes_size, explicit_spec, from_owners, map_local,
-                             map_stacked, owner_axes, replicated, spec_entry, to_owners)
+from optix._sharding import (axes_of_entry, axes_size, explicit_spec, from_owners, in_layout_of,
+                             map_local, map_stacked, owner_axes, replicated, spec_entry,
+                             to_owners)
 from optix.transforms import stacking
 from optix.transforms.roots import finite_or
 
@@ -237,8 +238,7 @@ def from_blocks(x, plan, like=None):
   x = x.reshape([plan.layers] + [n * b for n, b in zip(plan.blocks, plan.block)])
   x = x[(slice(None),) + tuple(slice(0, d) for d in plan.merged)]
   x = x.reshape(plan.shape)
-  spec = None if like is None else explicit_spec(like)
-  return x if spec is None else jax.sharding.reshard(x, spec)
+  return x if like is None else in_layout_of(x, like)
 
 
 class Group(NamedTuple):

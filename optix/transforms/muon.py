@@ -27,7 +27,8 @@ import numpy as np
 from optax.contrib import MuonDimensionNumbers
 
 from optix import _base, _tree, _validate
-from optix._sharding import check_axis, explicit_spec, map_owned, map_stacked, replicated
+from optix._sharding import (check_axis, explicit_spec, in_layout_of, map_owned, map_stacked,
+                             replicated)
 from optix.transforms.blocking import check_stacked_axes, stacked_of, standard_size
 from optix.transforms.newton_schulz import (  # noqa: F401  (re-exported)
     DEFAULT_NS_COEFFS, DION_NS_COEFFS, NS_COEFFS_PRESETS, PRECONDITIONINGS,
@@ -264,8 +265,7 @@ def orthogonalize_leaves(leaves, views, orthogonalize_stack, pad=False):
       x = result[offset:offset + v.count, :m, :n]
       offset += v.count
       x = (jnp.swapaxes(x, 1, 2) if v.transposed else x).reshape(leaves[i].shape)
-      spec = explicit_spec(leaves[i])
-      out[i] = x if spec is None else jax.sharding.reshard(x, spec)  # back to the leaf's layout
+      out[i] = in_layout_of(x, leaves[i])
   return out
 
 

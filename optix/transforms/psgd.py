@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optix import _base, _tree, _validate
-from optix._sharding import explicit_sharding, replicated
+from optix._sharding import in_layout_of, replicated
 from optix.transforms import blocking, moments
 from optix.transforms.psgd_stacks import (
     apply_axis, balance_scales, concat, from_stack, gram, leaf_layout, mask_stack, real_max_abs,
@@ -426,13 +426,6 @@ def _as_field(x, dtype):
   return x.astype(dtype)
 
 
-def _like(x, like):
-  """``x`` in the Explicit-mesh layout of ``like`` (sharded or replicated) if it has one,
-  ``x`` as it is otherwise."""
-  sharding = explicit_sharding(like)
-  return x if sharding is None else jax.sharding.reshard(x, sharding.spec)
-
-
 def _factor_dtype(dtype, triangular):
   """A factor's dtype in a stack of ``dtype``: a triangular one takes it, a diagonal one its
   real counterpart (float32 for complex64: a diagonal factor is real and positive)."""
@@ -659,7 +652,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
       new = fit_stacks([[_as_field(q, _factor_dtype(h.dtype, q.ndim == 3)) for q in factors]
                         for factors, h in zip(stacks, hs)], damped, probes, precond_lr, masks)
       # In the state's dtypes and layouts, so both branches of the cond agree.
-      return tuple(tuple(_like(n.astype(q.dtype), q) for n, q in zip(ns, factors))
+      return tuple(tuple(in_layout_of(n.astype(q.dtype), q) for n, q in zip(ns, factors))
                    for ns, factors in zip(new, stacks))
 
     qs = jax.lax.cond(do_fit, fit, lambda stacks: stacks, state.qs)
@@ -680,7 +673,7 @@ def scale_by_psgd_kron(b1: float = 0.9,
         shape, dtype = jnp.shape(g_leaves[j]), jnp.result_type(g_leaves[j])
         piece = (slices_from_stack(u[start:start + n], layouts[j], shape) if ks[j]
                  else from_stack(u[start], layouts[j], shape))
-        out[j] = _like(piece.astype(dtype), g_leaves[j])   # in the leaf's layout
+        out[j] = in_layout_of(piece.astype(dtype), g_leaves[j])   # in the leaf's layout
         start += n
     for j, x in enumerate(g_leaves):   # a leaf with no slices (a stacked axis of length 0)
       if out[j] is None:
