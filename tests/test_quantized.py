@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import optix
-from optix.transforms.quantized import dequantize, dynamic_map, quantize
+from optix.transforms.quantized import dequantize, dynamic_map, quantize, quantized_zeros
 
 SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True,
                                phases=(hypothesis.Phase.explicit, hypothesis.Phase.generate))
@@ -22,6 +22,9 @@ SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True,
 def _jit_round_trip(x, signed, block_size):
   q = quantize(x, signed, block_size)
   return q, dequantize(q, signed, block_size)
+
+
+_jit_quantize = jax.jit(quantize, static_argnums=(1, 2))
 
 
 def _round_trip(x, signed, block_size):
@@ -112,6 +115,12 @@ def test_zeros_stay_exact_zeros(signed, shape):
   q, y = _round_trip(x, signed, 256)
   assert np.all(np.asarray(q.scales) == 0)
   np.testing.assert_array_equal(y, x)
+  for block_size in (1, 7, 256):  # what an 8-bit init builds without quantizing
+    q = _jit_round_trip(jnp.asarray(x), signed, block_size)[0]
+    z = quantized_zeros(shape, signed, block_size)
+    for got, want in zip(z, q):
+      assert got.dtype == want.dtype and got.shape == want.shape
+      np.testing.assert_array_equal(got, want)
 
 
 def test_extremes_and_block_max_round_trip_exactly():
@@ -185,8 +194,8 @@ def test_first_step_is_adams_then_stays_close():
 def test_stochastic_rounding_picks_a_neighbour_of_the_nearest(x, signed):
   """Each stochastic code is the nearest code or the one on the value's other side."""
   x = x if signed else np.abs(x)
-  q_near = quantize(jnp.asarray(x), signed, 64)
-  q_sr = quantize(jnp.asarray(x), signed, 64, key=jax.random.key(3))
+  q_near = _jit_quantize(jnp.asarray(x), signed, 64)
+  q_sr = _jit_quantize(jnp.asarray(x), signed, 64, key=jax.random.key(3))
   near, sr = (np.asarray(q.codes, np.int32) for q in (q_near, q_sr))
   assert np.all(np.abs(near - sr) <= 1)
   np.testing.assert_array_equal(q_near.scales, q_sr.scales)

@@ -103,6 +103,25 @@ def quantize(x: jax.Array, signed: bool = True, block_size: int = 256,
   return QuantizedArray(codes.ravel()[:x.size].reshape(jnp.shape(x)), absmax)
 
 
+def quantized_zeros(shape, signed: bool = True, block_size: int = 256) -> QuantizedArray:
+  """``quantize(jnp.zeros(shape), signed, block_size)``, built without computing anything:
+  every value takes the code of zero (128 on the signed map, 0 on the unsigned one) and every
+  block a scale of 0. An optimizer's ``init`` then costs no quantization (op by op, outside
+  ``jit``, that is a compile per operation).
+
+  Args:
+    shape: the tensor's shape.
+    signed: the signed map (True, default) or the unsigned one (False).
+    block_size: int >= 1, values per absmax block; 256.
+
+  Returns:
+    A ``QuantizedArray`` equal to ``quantize`` of zeros.
+  """
+  code = len(dynamic_map(signed)) // 2 if signed else 0
+  blocks = -(-int(np.prod(shape, dtype=np.int64)) // block_size)
+  return QuantizedArray(jnp.full(shape, code, jnp.uint8), jnp.zeros((blocks,), jnp.float32))
+
+
 def _nearest_code(y, signed):
   """Index of the map value nearest to each ``y`` in [-1, 1], computed from the map's
   structure (decade, then linear step) and refined among the three neighbours: a few
@@ -263,8 +282,9 @@ def scale_by_adam8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     _tree.check_real("scale_by_adam8bit", params)
 
     def init_moment(p, signed):
-      z = jnp.zeros(jnp.shape(p), _tree.state_dtype_for(p, state_dtype))
-      return quantize(z, signed, block_size) if big(p) else z
+      if big(p):
+        return quantized_zeros(jnp.shape(p), signed, block_size)
+      return jnp.zeros(jnp.shape(p), _tree.state_dtype_for(p, state_dtype))
     return ScaleByAdam8bitState(jnp.zeros([], jnp.int32),
                                 jax.tree.map(lambda p: init_moment(p, True), params),
                                 jax.tree.map(lambda p: init_moment(p, False), params))
