@@ -86,6 +86,26 @@ def test_accumulator_dtype():
       assert total < 1.1  # the bf16 accumulator lost the small gradients
 
 
+def test_complex_and_float64_gradients_keep_their_kind_and_precision():
+  """A float32 accumulator takes the gradient's kind and never lowers its precision: complex
+  micro-batches sum in complex (optax.MultiSteps casts its sum to float32 on each micro-batch:
+  every imaginary part but the last micro-batch's is lost), float64 stays float64."""
+  z = jnp.array([1 + 2j, -0.5 + 1j], jnp.complex64)
+  tx = optix.multi_steps(optix.sgd(1.0), 2)
+  state = tx.init({"w": z})
+  assert state.acc_grads["w"].dtype == jnp.complex64
+  for g in (z, 3 * z):
+    updates, state = tx.update({"w": g}, state)
+  np.testing.assert_allclose(updates["w"], -2 * z, rtol=1e-6)
+  with jax.enable_x64(True):
+    for dtype, expect in ((jnp.float64, jnp.float64), (jnp.complex128, jnp.complex128),
+                          (jnp.float32, jnp.float32), (jnp.int32, jnp.float32)):
+      acc = tx.init({"w": jnp.zeros(2, dtype)}).acc_grads["w"]
+      assert acc.dtype == expect, (dtype, acc.dtype)
+    assert optix.multi_steps(optix.sgd(1.0), 2, accumulator_dtype=None).init(
+        {"w": z}).acc_grads["w"].dtype == jnp.complex64
+
+
 def test_matches_optax_multisteps_and_works_in_flax_train_state():
   params, x, y, loss_fn = _problem(1)
   grad = jax.jit(jax.grad(loss_fn))

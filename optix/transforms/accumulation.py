@@ -10,8 +10,15 @@ from optix import _base, _tree, _validate
 
 def _zeros(params, dtype):
   # ``None`` keeps each gradient's own dtype here (not the moment policy): the accumulator holds
-  # sums of gradients, which the user may want in their native precision.
-  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+  # sums of gradients, which the user may want in their native precision. A requested dtype
+  # takes the gradient's kind (a real sum of complex gradients would drop their imaginary
+  # parts) and never less than the gradient's own precision.
+  def zeros(p):
+    if dtype is None or not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
+      return jnp.zeros_like(p, dtype=dtype)
+    return jnp.zeros_like(p, dtype=jnp.promote_types(_tree.state_dtype_for(p, dtype),
+                                                     jnp.result_type(p)))
+  return jax.tree.map(zeros, params)
 
 
 class MultiStepsState(NamedTuple):
@@ -45,8 +52,10 @@ def multi_steps(inner: _base.GradientTransformationBase, every_k: int, *,
       the gradient itself).
     average: divide the sum by ``every_k`` (True, default: the step matches a
       mean loss over the larger batch) or pass the sum (False: sum losses).
-    accumulator_dtype: dtype of the running sum; float32 (default) keeps small
-      bf16/fp16 gradients from rounding away; ``None``: each gradient's own dtype.
+    accumulator_dtype: precision of the running sum, in each gradient's kind (complex
+      gradients get the complex dtype of that precision) and never below the gradient's
+      own (float64 stays float64); float32 (default) keeps small bf16/fp16 gradients from
+      rounding away; ``None``: each gradient's own dtype.
 
   Returns:
     A ``GradientTransformation`` whose state is ``MultiStepsState``
