@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 MATRIX_CELLS = {
     "test_contract_fp32": "fp32-jit",
     "test_bf16_params_keep_fp32_state": "bf16-jit",
+    "test_complex_params_are_stepped_in_complex_or_refused": "complex64",
     "test_sharded_matches_unsharded": "sharded8",
     "test_sharded_bf16": "bf16-sharded8",
     "test_extra_args_accepted": "extra-args",

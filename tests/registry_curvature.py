@@ -10,8 +10,12 @@ from registry import Entry
 
 
 def _quadratic(params):
-  """A convex objective over the registry's mixed param tree (any dtype)."""
-  return sum(0.5 * jnp.sum(jnp.square(p.astype(jnp.float32) - 0.5)) for p in jax.tree.leaves(params))
+  """A convex objective over the registry's mixed param tree (any dtype, complex included:
+  ``|p - 0.5|²``, real-valued)."""
+  def term(p):
+    d = p.astype(jnp.promote_types(p.dtype, jnp.float32)) - 0.5
+    return 0.5 * jnp.sum(jnp.real(d * jnp.conj(d)))
+  return sum(term(p) for p in jax.tree.leaves(params))
 
 
 def _dense_stats():

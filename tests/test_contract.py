@@ -1,5 +1,7 @@
 """Shared contract tests, run over every optimizer in the registry."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -44,6 +46,49 @@ def test_bf16_params_keep_fp32_state(entry):
       assert leaf.dtype == jnp.float32, f"{entry.name}: state leaf in {leaf.dtype}"
 
 
+def _complex(tree, seed=None):
+  """``tree`` with complex64 leaves for its floating ones: the leaves plus ``0.5j`` times
+  themselves, or (with ``seed``) fresh draws with independent real and imaginary parts."""
+  def one(x, key):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      return x
+    if key is None:
+      return x.astype(jnp.complex64) * (1 + 0.5j)
+    re, im = jax.random.normal(key, (2,) + x.shape)
+    return (re + 1j * im).astype(jnp.complex64)
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = [None] * len(leaves) if seed is None else jax.random.split(jax.random.key(seed),
+                                                                    len(leaves))
+  return jax.tree.unflatten(treedef, [one(x, k) for x, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=ids)
+def test_complex_params_are_stepped_in_complex_or_refused(entry):
+  """Complex params either take complex updates that depend on the gradients' imaginary
+  parts, with no complex value cast to a real dtype on the way, or are refused with a
+  ValueError that says complex (the state policy: complex keeps complex)."""
+  params = _complex(params_for(entry))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", np.exceptions.ComplexWarning)
+    warnings.filterwarnings("error", message=".*[Cc]asting from complex", category=DeprecationWarning)
+    try:
+      tx = entry.make()
+      state = tx.init(params)
+      step = jax.jit(lambda g, s, p: tx.update(g, s, p, **entry.extra_args))
+      p, imaginary = params, False
+      for seed in range(3):
+        grads = _complex(params, seed)
+        updates, state = step(grads, state, p)
+        chex.assert_trees_all_equal_shapes_and_dtypes(updates, grads)
+        chex.assert_tree_all_finite(updates)
+        imaginary |= any(bool(jnp.any(jnp.imag(u) != 0)) for u in jax.tree.leaves(updates))
+        p = optix.apply_updates(p, updates)
+    except ValueError as e:
+      assert "complex" in str(e).lower(), f"{entry.name}: refused without saying why: {e}"
+      return
+  assert imaginary, f"{entry.name}: complex params took updates with no imaginary part"
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=ids)
 def test_tree_mismatch_is_named(entry):
   params = params_for(entry)
@@ -86,6 +131,19 @@ def _checkpoint_resume(tx, params, extra_args, path):
 @pytest.mark.parametrize("entry", ENTRIES, ids=ids)
 def test_checkpoint_round_trip_resumes_bit_exactly(entry, tmp_path):
   _checkpoint_resume(entry.make(), params_for(entry), entry.extra_args, tmp_path / "ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRIES, ids=ids)
+def test_complex_state_round_trips_bit_exactly(entry, tmp_path):
+  """The checkpoint contract on complex params, for the optimizers that take them."""
+  try:
+    _checkpoint_resume(entry.make(), _complex(params_for(entry)), entry.extra_args,
+                       tmp_path / "ckpt")
+  except ValueError as e:
+    if "complex" not in str(e).lower():
+      raise
+    pytest.skip(f"refuses complex params: {e}")
 
 
 def _drifting(field_after_update):
