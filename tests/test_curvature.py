@@ -165,7 +165,8 @@ TASKS = {
 }
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.slow) if t == "autoencoder"
+                                  else t for t in TASKS])
 def test_kfac_reaches_target_in_far_fewer_steps_than_tuned_adam(task):
   sizes, loss_fn, target, config, adam_lrs = TASKS[task]
   kfac_steps = _steps_to_target(sizes, loss_fn, optix.kfac(**config), target, 100, True)

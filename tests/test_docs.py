@@ -73,6 +73,7 @@ def optimizer_names():
   return names
 
 
+@pytest.mark.slow
 def test_sphinx_builds_without_warnings(tmp_path):
   pytest.importorskip("sphinx.cmd.build")
   html = tmp_path / "html"

@@ -46,6 +46,7 @@ def test_compare_optimizers_tiny(tmp_path):
   _png(out)
 
 
+@pytest.mark.slow
 def test_digits_tiny(tmp_path):
   out = tmp_path / "digits.png"
   stdout = _run("digits.py", "--epochs=3", "--optimizers=sgd_momentum,adam", f"--out={out}")
@@ -75,6 +76,7 @@ def test_grokking_tiny(tmp_path):
   _png(out)
 
 
+@pytest.mark.slow
 def test_checkpointing_is_bit_exact(tmp_path):
   # Saved mid-WSD-decay (decay from step 33) at step 38; Shampoo/SOAP refresh their
   # preconditioners at step 40, after the restore.
@@ -93,6 +95,7 @@ def test_rosenbrock_same_lr_observation(tmp_path):
   assert re.search(r"sgd\s+diverges", stdout) and re.search(r"adam\s+stable", stdout), stdout
 
 
+@pytest.mark.slow
 def test_diagnose_tiny(tmp_path):
   out = tmp_path / "diag.png"
   stdout = _run("diagnose.py", "--steps=60", "--range_steps=40", "--spike_at=40",

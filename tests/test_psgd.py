@@ -317,7 +317,8 @@ _TREES = {
 }
 
 
-@pytest.mark.parametrize("tree", sorted(_TREES))
+@pytest.mark.parametrize("tree", [pytest.param(t, marks=pytest.mark.slow) if t == "complex"
+                                  else t for t in sorted(_TREES)])
 def test_stacked_transform_matches_the_per_leaf_reference(tree):
   """Four fitted steps of the stacked transform are the per-leaf unpadded computation with
   the same random draws, for real leaves and for complex ones (the complex fit, Qᴴ Q and
