@@ -75,7 +75,7 @@ Args:
   eps_root: added to :math:`s` before the square root (it keeps gradients through
     the optimizer finite). Default 1e-16 (optax's). Valid range: >= 0.
   nesterov: use a Nesterov look-ahead first moment. Default False (the paper's form).
-""")
+""", real_only=False)
 
 yogi = _alias(optax.yogi, adam_checks(), r"""
 Yogi (Zaheer et al. 2018, NeurIPS): Adam with an additive second-moment update.
@@ -94,7 +94,7 @@ Args:
     [0, 1) (ValueError otherwise).
   eps: added to :math:`\sqrt{v_t}` in the denominator. Default 1e-3 (the paper's,
     larger than Adam's for stability). Valid range: >= 0 (ValueError otherwise).
-""")
+""", real_only=False)
 
 amsgrad = _alias(optax.amsgrad, adam_checks(eps_root=v.nonnegative), r"""
 AMSGrad (Reddi et al. 2018, arXiv 1904.09237): Adam dividing by the running maximum of v.
@@ -118,7 +118,7 @@ Args:
     Reddi et al.'s original algorithm.
   bias_correction_nu: debias the second moment before its running maximum.
     Default True (optax's); False is the original algorithm.
-""")
+""", real_only=False)
 
 adamax = _alias(optax.adamax, adam_checks(), r"""
 AdaMax (Kingma & Ba 2015, arXiv 1412.6980 §7): Adam with the infinity norm.
@@ -135,7 +135,7 @@ Args:
     :math:`|g|`. Default 0.999 (the paper's). Valid range: [0, 1).
   eps: added to :math:`u_t` in the denominator. Default 1e-8. Valid range: >= 0
     (ValueError otherwise).
-""")
+""", real_only=False)
 
 adamaxw = _alias(optax.adamaxw, adam_checks(weight_decay=v.nonnegative), r"""
 AdaMax with decoupled weight decay (arXiv 1412.6980, 1711.05101).
@@ -155,7 +155,7 @@ Args:
   mask: which leaves get weight decay: a pytree of bools shaped like (a prefix
     of) the params, or a function of the params returning one; None (default):
     all leaves. The AdaMax scaling applies to every leaf either way.
-""")
+""", real_only=False)
 
 novograd = _alias(optax.novograd, adam_checks(eps_root=v.nonnegative,
                                                weight_decay=v.nonnegative), r"""
@@ -177,7 +177,7 @@ Args:
     range: >= 0 (ValueError otherwise).
   weight_decay: the L2 decay λ added to the normalized gradient; a float or a
     schedule. Default 0 (none). Valid range: >= 0 (ValueError otherwise).
-""")
+""", real_only=False)
 
 sm3 = _alias(optax.sm3, dict(learning_rate=_lr, momentum=v.unit_interval), r"""
 SM3 (Anil et al. 2019, arXiv 1901.11150): memory-lean AdaGrad with one accumulator
@@ -241,7 +241,7 @@ Args:
     (none). Valid range: >= 0 (ValueError otherwise).
   mask: which leaves get weight decay: a pytree of bools like (a prefix of) the
     params, or a function returning one; None (default): all leaves.
-""")
+""", real_only=False)
 
 sign_sgd = _alias(optax.sign_sgd, dict(learning_rate=_lr), r"""
 signSGD (Bernstein et al. 2018, arXiv 1802.04434): :math:`\theta \leftarrow \theta
