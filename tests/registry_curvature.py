@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 
 import optix
+from optix.transforms import moments
 from registry import Entry
 
 
@@ -14,7 +15,7 @@ def _quadratic(params):
   ``|p - 0.5|²``, real-valued)."""
   def term(p):
     d = p.astype(jnp.promote_types(p.dtype, jnp.float32)) - 0.5
-    return 0.5 * jnp.sum(jnp.real(d * jnp.conj(d)))
+    return 0.5 * jnp.sum(moments.abs_sq(d))
   return sum(term(p) for p in jax.tree.leaves(params))
 
 
